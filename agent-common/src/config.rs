@@ -1,0 +1,62 @@
+//! Settings the kernel programs read at run time, from the `CONFIG` array map.
+//!
+//! Userspace rewrites the single entry when the config file changes (SIGHUP); the
+//! programs pick it up on the next packet, without reloading or re-attaching.
+
+/// Bits in the DNS port bitmap.
+pub const DNS_PORT_WORDS: usize = 65536 / 64;
+
+/// The run-time configuration of the kernel programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelConfig {
+    /// Bit `p` set when port `p` carries DNS (UDP and TCP). Port 53 is always DNS.
+    pub dns_ports: [u64; DNS_PORT_WORDS],
+    /// An IPv4 packet with DF, or any IPv6 packet, whose IP length exceeds this is
+    /// `large_df` and its TCP retransmissions are tracked.
+    pub large_packet_bytes: u32,
+    /// Always zero. The kernel programs add it to header offsets: the verifier cannot
+    /// know a map value, so it checks the transport layer once for all link-layer
+    /// variants instead of once per VLAN/PPPoE/IPv6-extension combination.
+    pub verifier_barrier: u32,
+}
+
+/// Default `large_packet_bytes`: the IPv6 minimum MTU; anything above may not fit a tunnel.
+pub const DEFAULT_LARGE_PACKET_BYTES: u32 = 1280;
+
+impl KernelConfig {
+    /// Port 53 only, default size threshold.
+    pub const fn new() -> Self {
+        let mut dns_ports = [0u64; DNS_PORT_WORDS];
+        dns_ports[53 / 64] |= 1 << (53 % 64);
+        KernelConfig { dns_ports, large_packet_bytes: DEFAULT_LARGE_PACKET_BYTES, verifier_barrier: 0 }
+    }
+
+    /// Marks `port` as a DNS port.
+    pub fn add_dns_port(&mut self, port: u16) {
+        self.dns_ports[port as usize / 64] |= 1 << (port % 64);
+    }
+
+    /// Whether `port` is a DNS port.
+    #[inline(always)]
+    pub fn is_dns_port(&self, port: u16) -> bool {
+        port == 53 || self.dns_ports[(port as usize / 64) % DNS_PORT_WORDS] & (1 << (port % 64)) != 0
+    }
+
+    /// Whether an IP packet of `ip_len` bytes is large; `df` is the IPv4 DF bit (true for IPv6).
+    #[inline(always)]
+    pub fn is_large(&self, ip_len: u32, df: bool) -> bool {
+        df && ip_len > self.large_packet_bytes
+    }
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelConfig {}
+
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 8192 + 8);

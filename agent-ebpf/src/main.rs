@@ -1,0 +1,79 @@
+//! pathwatch kernel programs.
+//!
+//! `pathwatch_xdp` runs at XDP ingress and `pathwatch_tc` at TC egress; both walk the
+//! headers with the same code ([`parse`]), count the packet by (interface, direction,
+//! class), and put a compact event in the ring buffer only for packets the detectors
+//! need. Both fail open: whatever happens, the packet passes.
+#![no_std]
+#![no_main]
+
+mod dtls;
+mod emit;
+mod maps;
+mod packet;
+mod parse;
+mod tcp;
+
+use agent_common::{class, stats, Direction};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+use crate::{
+    maps::{count_packet, iface_slot, stat},
+    packet::{Packet, SkbPacket, XdpPacket},
+};
+
+/// XDP ingress: classify, count, maybe emit; always `XDP_PASS`.
+#[xdp]
+pub fn pathwatch_xdp(ctx: XdpContext) -> u32 {
+    let pkt = XdpPacket::new(&ctx);
+    let ifindex = ctx.ingress_ifindex() as u32;
+    handle(&pkt, ifindex, Direction::Ingress);
+    xdp_action::XDP_PASS
+}
+
+/// TC egress: classify and count every packet; emit only for packets this host
+/// originated or that came in on an interface we do not watch, so that a forwarded
+/// packet raises its event once (at XDP ingress). Always `TC_ACT_OK`.
+#[classifier]
+pub fn pathwatch_tc(ctx: TcContext) -> i32 {
+    let pkt = SkbPacket::new(&ctx);
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    handle(&pkt, ifindex, Direction::Egress);
+    TC_ACT_OK
+}
+
+/// The benchmark baseline: does nothing but pass.
+#[xdp]
+pub fn pathwatch_xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn handle<P: Packet>(pkt: &P, ifindex: u32, direction: Direction) {
+    let Some(cfg) = maps::config() else {
+        return;
+    };
+    let parsed = parse::parse(pkt, cfg);
+    let slot = iface_slot(ifindex) & (class::MAX_IFACE_SLOTS - 1);
+    count_packet(slot, direction as u32, parsed.class as u32, pkt.len() as u64);
+    if parsed.truncated {
+        stat(stats::TRUNCATED);
+    }
+    if parsed.event != 0 && pkt.raises_events() {
+        emit::emit(pkt, &parsed, ifindex, direction);
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,176 @@
+//! TCP: DNS over TCP (counted only), TLS ClientHello/ServerHello, SYN with its MSS,
+//! and retransmissions of large segments (the PMTU black-hole symptom).
+
+use agent_common::{
+    Class, EventKind, FlowKey, FlowState, KernelConfig,
+    event::IP_FLAG_DF,
+    proto::*,
+    stats,
+};
+
+use crate::{
+    maps::{FLOWS, stat},
+    packet::{Packet, helper_len},
+    parse::{MAX_PARSE_OFFSET, Parsed},
+};
+
+#[inline(always)]
+pub fn parse_tcp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l4_off: usize, end: usize, claimed_end: usize) {
+    let Some(hdr) = pkt.ptr_at::<[u8; 20]>(l4_off) else {
+        p.truncated = true;
+        return;
+    };
+    let hdr = unsafe { *hdr };
+    let doff = ((hdr[12] >> 4) as usize) * 4;
+    if doff < 20 {
+        return;
+    }
+    let payload_off = l4_off + doff;
+    if payload_off > end || payload_off > MAX_PARSE_OFFSET {
+        p.truncated = true;
+        return;
+    }
+    p.src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
+    p.dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
+    p.tcp_flags = hdr[13];
+    p.info.tcp_seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+    p.info.tcp_ack = u32::from_be_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
+    p.info.tcp_window = u16::from_be_bytes([hdr[14], hdr[15]]);
+    p.payload_len = end - payload_off;
+    if cfg.is_dns_port(p.src_port) || cfg.is_dns_port(p.dst_port) {
+        p.class = Class::Dns;
+        return;
+    }
+    if p.payload_len >= TLS_RECORD_HLEN {
+        if let Some(rec) = pkt.ptr_at::<[u8; TLS_RECORD_HLEN]>(payload_off) {
+            let rec = unsafe { *rec };
+            if is_tls_handshake_record(rec[0], rec[1], rec[2]) {
+                p.class = Class::Tls;
+                if let Some(hs) = pkt.u8_at(payload_off + TLS_RECORD_HLEN) {
+                    if payload_off + TLS_RECORD_HLEN < end && tls_handshake_is_evented(hs) {
+                        p.event = EventKind::Tls as u8;
+                        p.info.handshake_mask = 1 << hs;
+                        p.info.record_version = u16::from_be_bytes([rec[1], rec[2]]);
+                        p.snap_off = payload_off;
+                        p.snap_end = end;
+                    }
+                }
+                return;
+            }
+        }
+    }
+    if p.tcp_flags & TCP_SYN != 0 {
+        p.class = Class::TcpSyn;
+        p.event = EventKind::TcpSyn as u8;
+        p.info.tcp_mss = pkt.mss_option((l4_off + 20) as u64, payload_off as u64);
+        return;
+    }
+    if cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
+        p.class = Class::LargeDf;
+        let claimed_len = claimed_end.saturating_sub(payload_off);
+        if claimed_len > 0 {
+            track_large_segment(pkt, p, if claimed_len > 0xffff { 0xffff } else { claimed_len as u16 });
+        }
+    }
+}
+
+/// The MSS option in the TCP options `[off, end)`, 0 when absent.
+///
+/// The options are copied to the stack and walked at constant positions: the next
+/// option's start is a plain value compared with each position, never an offset, so
+/// the verifier checks the walk once instead of once per NOP/option combination.
+#[inline(always)]
+pub fn mss_option<P: Packet>(pkt: &P, off: usize, end: usize) -> u16 {
+    let mut opts = [0u8; MAX_TCP_OPTION_BYTES];
+    let Some(len) = helper_len(end.saturating_sub(off), MAX_TCP_OPTION_BYTES) else {
+        return 0;
+    };
+    if !pkt.load(off as u32, opts.as_mut_ptr(), len) {
+        return 0;
+    }
+    let len = len as usize;
+    let mut next = 0usize;
+    // One step per byte position, unrolled by the macro so that every read is at a
+    // constant offset; only `next` (a plain value) carries state between steps.
+    macro_rules! step {
+        ($($j:literal)*) => {$(
+            if next == $j {
+                let kind = opts[$j];
+                if kind == TCPOPT_EOL || $j + 1 >= len {
+                    return 0;
+                }
+                if kind == TCPOPT_NOP {
+                    next = $j + 1;
+                } else {
+                    let opt_len = opts[($j + 1) % MAX_TCP_OPTION_BYTES] as usize;
+                    if opt_len < 2 {
+                        return 0;
+                    }
+                    if kind == TCPOPT_MSS {
+                        if opt_len == 4 && $j + 4 <= len {
+                            return u16::from_be_bytes([
+                                opts[($j + 2) % MAX_TCP_OPTION_BYTES],
+                                opts[($j + 3) % MAX_TCP_OPTION_BYTES],
+                            ]);
+                        }
+                        return 0;
+                    }
+                    next = $j + opt_len;
+                }
+            }
+        )*};
+    }
+    step!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38);
+    0
+}
+
+/// Looks the flow up in the LRU table; a segment that starts before the highest
+/// sequence already sent becomes a `TcpLargeRetransmit` event.
+#[inline(always)]
+fn track_large_segment<P: Packet>(pkt: &P, p: &mut Parsed, seg_len: u16) {
+    let mut key = FlowKey {
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        src_port: p.src_port,
+        dst_port: p.dst_port,
+        ip_version: p.ip_version,
+        _pad: [0; 3],
+    };
+    if !read_addrs(pkt, p, &mut key.src_addr, &mut key.dst_addr) {
+        return;
+    }
+    let seq = p.info.tcp_seq;
+    match FLOWS.get_ptr_mut(&key) {
+        Some(state) => {
+            let state = unsafe { &mut *state };
+            if state.on_segment(seq, seg_len) {
+                p.event = EventKind::TcpLargeRetransmit as u8;
+                p.info.seg_len = seg_len;
+                p.info.largest_acked = state.largest_acked;
+                p.info.retransmits = state.retransmits;
+            }
+        }
+        None => {
+            if FLOWS.insert(&key, &FlowState::first(seq, seg_len), 0).is_err() {
+                stat(stats::FLOW_INSERT_FAILED);
+            }
+        }
+    }
+}
+
+/// Copies the source and destination addresses of the IP header at `p.l3_off`.
+#[inline(always)]
+pub fn read_addrs<P: Packet>(pkt: &P, p: &Parsed, src: &mut [u8; 16], dst: &mut [u8; 16]) -> bool {
+    if p.ip_version == 4 {
+        let Some(a) = pkt.ptr_at::<[u8; 8]>(p.l3_off + 12) else { return false };
+        let a = unsafe { *a };
+        src[..4].copy_from_slice(&a[..4]);
+        dst[..4].copy_from_slice(&a[4..]);
+    } else {
+        let Some(a) = pkt.ptr_at::<[u8; 32]>(p.l3_off + 8) else { return false };
+        let a = unsafe { *a };
+        src.copy_from_slice(&a[..16]);
+        dst.copy_from_slice(&a[16..]);
+    }
+    true
+}
