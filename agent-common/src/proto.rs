@@ -26,6 +26,10 @@ pub const VLAN_HLEN: usize = 4;
 pub const PPPOE_HLEN: usize = 8;
 /// VLAN tags parsed in front of the IP header.
 pub const MAX_VLAN_TAGS: usize = 2;
+/// Offsets into a frame beyond this are not parsed (IPv6 extension chains, DTLS
+/// records, TCP payload start): it keeps the kernel's offset ranges small for the
+/// verifier, and the userspace classifier stops at the same place.
+pub const MAX_PARSE_OFFSET: usize = 0x3fff;
 
 /// IP protocol numbers.
 pub const IPPROTO_HOPOPTS: u8 = 0;
@@ -72,8 +76,11 @@ pub const TCPOPT_EOL: u8 = 0;
 pub const TCPOPT_NOP: u8 = 1;
 /// Maximum segment size.
 pub const TCPOPT_MSS: u8 = 2;
-/// Option bytes a TCP header can carry; also the bound on the option walk.
+/// Option bytes a TCP header can carry.
 pub const MAX_TCP_OPTION_BYTES: usize = 40;
+/// The option walk looks for an option starting at positions `0..=MSS_LAST_START`
+/// (an option at 39 has no room for its length byte).
+pub const MSS_LAST_START: usize = 38;
 
 /// DTLS record header length.
 pub const DTLS_RECORD_HLEN: usize = 13;

@@ -6,7 +6,7 @@
 
 use agent_common::proto::*;
 
-use crate::{packet::Packet, parse::{MAX_PARSE_OFFSET, Parsed}};
+use crate::{packet::Packet, parse::Parsed};
 
 /// Walks the records in `[off, end)`; `claimed_end` is where the UDP header says the
 /// datagram ends. Fills the DTLS fields of `p.info` and returns whether it is DTLS.

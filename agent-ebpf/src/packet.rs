@@ -55,12 +55,6 @@ pub trait Packet {
         self.ptr_at::<[u8; 2]>(offset).map(|p| u16::from_be_bytes(unsafe { *p }))
     }
 
-    /// The big-endian `u32` at `offset`.
-    #[inline(always)]
-    fn be32_at(&self, offset: usize) -> Option<u32> {
-        self.ptr_at::<[u8; 4]>(offset).map(|p| u32::from_be_bytes(unsafe { *p }))
-    }
-
     /// Whether the first `offset` bytes are all in the linear data.
     #[inline(always)]
     fn has(&self, offset: usize) -> bool {

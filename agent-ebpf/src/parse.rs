@@ -14,8 +14,6 @@ use agent_common::{
 
 use crate::{dtls, maps::stat, packet::Packet, tcp};
 
-/// Offsets beyond this are not parsed (keeps the verifier's offset ranges small).
-pub const MAX_PARSE_OFFSET: usize = 0x3fff;
 
 /// The result of the header walk.
 pub struct Parsed {
@@ -94,23 +92,22 @@ struct L3 {
 #[inline(always)]
 pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig) -> Parsed {
     let mut p = Parsed::new();
-    let Some(mut l3) = parse_l2_l3(pkt, &mut p) else {
-        return p;
-    };
-    // From here on the verifier sees offsets it cannot know (see
-    // `KernelConfig::verifier_barrier`): the transport layer is verified once, not
-    // once per VLAN/PPPoE/IPv4-options/IPv6-extension variant.
-    let barrier = cfg.verifier_barrier as usize;
-    p.l3_off = (p.l3_off + barrier) & MAX_PARSE_OFFSET;
-    l3.l4_off = (l3.l4_off + barrier) & MAX_PARSE_OFFSET;
-    l3.end += barrier;
-    l3.claimed_end += barrier;
-    match p.l4_proto {
-        IPPROTO_UDP => parse_udp(pkt, cfg, &mut p, &l3),
-        IPPROTO_TCP => tcp::parse_tcp(pkt, cfg, &mut p, l3.l4_off, l3.end, l3.claimed_end),
-        IPPROTO_ICMP if p.ip_version == 4 => parse_icmp(pkt, &mut p, &l3),
-        IPPROTO_ICMPV6 if p.ip_version == 6 => parse_icmp(pkt, &mut p, &l3),
-        _ => {}
+    if let Some(mut l3) = parse_l2_l3(pkt, &mut p) {
+        // From here on the verifier sees offsets it cannot know (see
+        // `KernelConfig::verifier_barrier`): the transport layer is verified once, not
+        // once per VLAN/PPPoE/IPv4-options/IPv6-extension variant.
+        let barrier = cfg.verifier_barrier as usize;
+        p.l3_off = (p.l3_off + barrier) & MAX_PARSE_OFFSET;
+        l3.l4_off = (l3.l4_off + barrier) & MAX_PARSE_OFFSET;
+        l3.end += barrier;
+        l3.claimed_end += barrier;
+        match p.l4_proto {
+            IPPROTO_UDP => parse_udp(pkt, cfg, &mut p, &l3),
+            IPPROTO_TCP => tcp::parse_tcp(pkt, cfg, &mut p, l3.l4_off, l3.end, l3.claimed_end),
+            IPPROTO_ICMP if p.ip_version == 4 => parse_icmp(pkt, &mut p, &l3),
+            IPPROTO_ICMPV6 if p.ip_version == 6 => parse_icmp(pkt, &mut p, &l3),
+            _ => {}
+        }
     }
     if p.class as u8 == Class::Other as u8 && cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
         p.class = Class::LargeDf;
@@ -178,6 +175,10 @@ fn parse_ipv4<P: Packet>(pkt: &P, p: &mut Parsed, off: usize) -> Option<L3> {
     if ihl < 20 || total < ihl {
         return None;
     }
+    if !pkt.has(off + ihl) {
+        p.truncated = true;
+        return None;
+    }
     p.ip_version = 4;
     p.ip_len = total as u32;
     p.l4_proto = hdr[9];
@@ -191,10 +192,6 @@ fn parse_ipv4<P: Packet>(pkt: &P, p: &mut Parsed, off: usize) -> Option<L3> {
     if frag & 0x1fff != 0 {
         p.ip_flags |= IP_FLAG_FRAGMENT;
         stat(stats::NON_FIRST_FRAGMENT);
-        return None;
-    }
-    if !pkt.has(off + ihl) {
-        p.truncated = true;
         return None;
     }
     let len = pkt.len();

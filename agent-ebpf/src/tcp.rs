@@ -11,7 +11,7 @@ use agent_common::{
 use crate::{
     maps::{FLOWS, stat},
     packet::{Packet, helper_len},
-    parse::{MAX_PARSE_OFFSET, Parsed},
+    parse::Parsed,
 };
 
 #[inline(always)]
@@ -20,6 +20,10 @@ pub fn parse_tcp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l4_off:
         p.truncated = true;
         return;
     };
+    if l4_off + 20 > end {
+        p.truncated = true;
+        return;
+    }
     let hdr = unsafe { *hdr };
     let doff = ((hdr[12] >> 4) as usize) * 4;
     if doff < 20 {
@@ -120,7 +124,10 @@ pub fn mss_option<P: Packet>(pkt: &P, off: usize, end: usize) -> u16 {
             }
         )*};
     }
+    #[allow(unused_assignments, reason = "the last step's `next` is not read")]
+    {
     step!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38);
+    }
     0
 }
 

@@ -1,0 +1,44 @@
+//! The userspace twin of the kernel's `FLOWS` LRU map.
+
+use agent_common::{FlowKey, FlowState};
+use lru::LruCache;
+use std::num::NonZeroUsize;
+
+/// Flows that sent large segments, least recently used evicted first.
+pub struct FlowTable {
+    flows: LruCache<FlowKey, FlowState>,
+    evictions: u64,
+}
+
+impl FlowTable {
+    /// A table holding at most `capacity` flows (at least one).
+    pub fn new(capacity: usize) -> FlowTable {
+        FlowTable { flows: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap()), evictions: 0 }
+    }
+
+    /// Accounts one large segment; returns the flow state when it is a retransmission.
+    pub fn segment(&mut self, key: FlowKey, seq: u32, len: u16) -> Option<FlowState> {
+        if let Some(state) = self.flows.get_mut(&key) {
+            return state.on_segment(seq, len).then_some(*state);
+        }
+        if self.flows.push(key, FlowState::first(seq, len)).is_some_and(|(k, _)| k != key) {
+            self.evictions += 1;
+        }
+        None
+    }
+
+    /// Flows held.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Whether no flow is held.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Flows evicted to make room.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+}

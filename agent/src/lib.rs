@@ -1,0 +1,12 @@
+//! pathwatch: names DNS probe storms, blocked DTLS and PMTU black holes from packets
+//! seen by eBPF at line rate, or read from captures.
+//!
+//! The crate is the `pathwatch` binary's library: the userspace classifier (the
+//! kernel programs' twin), the kernel loader and BPF_PROG_TEST_RUN driver, the event
+//! decoders, the detectors, and the commands.
+
+pub mod capture;
+pub mod classify;
+pub mod counts;
+pub mod event;
+pub mod kernel;
