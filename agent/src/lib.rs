@@ -7,6 +7,17 @@
 
 pub mod capture;
 pub mod classify;
+pub mod cli;
+pub mod config;
 pub mod counts;
+pub mod decode;
+pub mod detect;
+pub mod doctor;
 pub mod event;
 pub mod kernel;
+pub mod lab;
+pub mod output;
+pub mod render;
+pub mod replay;
+pub mod report;
+pub mod run;

@@ -65,3 +65,79 @@ pub fn expected() -> BTreeMap<String, ExpectedRow> {
     }
     out
 }
+
+/// The `pathwatch` binary of this build (cargo builds it for `agent/tests`, next to
+/// the test executables' `deps` directory).
+pub fn bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let bin = dir.join("pathwatch");
+    assert!(bin.exists(), "{} is missing: run the tests with `cargo test --workspace` (or `cargo xtask test`)", bin.display());
+    bin
+}
+
+/// Runs `pathwatch ARGS`, returning (exit code, stdout, stderr).
+pub fn pathwatch(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin()).args(args).output().expect("run pathwatch");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// JSON lines of a `--json -` run, parsed.
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+/// A fresh scratch directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `pathwatch-test-<name>-<pid>`.
+    pub fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("pathwatch-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes frames (timestamp ns, Ethernet bytes) to a pcap file.
+pub fn write_pcap(path: &Path, frames: impl IntoIterator<Item = (u64, Vec<u8>)>) {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let file = std::io::BufWriter::new(std::fs::File::create(path).expect("create pcap"));
+    let header = PcapHeader { ts_resolution: pcap_file::TsResolution::NanoSecond, ..Default::default() };
+    let mut w = PcapWriter::with_header(file, header).expect("pcap header");
+    for (ts, data) in frames {
+        let pkt = PcapPacket::new(std::time::Duration::from_nanos(ts), data.len() as u32, &data);
+        w.write_packet(&pkt).expect("write packet");
+    }
+}
+
+/// An Ethernet/IPv4/UDP frame.
+pub fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src, dst, 64).udp(sport, dport);
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("build frame");
+    out
+}
+
+/// A DNS query message for `name` (type A) with `id`.
+pub fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}

@@ -70,7 +70,10 @@ pub fn to_ethernet(link: LinkType, data: &[u8]) -> Option<std::borrow::Cow<'_, [
         }
         LinkType::Loopback => {
             let family = data.get(..4)?;
-            let family = u32::from_le_bytes(family.try_into().ok()?).max(u32::from_be_bytes(family.try_into().ok()?));
+            // The family is in the capturing host's byte order: take the reading that
+            // is a small number.
+            let le = u32::from_le_bytes(family.try_into().ok()?);
+            let family = if le < 256 { le } else { u32::from_be_bytes(family.try_into().ok()?) };
             let ethertype = match family {
                 2 => ETH_P_IPV4,
                 24 | 28 | 30 => ETH_P_IPV6,

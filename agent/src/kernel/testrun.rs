@@ -115,6 +115,14 @@ impl TestRunner {
         Ok(())
     }
 
+    /// Flows in the kernel's large-segment table.
+    pub fn flow_count(&mut self) -> Result<u64, KernelError> {
+        let map = self.kernel.ebpf_mut().map_mut(MAP_FLOWS).expect("FLOWS map is in the object");
+        let flows: BpfHashMap<&mut MapData, agent_common::FlowKey, agent_common::FlowState> =
+            BpfHashMap::try_from(map).map_err(|e| KernelError::from_any("opening the FLOWS map", e))?;
+        Ok(flows.keys().filter(Result::is_ok).count() as u64)
+    }
+
     fn class_counts(&self, direction: Direction) -> Result<[u64; 8], KernelError> {
         Ok(self.kernel.counters(&[0])?.packets_by_class(direction))
     }

@@ -1,0 +1,390 @@
+//! DNS: transactions, rcodes, latency and timeouts, and `dns_probe_storm`.
+//!
+//! A storm is a client re-asking one name that keeps failing: at least
+//! `storm_min_queries` queries for the same (client, name, type) inside `window_s`,
+//! at least `storm_min_failed_ratio` of them failed (SERVFAIL, NXDOMAIN, REFUSED or
+//! no answer within `timeout_s`). Its pattern is `periodic` (every gap within
+//! `periodic_tolerance` of the median: AnyConnect asking every 15 s), `backoff`
+//! (retransmissions of one id at growing gaps: a stub resolver's 1, 2, 4 s) or
+//! `burst`. Timeouts count query packets; a late answer turns one back into a
+//! response, and a query younger than `timeout_s` at the end is `pending`.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::IpAddr,
+};
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    finding::{Finding, FindingBook, Severity},
+    table::Table,
+    util::{intervals, is_backoff, median, regularity, round3, secs},
+};
+use crate::{
+    config::{Config, KnownProbe},
+    decode::{
+        dns::{self, qtype_name, rcode_name},
+        name::DnsName,
+    },
+    event::Event,
+};
+
+/// Query packets remembered per (client, name, type) for the pattern.
+const RECENT_QUERIES: usize = 32;
+/// Latencies remembered per series for the median.
+const RECENT_LATENCIES: usize = 32;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    client: IpAddr,
+    qname: DnsName,
+    qtype: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TxnKey {
+    client: IpAddr,
+    resolver: IpAddr,
+    client_port: u16,
+    id: u16,
+    qname: DnsName,
+    qtype: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Pending,
+    TimedOut,
+    Answered(u8),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct QueryPacket {
+    ts: u64,
+    id: u16,
+    port: u16,
+    outcome: Outcome,
+}
+
+struct Series {
+    resolver: IpAddr,
+    first_seen: u64,
+    last_seen: u64,
+    queries: u64,
+    responses: u64,
+    rcodes: BTreeMap<u8, u64>,
+    timeouts: u64,
+    recent: VecDeque<QueryPacket>,
+    latencies: VecDeque<f64>,
+    storm: bool,
+}
+
+/// Time-ordered deadlines of query packets.
+struct Deadline {
+    at: u64,
+    sent: u64,
+    series: SeriesKey,
+    id: u16,
+    port: u16,
+}
+
+/// The DNS detector.
+pub struct DnsDetector {
+    timeout_ns: u64,
+    window_ns: u64,
+    min_queries: u64,
+    min_failed: f64,
+    tolerance: f64,
+    probes: Vec<(DnsName, KnownProbe)>,
+    transactions: Table<TxnKey, u64>,
+    series: Table<SeriesKey, Series>,
+    deadlines: VecDeque<Deadline>,
+    deadline_cap: usize,
+    /// Responses by rcode name, since start (for metrics).
+    pub rcode_totals: BTreeMap<String, u64>,
+    /// Query packets that went unanswered for `timeout_s`, since start (for metrics).
+    pub timeouts_total: u64,
+}
+
+fn is_failure(o: Outcome) -> bool {
+    matches!(o, Outcome::TimedOut | Outcome::Answered(2 | 3 | 5))
+}
+
+impl DnsDetector {
+    /// A detector with `cfg`'s thresholds and caps.
+    pub fn new(cfg: &Config) -> DnsDetector {
+        DnsDetector {
+            timeout_ns: cfg.dns.timeout_s.ns(),
+            window_ns: cfg.dns.window_s.ns(),
+            min_queries: cfg.dns.storm_min_queries.0,
+            min_failed: cfg.dns.storm_min_failed_ratio.0,
+            tolerance: cfg.dns.periodic_tolerance.0,
+            probes: cfg.known_probe_names(),
+            transactions: Table::new("dns_transactions", cfg.dns.transactions_cap.0),
+            series: Table::new("dns_names", cfg.dns.names_cap.0),
+            deadlines: VecDeque::new(),
+            deadline_cap: cfg.dns.transactions_cap.0 as usize,
+            rcode_totals: BTreeMap::new(),
+            timeouts_total: 0,
+        }
+    }
+
+    /// Applies a new configuration (SIGHUP): thresholds at once, caps by resizing.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        self.timeout_ns = cfg.dns.timeout_s.ns();
+        self.window_ns = cfg.dns.window_s.ns();
+        self.min_queries = cfg.dns.storm_min_queries.0;
+        self.min_failed = cfg.dns.storm_min_failed_ratio.0;
+        self.tolerance = cfg.dns.periodic_tolerance.0;
+        self.probes = cfg.known_probe_names();
+        self.transactions.resize(cfg.dns.transactions_cap.0);
+        self.series.resize(cfg.dns.names_cap.0);
+        self.deadline_cap = cfg.dns.transactions_cap.0 as usize;
+    }
+
+    /// Tables, for `tracked` and `evictions`.
+    pub fn occupancy(&self) -> [(&'static str, usize, u64); 2] {
+        [
+            (self.transactions.name(), self.transactions.len(), self.transactions.evictions()),
+            (self.series.name(), self.series.len(), self.series.evictions()),
+        ]
+    }
+
+    /// One DNS event.
+    pub fn on_event(&mut self, ev: &Event, book: &mut FindingBook) {
+        let Some(msg) = dns::decode(&ev.snap) else { return };
+        let Some(q) = msg.question else { return };
+        let now = ev.header.ts_ns;
+        self.expire(now, book);
+        if msg.is_response {
+            self.on_response(ev, msg.id, msg.rcode, q, now, book);
+        } else {
+            self.on_query(ev, msg.id, q, now, book);
+        }
+    }
+
+    fn on_query(&mut self, ev: &Event, id: u16, q: dns::Question, now: u64, book: &mut FindingBook) {
+        let (client, resolver, port) = (ev.src_ip(), ev.dst_ip(), ev.header.src_port);
+        let txn = TxnKey { client, resolver, client_port: port, id, qname: q.name.clone(), qtype: q.qtype };
+        self.transactions.entry(txn, || now);
+        let key = SeriesKey { client, qname: q.name, qtype: q.qtype };
+        let s = self.series.entry(key.clone(), || Series {
+            resolver,
+            first_seen: now,
+            last_seen: now,
+            queries: 0,
+            responses: 0,
+            rcodes: BTreeMap::new(),
+            timeouts: 0,
+            recent: VecDeque::new(),
+            latencies: VecDeque::new(),
+            storm: false,
+        });
+        s.queries += 1;
+        s.last_seen = now;
+        if s.recent.len() == RECENT_QUERIES {
+            // A packet leaving the window of attention unanswered is final.
+            if s.recent.pop_front().is_some_and(|p| p.outcome == Outcome::Pending) {
+                s.timeouts += 1;
+            }
+        }
+        s.recent.push_back(QueryPacket { ts: now, id, port, outcome: Outcome::Pending });
+        if self.deadlines.len() == self.deadline_cap {
+            self.deadlines.pop_front();
+        }
+        self.deadlines.push_back(Deadline { at: now + self.timeout_ns, sent: now, series: key.clone(), id, port });
+        self.evaluate(&key, now, book);
+    }
+
+    fn on_response(&mut self, ev: &Event, id: u16, rcode: u8, q: dns::Question, now: u64, book: &mut FindingBook) {
+        *self.rcode_totals.entry(rcode_name(rcode)).or_default() += 1;
+        let (client, resolver, port) = (ev.dst_ip(), ev.src_ip(), ev.header.dst_port);
+        let txn = TxnKey { client, resolver, client_port: port, id, qname: q.name.clone(), qtype: q.qtype };
+        let sent = self.transactions.peek(&txn).copied();
+        let key = SeriesKey { client, qname: q.name, qtype: q.qtype };
+        let Some(s) = self.series.get_mut(&key) else { return };
+        s.responses += 1;
+        *s.rcodes.entry(rcode).or_default() += 1;
+        s.last_seen = now;
+        if let Some(sent) = sent {
+            if s.latencies.len() == RECENT_LATENCIES {
+                s.latencies.pop_front();
+            }
+            s.latencies.push_back(secs(now.saturating_sub(sent)));
+        }
+        for p in s.recent.iter_mut().filter(|p| p.id == id && p.port == port) {
+            if p.outcome == Outcome::TimedOut {
+                s.timeouts -= 1;
+            }
+            if matches!(p.outcome, Outcome::Pending | Outcome::TimedOut) {
+                p.outcome = Outcome::Answered(rcode);
+            }
+        }
+        self.evaluate(&key, now, book);
+    }
+
+    /// Times out query packets whose deadline passed.
+    pub fn expire(&mut self, now: u64, book: &mut FindingBook) {
+        while self.deadlines.front().is_some_and(|d| d.at <= now) {
+            let d = self.deadlines.pop_front().expect("checked");
+            let Some(s) = self.series.get_mut(&d.series) else { continue };
+            let mut changed = false;
+            for p in s.recent.iter_mut().filter(|p| p.id == d.id && p.port == d.port && p.ts == d.sent) {
+                if p.outcome == Outcome::Pending {
+                    p.outcome = Outcome::TimedOut;
+                    s.timeouts += 1;
+                    self.timeouts_total += 1;
+                    changed = true;
+                }
+            }
+            if changed {
+                self.evaluate(&d.series, d.at, book);
+            }
+        }
+    }
+
+    /// Re-checks one series and records its finding.
+    fn evaluate(&mut self, key: &SeriesKey, now: u64, book: &mut FindingBook) {
+        let Some(s) = self.series.get_mut(key) else { return };
+        let in_window: Vec<QueryPacket> =
+            s.recent.iter().filter(|p| now.saturating_sub(p.ts) <= self.window_ns).copied().collect();
+        let failed = in_window.iter().filter(|p| is_failure(p.outcome)).count();
+        let holds = in_window.len() as u64 >= self.min_queries
+            && failed as f64 >= self.min_failed * in_window.len() as f64;
+        if !holds && !s.storm {
+            return;
+        }
+        s.storm = true;
+        let probe = self.probes.iter().find(|(n, _)| *n == key.qname).map(|(_, p)| p.clone());
+        let (finding, material) = storm_finding(key, s, &in_window, self.tolerance, probe);
+        book.upsert(finding, material, now);
+    }
+}
+
+/// The pattern of the queries in the window, with period and jitter when they apply.
+fn pattern(window: &[QueryPacket], tolerance: f64) -> (&'static str, Option<f64>, Option<f64>) {
+    let times: Vec<u64> = window.iter().map(|p| p.ts).collect();
+    let gaps = intervals(&times);
+    if gaps.len() >= 2 {
+        if let Some((true, period, jitter)) = regularity(&gaps, tolerance) {
+            return ("periodic", Some(period), Some(jitter));
+        }
+    }
+    let mut txns: BTreeMap<(u16, u16), Vec<u64>> = BTreeMap::new();
+    for p in window {
+        txns.entry((p.id, p.port)).or_default().push(p.ts);
+    }
+    let retried: Vec<&Vec<u64>> = txns.values().filter(|t| t.len() >= 3).collect();
+    if !retried.is_empty() && retried.iter().all(|t| is_backoff(&intervals(t))) {
+        let mut starts: Vec<u64> = txns.values().map(|t| t[0]).collect();
+        starts.sort_unstable();
+        return match regularity(&intervals(&starts), tolerance) {
+            Some((_, period, jitter)) => ("backoff", Some(period), Some(jitter)),
+            None => ("backoff", None, None),
+        };
+    }
+    ("burst", None, None)
+}
+
+fn storm_finding(
+    key: &SeriesKey,
+    s: &Series,
+    window: &[QueryPacket],
+    tolerance: f64,
+    probe: Option<KnownProbe>,
+) -> (Finding, String) {
+    let (pattern, period, jitter) = pattern(window, tolerance);
+    let pending = s.recent.iter().filter(|p| p.outcome == Outcome::Pending).count() as u64;
+    let mut lat: Vec<f64> = s.latencies.iter().copied().collect();
+    let median_latency = median(&mut lat);
+    let qtype = qtype_name(key.qtype);
+    let qname = key.qname.to_string();
+    let rcodes: Map<String, Value> = s.rcodes.iter().map(|(r, n)| (rcode_name(*r), json!(n))).collect();
+
+    let mut subject = Map::new();
+    subject.insert("client".into(), json!(key.client.to_string()));
+    subject.insert("resolver".into(), json!(s.resolver.to_string()));
+    subject.insert("qname".into(), json!(qname));
+    subject.insert("qtype".into(), json!(qtype));
+
+    let mut evidence = Map::new();
+    evidence.insert("queries".into(), json!(s.queries));
+    evidence.insert("responses".into(), json!(s.responses));
+    evidence.insert("rcodes".into(), Value::Object(rcodes));
+    evidence.insert("timeouts".into(), json!(s.timeouts));
+    evidence.insert("pending".into(), json!(pending));
+    evidence.insert("pattern".into(), json!(pattern));
+    evidence.insert("period_s".into(), json!(period.map(round3)));
+    evidence.insert("jitter_s".into(), json!(jitter.map(round3)));
+    evidence.insert("median_latency_s".into(), json!(median_latency.map(round3)));
+    evidence.insert("known_probe".into(), json!(probe.as_ref().map(|p| p.name.clone())));
+
+    let failures = describe_failures(s);
+    let how = match (pattern, period) {
+        ("periodic", Some(p)) => format!("every {p:.1} s"),
+        ("backoff", _) => "retrying with growing back-off".to_string(),
+        _ => format!("{} times", s.queries),
+    };
+    let summary = format!("{} asks {qtype} {qname} {how}; {failures}", key.client);
+    let remedy = match &probe {
+        Some(p) => p.remedy.clone(),
+        None => format!(
+            "Find out why {} cannot resolve {qname} ({}) and fix the name or the resolver; \
+             if the name should not exist, stop the client from asking for it.",
+            s.resolver,
+            if s.responses == 0 { "it never answers".to_string() } else { "it answers with errors".to_string() }
+        ),
+    };
+    let finding = Finding {
+        kind: "dns_probe_storm",
+        severity: Severity::Warning,
+        first_seen_ns: s.first_seen,
+        last_seen_ns: s.last_seen,
+        summary,
+        subject,
+        evidence,
+        remedy,
+    };
+    let material = format!("{pattern}|{:?}|{}", s.rcodes.keys().collect::<Vec<_>>(), s.responses == 0);
+    (finding, material)
+}
+
+fn describe_failures(s: &Series) -> String {
+    let servfail = s.rcodes.get(&2).copied().unwrap_or(0);
+    let nxdomain = s.rcodes.get(&3).copied().unwrap_or(0);
+    let refused = s.rcodes.get(&5).copied().unwrap_or(0);
+    let mut parts = Vec::new();
+    for (n, what) in [(servfail, "SERVFAIL"), (nxdomain, "NXDOMAIN"), (refused, "REFUSED")] {
+        if n > 0 {
+            parts.push(format!("{n}/{} answered {what}", s.queries));
+        }
+    }
+    if s.responses == 0 {
+        parts.push(format!("0/{} answered", s.queries));
+    }
+    if s.timeouts > 0 {
+        parts.push(format!("{} timed out", s.timeouts));
+    }
+    parts.join(", ")
+}
+
+/// Clients with a storm for the same name, for the summary's `fleet` lines.
+pub fn fleet(findings: &[Finding]) -> Vec<Value> {
+    let mut by_name: BTreeMap<(String, String), (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for f in findings.iter().filter(|f| f.kind == "dns_probe_storm") {
+        let s = |k: &str| f.subject.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let e = by_name.entry((s("qname"), s("qtype"))).or_default();
+        e.0.push(s("client"));
+        if !e.1.contains(&s("resolver")) {
+            e.1.push(s("resolver"));
+        }
+    }
+    by_name
+        .into_iter()
+        .filter(|(_, (clients, _))| clients.len() >= 2)
+        .map(|((qname, qtype), (clients, resolvers))| {
+            json!({"kind": "dns_probe_storm", "qname": qname, "qtype": qtype, "clients": clients.len(), "resolvers": resolvers})
+        })
+        .collect()
+}

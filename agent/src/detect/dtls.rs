@@ -1,0 +1,366 @@
+//! DTLS and the VPN around it: `dtls_blocked`, `dtls_port_unreachable`,
+//! `vpn_reconnect_loop`.
+//!
+//! A DTLS flow starts with a ClientHello. If no DTLS record comes back from the
+//! server within `dtls.timeout_s`, DTLS is blocked on the path; an ICMP port
+//! unreachable quoting the flow says instead that nothing listens on that port. A TLS
+//! ClientHello from the same client to the same server marks the fallback to TLS.
+//! TLS sessions from one client to one server at a regular interval are a VPN that
+//! keeps reconnecting.
+
+use std::{collections::VecDeque, net::IpAddr};
+
+use agent_common::proto::{HS_CLIENT_HELLO, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH};
+use serde_json::{Map, json};
+
+use super::{
+    finding::{Finding, FindingBook, Severity},
+    table::Table,
+    util::{intervals, regularity, round3, secs},
+};
+use crate::{config::Config, decode::icmp::IcmpError, event::Event};
+
+/// ClientHello times remembered per flow.
+const HELLO_TIMES: usize = 16;
+/// TLS session starts remembered per (client, server, port).
+const SESSION_TIMES: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FlowKey {
+    client: IpAddr,
+    client_port: u16,
+    server: IpAddr,
+    port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Subject {
+    client: IpAddr,
+    server: IpAddr,
+    port: u16,
+}
+
+struct Flow {
+    hellos: Vec<u64>,
+    hello_count: u64,
+    server_records: u64,
+    blocked: bool,
+    icmp_count: u64,
+}
+
+/// What the blocked / unreachable flows of one subject add up to.
+#[derive(Default)]
+struct Agg {
+    blocked_flows: u64,
+    blocked_hellos: u64,
+    first: u64,
+    last: u64,
+    retransmits: Vec<u64>,
+    icmp_count: u64,
+    icmp_from: Option<IpAddr>,
+    icmp_hellos: u64,
+}
+
+#[derive(Default)]
+struct Tls {
+    starts: VecDeque<u64>,
+    sessions: u64,
+}
+
+/// The DTLS / VPN detector.
+pub struct DtlsDetector {
+    timeout_ns: u64,
+    tls_window_ns: u64,
+    min_sessions: u64,
+    tolerance: f64,
+    min_period_s: f64,
+    flows: Table<FlowKey, Flow>,
+    subjects: Table<Subject, Agg>,
+    tls: Table<Subject, Tls>,
+    /// Latest TLS ClientHello per (client, server), any port.
+    tls_last: Table<(IpAddr, IpAddr), u64>,
+    /// Flows with ClientHellos and no answer yet, in order of first ClientHello.
+    waiting: VecDeque<(u64, FlowKey)>,
+    waiting_cap: usize,
+}
+
+impl DtlsDetector {
+    /// A detector with `cfg`'s thresholds and caps.
+    pub fn new(cfg: &Config) -> DtlsDetector {
+        DtlsDetector {
+            timeout_ns: cfg.dtls.timeout_s.ns(),
+            tls_window_ns: cfg.dtls.tls_window_s.ns(),
+            min_sessions: cfg.dtls.reconnect_min_sessions.0,
+            tolerance: cfg.dtls.reconnect_tolerance.0,
+            min_period_s: cfg.dtls.reconnect_min_period_s.0,
+            flows: Table::new("dtls_flows", cfg.dtls.flows_cap.0),
+            subjects: Table::new("dtls_subjects", cfg.dtls.flows_cap.0),
+            tls: Table::new("tls_sessions", cfg.dtls.flows_cap.0),
+            tls_last: Table::new("tls_pairs", cfg.dtls.flows_cap.0),
+            waiting: VecDeque::new(),
+            waiting_cap: cfg.dtls.flows_cap.0 as usize,
+        }
+    }
+
+    /// Applies a new configuration.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        self.timeout_ns = cfg.dtls.timeout_s.ns();
+        self.tls_window_ns = cfg.dtls.tls_window_s.ns();
+        self.min_sessions = cfg.dtls.reconnect_min_sessions.0;
+        self.tolerance = cfg.dtls.reconnect_tolerance.0;
+        self.min_period_s = cfg.dtls.reconnect_min_period_s.0;
+        self.flows.resize(cfg.dtls.flows_cap.0);
+        self.subjects.resize(cfg.dtls.flows_cap.0);
+        self.tls.resize(cfg.dtls.flows_cap.0);
+        self.tls_last.resize(cfg.dtls.flows_cap.0);
+        self.waiting_cap = cfg.dtls.flows_cap.0 as usize;
+    }
+
+    /// Tables, for `tracked` and `evictions`.
+    pub fn occupancy(&self) -> [(&'static str, usize, u64); 4] {
+        [
+            (self.flows.name(), self.flows.len(), self.flows.evictions()),
+            (self.subjects.name(), self.subjects.len(), self.subjects.evictions()),
+            (self.tls.name(), self.tls.len(), self.tls.evictions()),
+            (self.tls_last.name(), self.tls_last.len(), self.tls_last.evictions()),
+        ]
+    }
+
+    /// A datagram of DTLS handshake, alert or CCS records.
+    pub fn on_dtls(&mut self, ev: &Event, book: &mut FindingBook) {
+        let now = ev.header.ts_ns;
+        self.expire(now, book);
+        let (src, dst, sport, dport) = (ev.src_ip(), ev.dst_ip(), ev.header.src_port, ev.header.dst_port);
+        if ev.header.info.handshake_mask & (1 << HS_CLIENT_HELLO) != 0 {
+            let key = FlowKey { client: src, client_port: sport, server: dst, port: dport };
+            let mut new = false;
+            let flow = self.flows.entry(key, || {
+                new = true;
+                Flow {
+                    hellos: Vec::new(),
+                    hello_count: 0,
+                    server_records: 0,
+                    blocked: false,
+                    icmp_count: 0,
+                }
+            });
+            flow.hello_count += 1;
+            if flow.hellos.len() < HELLO_TIMES {
+                flow.hellos.push(now);
+            }
+            if new {
+                self.waiting.push_back((now, key));
+                if self.waiting.len() > self.waiting_cap {
+                    self.waiting.pop_front();
+                }
+            }
+            if flow.blocked {
+                let agg = self.subjects.entry(key.subject(), Agg::default);
+                agg.blocked_hellos += 1;
+                agg.last = now;
+                self.report_blocked(key.subject(), now, book);
+            }
+        } else {
+            // Records from the server side answer the flow.
+            let key = FlowKey { client: dst, client_port: dport, server: src, port: sport };
+            if let Some(flow) = self.flows.get_mut(&key) {
+                flow.server_records += 1;
+            }
+        }
+    }
+
+    /// A TLS ClientHello or ServerHello on TCP.
+    pub fn on_tls(&mut self, ev: &Event, book: &mut FindingBook) {
+        if ev.header.info.handshake_mask & (1 << HS_CLIENT_HELLO) == 0 {
+            return;
+        }
+        let now = ev.header.ts_ns;
+        self.expire(now, book);
+        let subject = Subject { client: ev.src_ip(), server: ev.dst_ip(), port: ev.header.dst_port };
+        *self.tls_last.entry((subject.client, subject.server), || now) = now;
+        let tls = self.tls.entry(subject, Tls::default);
+        tls.sessions += 1;
+        if tls.starts.len() == SESSION_TIMES {
+            tls.starts.pop_front();
+        }
+        tls.starts.push_back(now);
+        let starts: Vec<u64> = tls.starts.iter().copied().collect();
+        let sessions = tls.sessions;
+        if (starts.len() as u64) < self.min_sessions {
+            return;
+        }
+        let gaps = intervals(&starts[starts.len() - self.min_sessions as usize..]);
+        let Some((regular, period, _)) = regularity(&gaps, self.tolerance) else { return };
+        if !regular || period < self.min_period_s {
+            return;
+        }
+        let mut subj = Map::new();
+        subj.insert("client".into(), json!(subject.client.to_string()));
+        subj.insert("server".into(), json!(subject.server.to_string()));
+        subj.insert("port".into(), json!(subject.port));
+        let mut evidence = Map::new();
+        evidence.insert("sessions".into(), json!(sessions));
+        evidence.insert("period_s".into(), json!(round3(period)));
+        let finding = Finding {
+            kind: "vpn_reconnect_loop",
+            severity: Severity::Warning,
+            first_seen_ns: starts[0],
+            last_seen_ns: now,
+            summary: format!(
+                "{} opens a new TLS session to {}:{} every {:.0} s ({} sessions): the VPN keeps reconnecting",
+                subject.client, subject.server, subject.port, period, sessions
+            ),
+            subject: subj,
+            evidence,
+            remedy: "A VPN that reconnects at a steady rhythm has usually lost its DTLS tunnel and falls back to TLS \
+                     with a smaller MTU: look for dtls_blocked / dtls_port_unreachable for this client, let the VPN's \
+                     UDP port through, and check that the server's DTLS port matches the one it announces."
+                .into(),
+        };
+        book.upsert(finding, format!("{:.0}", period / 10.0), now);
+    }
+
+    /// An ICMP error: a port unreachable quoting a DTLS flow.
+    pub fn on_icmp(&mut self, ev: &Event, icmp: &IcmpError, book: &mut FindingBook) {
+        let unreachable = (ev.header.ip_version == 4 && icmp.icmp_type == ICMP_DEST_UNREACH && icmp.code == ICMP_PORT_UNREACH)
+            || (ev.header.ip_version == 6 && icmp.icmp_type == ICMPV6_DEST_UNREACH && icmp.code == ICMPV6_PORT_UNREACH);
+        let Some(q) = icmp.quoted else { return };
+        if !unreachable || q.proto != 17 {
+            return;
+        }
+        let (Some(sport), Some(dport)) = (q.src_port, q.dst_port) else { return };
+        let now = ev.header.ts_ns;
+        let key = FlowKey { client: q.src, client_port: sport, server: q.dst, port: dport };
+        let Some(flow) = self.flows.get_mut(&key) else { return };
+        if flow.hello_count == 0 {
+            return;
+        }
+        flow.icmp_count += 1;
+        let first_icmp = flow.icmp_count == 1;
+        let (hellos, first_hello) = (flow.hello_count, flow.hellos.first().copied().unwrap_or(now));
+        let agg = self.subjects.entry(key.subject(), Agg::default);
+        agg.icmp_count += 1;
+        agg.icmp_from = Some(ev.src_ip());
+        agg.last = now;
+        if first_icmp {
+            agg.icmp_hellos += hellos;
+            agg.first = if agg.first == 0 { first_hello } else { agg.first.min(first_hello) };
+        }
+        self.report_unreachable(key.subject(), now, book);
+    }
+
+    /// Flows whose ClientHellos went unanswered for `timeout_s` become blocked.
+    pub fn expire(&mut self, now: u64, book: &mut FindingBook) {
+        while self.waiting.front().is_some_and(|(t, _)| now.saturating_sub(*t) >= self.timeout_ns) {
+            let (_, key) = self.waiting.pop_front().expect("checked");
+            let Some(flow) = self.flows.get_mut(&key) else { continue };
+            if flow.server_records == 0 && flow.icmp_count == 0 && !flow.blocked {
+                flow.blocked = true;
+                let (hellos, times) = (flow.hello_count, flow.hellos.clone());
+                let agg = self.subjects.entry(key.subject(), Agg::default);
+                agg.blocked_flows += 1;
+                agg.blocked_hellos += hellos;
+                let (first, last) = (times.first().copied().unwrap_or(now), times.last().copied().unwrap_or(now));
+                agg.first = if agg.first == 0 { first } else { agg.first.min(first) };
+                agg.last = agg.last.max(last);
+                if times.len() > agg.retransmits.len() {
+                    agg.retransmits = times;
+                }
+                self.report_blocked(key.subject(), now, book);
+            }
+        }
+    }
+
+    fn tls_seen(&self, s: Subject, now: u64) -> bool {
+        self.tls_last.peek(&(s.client, s.server)).is_some_and(|&last| now.abs_diff(last) <= self.tls_window_ns)
+    }
+
+    fn report_blocked(&mut self, s: Subject, now: u64, book: &mut FindingBook) {
+        let tls = self.tls_seen(s, now);
+        let Some(agg) = self.subjects.peek(&s) else { return };
+        if agg.blocked_flows == 0 {
+            return;
+        }
+        let hellos = agg.blocked_hellos;
+        let retransmits: Vec<f64> = intervals(&agg.retransmits).into_iter().map(round3).collect();
+        let mut evidence = Map::new();
+        evidence.insert("client_hellos".into(), json!(hellos));
+        evidence.insert("server_records".into(), json!(0));
+        evidence.insert("retransmit_intervals_s".into(), json!(retransmits));
+        evidence.insert("tls_session_seen".into(), json!(tls));
+        evidence.insert("flows".into(), json!(agg.blocked_flows));
+        let finding = Finding {
+            kind: "dtls_blocked",
+            severity: Severity::Warning,
+            first_seen_ns: agg.first,
+            last_seen_ns: agg.last,
+            summary: format!(
+                "{} sends DTLS ClientHellos to {}:{} ({hellos} in {:.1} s{}) and gets no DTLS record back{}",
+                s.client,
+                s.server,
+                s.port,
+                secs(agg.last.saturating_sub(agg.first)),
+                if retransmits.is_empty() {
+                    String::new()
+                } else {
+                    format!(", retried after {} s", retransmits.iter().map(|x| format!("{x}")).collect::<Vec<_>>().join(", "))
+                },
+                if tls { "; it runs over TLS to the same server instead" } else { "" }
+            ),
+            subject: s.to_json(),
+            evidence,
+            remedy: format!(
+                "DTLS (UDP {}) is blocked between {} and {}: allow UDP {} to the VPN server on every firewall on the \
+                 path. Until then the VPN falls back to TLS over TCP, with a smaller MTU and reconnects about once a \
+                 minute.",
+                s.port, s.client, s.server, s.port
+            ),
+        };
+        let material = format!("{tls}|{}", agg.blocked_flows);
+        book.upsert(finding, material, now);
+    }
+
+    fn report_unreachable(&mut self, s: Subject, now: u64, book: &mut FindingBook) {
+        let Some(agg) = self.subjects.peek(&s) else { return };
+        let from = agg.icmp_from.unwrap_or(s.server);
+        let icmp_count = agg.icmp_count;
+        let mut evidence = Map::new();
+        evidence.insert("icmp_from".into(), json!(from.to_string()));
+        evidence.insert("icmp_count".into(), json!(icmp_count));
+        evidence.insert("client_hellos".into(), json!(agg.icmp_hellos));
+        let finding = Finding {
+            kind: "dtls_port_unreachable",
+            severity: Severity::Warning,
+            first_seen_ns: agg.first,
+            last_seen_ns: now,
+            summary: format!(
+                "{} sends DTLS to {}:{} and {from} answers ICMP port unreachable ({icmp_count}x): nothing listens on that port",
+                s.client, s.server, s.port
+            ),
+            subject: s.to_json(),
+            evidence,
+            remedy: format!(
+                "The server does not listen for DTLS on UDP {}: make the VPN server's DTLS port (ASA: `dtls port`, \
+                 ocserv: `udp-port`) match the port it tells clients, or open that port.",
+                s.port
+            ),
+        };
+        book.upsert(finding, from.to_string(), now);
+    }
+}
+
+impl FlowKey {
+    fn subject(&self) -> Subject {
+        Subject { client: self.client, server: self.server, port: self.port }
+    }
+}
+
+impl Subject {
+    fn to_json(self) -> Map<String, serde_json::Value> {
+        let mut m = Map::new();
+        m.insert("client".into(), json!(self.client.to_string()));
+        m.insert("server".into(), json!(self.server.to_string()));
+        m.insert("port".into(), json!(self.port));
+        m
+    }
+}

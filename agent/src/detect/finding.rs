@@ -1,0 +1,245 @@
+//! Findings, and when to print them.
+//!
+//! A finding is identified by its kind and subject. Live, it is printed when it first
+//! holds, and again only when its evidence changed materially and at most once per
+//! `output.finding_interval_s`. A replay prints each finding once, with its evidence
+//! at the end of the capture. The summary lists every finding once, final.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::table::Table;
+
+/// How urgent a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Worth knowing (a PMTU signal: discovery is working).
+    Info,
+    /// Something is broken for someone.
+    Warning,
+    /// Traffic is being lost.
+    Critical,
+}
+
+impl Severity {
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One diagnosis with its evidence and remedy. Every string in it is printable ASCII
+/// (values from packets are escaped before they get here).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    /// `dns_probe_storm`, `dtls_blocked`, …
+    pub kind: &'static str,
+    /// Severity.
+    pub severity: Severity,
+    /// Event time of the first evidence, ns since the epoch.
+    pub first_seen_ns: u64,
+    /// Event time of the latest evidence.
+    pub last_seen_ns: u64,
+    /// One line for an operator.
+    pub summary: String,
+    /// Who and what (DESIGN.md fixes the keys per kind).
+    pub subject: Map<String, Value>,
+    /// Why.
+    pub evidence: Map<String, Value>,
+    /// What to do.
+    pub remedy: String,
+}
+
+/// RFC 3339 UTC with microseconds, as in DESIGN.md.
+pub fn rfc3339(ns: u64) -> String {
+    humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)).to_string()
+}
+
+impl Finding {
+    /// Identity: kind and subject.
+    pub fn key(&self) -> String {
+        format!("{}{}", self.kind, Value::Object(self.subject.clone()))
+    }
+
+    /// The JSON line (without the trailing newline).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "type": "finding",
+            "kind": self.kind,
+            "severity": self.severity.name(),
+            "first_seen": rfc3339(self.first_seen_ns),
+            "last_seen": rfc3339(self.last_seen_ns),
+            "summary": self.summary,
+            "subject": self.subject,
+            "evidence": self.evidence,
+            "remedy": self.remedy,
+        })
+    }
+}
+
+/// When findings are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emission {
+    /// As they happen; repeats at most once per interval (ns), and only when changed.
+    Live {
+        /// Minimum time between two prints of one finding.
+        interval_ns: u64,
+    },
+    /// Once each, at the end of the input.
+    AtEnd,
+}
+
+struct Entry {
+    finding: Finding,
+    material: String,
+    printed_material: Option<String>,
+    printed_at: u64,
+}
+
+/// Every finding so far, and the ones due to be printed.
+pub struct FindingBook {
+    mode: Emission,
+    entries: Table<String, Entry>,
+    due: Vec<Finding>,
+    totals: BTreeMap<&'static str, u64>,
+}
+
+impl FindingBook {
+    /// A book holding at most `cap` findings.
+    pub fn new(mode: Emission, cap: u64) -> FindingBook {
+        FindingBook { mode, entries: Table::new("findings", cap), due: Vec::new(), totals: BTreeMap::new() }
+    }
+
+    /// Records the current state of a finding; `material` summarises the evidence
+    /// that, when it changes, is worth printing again.
+    pub fn upsert(&mut self, finding: Finding, material: String, now_ns: u64) {
+        let key = finding.key();
+        let mode = self.mode;
+        let mut is_new = false;
+        let entry = self.entries.entry(key, || {
+            is_new = true;
+            Entry { finding: finding.clone(), material: String::new(), printed_material: None, printed_at: 0 }
+        });
+        if is_new {
+            *self.totals.entry(finding.kind).or_default() += 1;
+        } else {
+            let first = entry.finding.first_seen_ns.min(finding.first_seen_ns);
+            entry.finding = finding;
+            entry.finding.first_seen_ns = first;
+        }
+        entry.material = material;
+        if let Emission::Live { interval_ns } = mode {
+            let due = match &entry.printed_material {
+                None => true,
+                Some(m) => *m != entry.material && now_ns.saturating_sub(entry.printed_at) >= interval_ns,
+            };
+            if due {
+                entry.printed_material = Some(entry.material.clone());
+                entry.printed_at = now_ns;
+                self.due.push(entry.finding.clone());
+            }
+        }
+    }
+
+    /// Whether a finding with this key exists.
+    pub fn contains(&self, kind: &str, subject: &Map<String, Value>) -> bool {
+        self.entries.peek(&format!("{kind}{}", Value::Object(subject.clone()))).is_some()
+    }
+
+    /// At the end of the input: a replay queues every finding now, oldest first.
+    pub fn finish(&mut self) {
+        if self.mode == Emission::AtEnd {
+            self.due = self.all();
+        }
+    }
+
+    /// The findings due to be printed, oldest first.
+    pub fn take_due(&mut self) -> Vec<Finding> {
+        std::mem::take(&mut self.due)
+    }
+
+    /// Every finding, final, in order of first evidence.
+    pub fn all(&self) -> Vec<Finding> {
+        let mut all: Vec<Finding> = self.entries.iter().map(|(_, e)| e.finding.clone()).collect();
+        all.sort_by(|a, b| (a.first_seen_ns, a.kind, a.key()).cmp(&(b.first_seen_ns, b.kind, b.key())));
+        all
+    }
+
+    /// Findings first seen so far, per kind (the `pathwatch_findings_total` counter).
+    pub fn totals(&self) -> &BTreeMap<&'static str, u64> {
+        &self.totals
+    }
+
+    /// Findings per kind whose latest evidence is within `window_ns` of `now_ns`.
+    pub fn active(&self, now_ns: u64, window_ns: u64) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        for (_, e) in self.entries.iter() {
+            if now_ns.saturating_sub(e.finding.last_seen_ns) <= window_ns {
+                *out.entry(e.finding.kind).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Entries held and evicted.
+    pub fn occupancy(&self) -> (usize, u64) {
+        (self.entries.len(), self.entries.evictions())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(queries: u64, at: u64) -> Finding {
+        let mut subject = Map::new();
+        subject.insert("client".into(), json!("198.18.0.2"));
+        let mut evidence = Map::new();
+        evidence.insert("queries".into(), json!(queries));
+        Finding {
+            kind: "dns_probe_storm",
+            severity: Severity::Warning,
+            first_seen_ns: at,
+            last_seen_ns: at,
+            summary: String::new(),
+            subject,
+            evidence,
+            remedy: String::new(),
+        }
+    }
+
+    #[test]
+    fn live_prints_once_then_only_material_changes_at_most_once_per_interval() {
+        let s = 1_000_000_000;
+        let mut book = FindingBook::new(Emission::Live { interval_ns: 60 * s }, 10);
+        book.upsert(finding(4, 0), "periodic".into(), 0);
+        assert_eq!(book.take_due().len(), 1);
+        book.upsert(finding(5, s), "periodic".into(), s);
+        book.upsert(finding(6, 70 * s), "periodic".into(), 70 * s);
+        assert!(book.take_due().is_empty(), "no material change");
+        book.upsert(finding(7, 80 * s), "burst".into(), 80 * s);
+        let due = book.take_due();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].first_seen_ns, 0, "first_seen is kept");
+        book.upsert(finding(8, 90 * s), "periodic".into(), 90 * s);
+        assert!(book.take_due().is_empty(), "changed again, but within the interval");
+        assert_eq!(book.totals()["dns_probe_storm"], 1);
+    }
+
+    #[test]
+    fn replay_prints_each_finding_once_at_the_end_with_final_evidence() {
+        let mut book = FindingBook::new(Emission::AtEnd, 10);
+        book.upsert(finding(4, 0), "a".into(), 0);
+        book.upsert(finding(8, 5), "b".into(), 5);
+        assert!(book.take_due().is_empty());
+        book.finish();
+        let due = book.take_due();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].evidence["queries"], json!(8));
+    }
+}

@@ -1,0 +1,308 @@
+//! Path MTU: `pmtu_signal`, `pmtu_black_hole`, `mss_exceeds_path_mtu`.
+//!
+//! ICMPv4 "fragmentation needed" and ICMPv6 "packet too big" carry the MTU that did
+//! not fit and quote the flow: discovery working (`pmtu_signal`). A flow that keeps
+//! retransmitting a DF segment larger than anything acknowledged on it, and gets no
+//! such ICMP, is a black hole: the ICMP is being dropped somewhere. A SYN whose MSS
+//! cannot fit a known path MTU predicts one.
+
+use std::net::IpAddr;
+
+use agent_common::{
+    proto::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG, TCP_ACK},
+};
+use serde_json::{Map, json};
+
+use super::{
+    finding::{Finding, FindingBook, Severity},
+    table::Table,
+};
+use crate::{config::Config, decode::icmp::IcmpError, event::Event};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TcpFlow {
+    sender: IpAddr,
+    sport: u16,
+    receiver: IpAddr,
+    dport: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SignalKey {
+    reporter: IpAddr,
+    sender: IpAddr,
+    receiver: IpAddr,
+}
+
+struct Retransmits {
+    first: u64,
+    last: u64,
+    oversized: u64,
+    segment_size: u16,
+    largest_acked: u16,
+}
+
+struct Signal {
+    first: u64,
+    count: u64,
+    mtu: u32,
+    flows: Vec<TcpFlowish>,
+    flow_count: u64,
+}
+
+/// A quoted flow (any protocol), for counting distinct flows per signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TcpFlowish(IpAddr, Option<u16>, IpAddr, Option<u16>, u8);
+
+/// Distinct quoted flows remembered per signal.
+const SIGNAL_FLOWS: usize = 64;
+
+/// The PMTU detector.
+pub struct PmtuDetector {
+    tunnel_mtu: Option<u32>,
+    min_retransmits: u64,
+    flows: Table<TcpFlow, Retransmits>,
+    signals: Table<SignalKey, Signal>,
+    /// Flows and paths an ICMP signal quoted: (sender, receiver) → smallest MTU.
+    paths: Table<(IpAddr, IpAddr), u32>,
+    signalled_flows: Table<TcpFlow, ()>,
+}
+
+fn ip_header_len(addr: IpAddr) -> u32 {
+    if addr.is_ipv6() { 60 } else { 40 }
+}
+
+impl PmtuDetector {
+    /// A detector with `cfg`'s thresholds and caps.
+    pub fn new(cfg: &Config) -> PmtuDetector {
+        let cap = cfg.pmtu.flows_cap.0;
+        PmtuDetector {
+            tunnel_mtu: cfg.pmtu.tunnel_mtu.map(|b| b.0),
+            min_retransmits: cfg.pmtu.black_hole_min_retransmits.0,
+            flows: Table::new("tcp_flows", cap),
+            signals: Table::new("icmp_signals", cap),
+            paths: Table::new("icmp_paths", cap),
+            signalled_flows: Table::new("icmp_flows", cap),
+        }
+    }
+
+    /// Applies a new configuration.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        self.tunnel_mtu = cfg.pmtu.tunnel_mtu.map(|b| b.0);
+        self.min_retransmits = cfg.pmtu.black_hole_min_retransmits.0;
+        for t in [cfg.pmtu.flows_cap.0] {
+            self.flows.resize(t);
+            self.signals.resize(t);
+            self.paths.resize(t);
+            self.signalled_flows.resize(t);
+        }
+    }
+
+    /// Tables, for `tracked` and `evictions`.
+    pub fn occupancy(&self) -> [(&'static str, usize, u64); 4] {
+        [
+            (self.flows.name(), self.flows.len(), self.flows.evictions()),
+            (self.signals.name(), self.signals.len(), self.signals.evictions()),
+            (self.paths.name(), self.paths.len(), self.paths.evictions()),
+            (self.signalled_flows.name(), self.signalled_flows.len(), self.signalled_flows.evictions()),
+        ]
+    }
+
+    /// An ICMP error: frag-needed / packet-too-big are PMTU signals.
+    pub fn on_icmp(&mut self, ev: &Event, icmp: &IcmpError, book: &mut FindingBook) {
+        let v4 = ev.header.ip_version == 4;
+        let is_signal = (v4 && icmp.icmp_type == ICMP_DEST_UNREACH && icmp.code == ICMP_FRAG_NEEDED)
+            || (!v4 && icmp.icmp_type == ICMPV6_PACKET_TOO_BIG);
+        let Some(q) = icmp.quoted else { return };
+        if !is_signal {
+            return;
+        }
+        let now = ev.header.ts_ns;
+        let reporter = ev.src_ip();
+        let path = self.paths.entry((q.src, q.dst), || icmp.mtu);
+        if icmp.mtu != 0 && (icmp.mtu < *path || *path == 0) {
+            *path = icmp.mtu;
+        }
+        if let (Some(sport), Some(dport)) = (q.src_port, q.dst_port) {
+            self.signalled_flows.entry(TcpFlow { sender: q.src, sport, receiver: q.dst, dport }, || ());
+        }
+        let key = SignalKey { reporter, sender: q.src, receiver: q.dst };
+        let s = self.signals.entry(key, || Signal {
+            first: now,
+            count: 0,
+            mtu: icmp.mtu,
+            flows: Vec::new(),
+            flow_count: 0,
+        });
+        s.count += 1;
+        if icmp.mtu != 0 && (icmp.mtu < s.mtu || s.mtu == 0) {
+            s.mtu = icmp.mtu;
+        }
+        let f = TcpFlowish(q.src, q.src_port, q.dst, q.dst_port, q.proto);
+        if !s.flows.contains(&f) {
+            s.flow_count += 1;
+            if s.flows.len() < SIGNAL_FLOWS {
+                s.flows.push(f);
+            }
+        }
+        let mut subject = Map::new();
+        subject.insert("reporter".into(), json!(reporter.to_string()));
+        subject.insert("sender".into(), json!(q.src.to_string()));
+        subject.insert("receiver".into(), json!(q.dst.to_string()));
+        let mut evidence = Map::new();
+        let what = if v4 { "fragmentation needed" } else { "packet too big" };
+        evidence.insert("icmp_type".into(), json!(if v4 { "frag_needed" } else { "packet_too_big" }));
+        evidence.insert("next_hop_mtu".into(), json!(s.mtu));
+        evidence.insert("count".into(), json!(s.count));
+        evidence.insert("flows".into(), json!(s.flow_count));
+        let finding = Finding {
+            kind: "pmtu_signal",
+            severity: Severity::Info,
+            first_seen_ns: s.first,
+            last_seen_ns: now,
+            summary: format!(
+                "{reporter} tells {} that packets to {} must fit {} bytes (ICMP {what}, {}x, {} flow{})",
+                q.src,
+                q.dst,
+                s.mtu,
+                s.count,
+                s.flow_count,
+                if s.flow_count == 1 { "" } else { "s" }
+            ),
+            subject,
+            evidence,
+            remedy: format!(
+                "Path MTU discovery is working: keep ICMP {what} allowed. If the path MTU of {} is permanent \
+                 (a tunnel), clamp TCP MSS to {} on the gateway to save the first round trips.",
+                s.mtu,
+                s.mtu.saturating_sub(ip_header_len(q.src))
+            ),
+        };
+        book.upsert(finding, format!("{}", s.mtu), now);
+    }
+
+    /// A retransmitted large DF TCP segment.
+    pub fn on_retransmit(&mut self, ev: &Event, book: &mut FindingBook) {
+        let info = ev.header.info;
+        let now = ev.header.ts_ns;
+        let flow = TcpFlow { sender: ev.src_ip(), sport: ev.header.src_port, receiver: ev.dst_ip(), dport: ev.header.dst_port };
+        let r = self.flows.entry(flow, || Retransmits { first: now, last: now, oversized: 0, segment_size: 0, largest_acked: 0 });
+        r.last = now;
+        r.largest_acked = r.largest_acked.max(info.largest_acked);
+        if info.seg_len > r.largest_acked {
+            r.oversized += 1;
+            r.segment_size = r.segment_size.max(info.seg_len);
+        }
+        if r.oversized < self.min_retransmits {
+            return;
+        }
+        let icmp_seen = self.signalled_flows.peek(&flow).is_some();
+        if icmp_seen {
+            return;
+        }
+        let hdr = ip_header_len(flow.sender);
+        let (seg, acked, oversized, first) = (r.segment_size, r.largest_acked, r.oversized, r.first);
+        let estimated = self
+            .tunnel_mtu
+            .or_else(|| self.paths.peek(&(flow.sender, flow.receiver)).copied().filter(|m| *m != 0))
+            .or_else(|| (acked > 0).then(|| acked as u32 + hdr));
+        let suggested_mss = estimated.map(|m| m.saturating_sub(hdr));
+        let mut subject = Map::new();
+        subject.insert("sender".into(), json!(flow.sender.to_string()));
+        subject.insert("receiver".into(), json!(flow.receiver.to_string()));
+        subject.insert(
+            "flow".into(),
+            json!(format!("{} -> {}", sock(flow.sender, flow.sport), sock(flow.receiver, flow.dport))),
+        );
+        let mut evidence = Map::new();
+        evidence.insert("retransmissions".into(), json!(oversized));
+        evidence.insert("segment_size".into(), json!(seg));
+        evidence.insert("largest_acked_size".into(), json!(acked));
+        evidence.insert("icmp_seen".into(), json!(false));
+        evidence.insert("estimated_path_mtu".into(), json!(estimated));
+        evidence.insert("suggested_mss".into(), json!(suggested_mss));
+        let clamp = match suggested_mss {
+            Some(mss) => format!(
+                "clamp the MSS on the gateway (nftables: `nft add rule inet filter forward tcp flags syn tcp option maxseg size set {mss}`)"
+            ),
+            None => "clamp the MSS on the gateway to the path MTU minus 40 (IPv6: 60) bytes (nftables: \
+                     `tcp flags syn tcp option maxseg size set rt mtu`)"
+                .to_string(),
+        };
+        let finding = Finding {
+            kind: "pmtu_black_hole",
+            severity: Severity::Critical,
+            first_seen_ns: first,
+            last_seen_ns: now,
+            summary: format!(
+                "{} retransmits a {seg}-byte segment to {} {oversized} times and no ICMP comes back \
+                 (largest acknowledged: {acked} bytes): a PMTU black hole",
+                sock(flow.sender, flow.sport),
+                sock(flow.receiver, flow.dport)
+            ),
+            subject,
+            evidence,
+            remedy: format!(
+                "Packets of {} bytes do not fit the path and the ICMP that would say so is dropped: let ICMP \
+                 fragmentation-needed (IPv6: packet-too-big) through every firewall between {} and {}, or {clamp}.",
+                seg as u32 + hdr,
+                flow.sender,
+                flow.receiver
+            ),
+        };
+        book.upsert(finding, format!("{seg}|{acked}"), now);
+    }
+
+    /// A SYN: its MSS against the known path MTU.
+    pub fn on_syn(&mut self, ev: &Event, book: &mut FindingBook) {
+        let info = ev.header.info;
+        if ev.header.tcp_flags & TCP_ACK != 0 || info.tcp_mss == 0 {
+            return;
+        }
+        let (client, server) = (ev.src_ip(), ev.dst_ip());
+        let learned = self.paths.peek(&(client, server)).copied().filter(|m| *m != 0);
+        let (path_mtu, source) = match (learned, self.tunnel_mtu) {
+            (Some(m), _) => (m, "icmp"),
+            (None, Some(m)) => (m, "config"),
+            (None, None) => return,
+        };
+        let hdr = ip_header_len(client);
+        if info.tcp_mss as u32 + hdr <= path_mtu {
+            return;
+        }
+        let now = ev.header.ts_ns;
+        let mut subject = Map::new();
+        subject.insert("client".into(), json!(client.to_string()));
+        subject.insert("server".into(), json!(server.to_string()));
+        let mut evidence = Map::new();
+        evidence.insert("mss".into(), json!(info.tcp_mss));
+        evidence.insert("path_mtu".into(), json!(path_mtu));
+        evidence.insert("path_mtu_source".into(), json!(source));
+        let fit = path_mtu.saturating_sub(hdr);
+        let finding = Finding {
+            kind: "mss_exceeds_path_mtu",
+            severity: Severity::Warning,
+            first_seen_ns: now,
+            last_seen_ns: now,
+            summary: format!(
+                "{client} opens TCP to {server} with MSS {}: segments of {} bytes will not fit the {path_mtu}-byte path",
+                info.tcp_mss,
+                info.tcp_mss as u32 + hdr
+            ),
+            subject,
+            evidence,
+            remedy: format!(
+                "Clamp the MSS of connections through the tunnel to {fit} (nftables: `nft add rule inet filter forward \
+                 tcp flags syn tcp option maxseg size set {fit}`), or make sure ICMP fragmentation-needed reaches {client}."
+            ),
+        };
+        book.upsert(finding, format!("{}|{path_mtu}", info.tcp_mss), now);
+    }
+}
+
+fn sock(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}

@@ -1,0 +1,118 @@
+//! A bounded table: an LRU map that counts what it evicts.
+//!
+//! Every piece of per-flow or per-name state in the detectors lives in one of these,
+//! so that no input, however hostile, grows memory without bound.
+
+use std::{hash::Hash, num::NonZeroUsize};
+
+use lru::LruCache;
+
+/// An LRU map with a fixed capacity and an eviction counter.
+pub struct Table<K: Hash + Eq, V> {
+    name: &'static str,
+    map: LruCache<K, V>,
+    evictions: u64,
+}
+
+impl<K: Hash + Eq + Clone, V> Table<K, V> {
+    /// A table called `name` (as reported in `tracked` / `evictions`) holding at most
+    /// `capacity` entries.
+    pub fn new(name: &'static str, capacity: u64) -> Table<K, V> {
+        let cap = NonZeroUsize::new(capacity.clamp(1, usize::MAX as u64) as usize).unwrap();
+        Table { name, map: LruCache::new(cap), evictions: 0 }
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The entry for `key`, marking it recently used.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.map.get_mut(key)
+    }
+
+    /// The entry for `key` without touching its recency.
+    pub fn peek(&self, key: &K) -> Option<&V> {
+        self.map.peek(key)
+    }
+
+    /// The entry for `key`, created with `make` if missing (evicting the least
+    /// recently used entry when full).
+    pub fn entry(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        if !self.map.contains(&key) {
+            if let Some((old, _)) = self.map.push(key.clone(), make()) {
+                if old != key {
+                    self.evictions += 1;
+                }
+            }
+        }
+        self.map.get_mut(&key).expect("just inserted")
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        self.map.pop(key)
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Entries evicted so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// All entries, most recently used first.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map.iter()
+    }
+
+    /// All entries, mutably, most recently used first (recency unchanged).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.map.iter_mut()
+    }
+
+    /// Drops the entries for which `keep` is false.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
+        let gone: Vec<K> = self.map.iter().filter(|(k, v)| !keep(k, v)).map(|(k, _)| k.clone()).collect();
+        for k in gone {
+            self.map.pop(&k);
+        }
+    }
+
+    /// Changes the capacity (dropping the least recently used entries, counted as
+    /// evictions, when it shrinks).
+    pub fn resize(&mut self, capacity: u64) {
+        let cap = NonZeroUsize::new(capacity.clamp(1, usize::MAX as u64) as usize).unwrap();
+        let before = self.map.len();
+        self.map.resize(cap);
+        self.evictions += (before - self.map.len()) as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_at_capacity_and_counts_evictions() {
+        let mut t: Table<u32, u32> = Table::new("t", 3);
+        for i in 0..10 {
+            *t.entry(i, || 0) += 1;
+        }
+        assert_eq!((t.len(), t.evictions()), (3, 7));
+        assert!(t.peek(&9).is_some() && t.peek(&0).is_none());
+        t.entry(9, || 100);
+        assert_eq!(t.peek(&9), Some(&1), "an existing entry is not replaced");
+        t.resize(1);
+        assert_eq!((t.len(), t.evictions()), (1, 9));
+    }
+}

@@ -1,0 +1,241 @@
+//! `pathwatch replay` end to end: the seed captures give exactly the findings of
+//! tests/pcaps/seed/README.md, every public capture gives what tshark says it should,
+//! the kernel classifier gives byte-identical output, and damaged files lose nothing.
+
+use std::collections::BTreeSet;
+
+use pathwatch_tests::{
+    TempDir, all_pcaps, dns_query, json_lines, pathwatch, pcaps_dir, privileged, rel, udp4, write_pcap,
+};
+use serde_json::Value;
+
+fn replay(files: &[&str]) -> (i32, Vec<Value>, String) {
+    let mut args = vec!["replay", "--json", "-"];
+    args.extend_from_slice(files);
+    let (code, out, err) = pathwatch(&args);
+    (code, json_lines(&out), err)
+}
+
+fn seed(name: &str) -> String {
+    pcaps_dir().join("seed").join(name).display().to_string()
+}
+
+fn findings(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|l| l["type"] == "finding").collect()
+}
+
+#[test]
+fn anyconnect_seed_is_one_periodic_servfail_storm_on_a_known_probe() {
+    let (code, lines, err) = replay(&[&seed("anyconnect-mus-servfail.pcap")]);
+    assert_eq!(code, 0, "{err}");
+    let f = findings(&lines);
+    assert_eq!(f.len(), 1, "{lines:#?}");
+    let f = f[0];
+    assert_eq!(f["kind"], "dns_probe_storm");
+    assert_eq!(f["subject"]["client"], "10.31.121.202");
+    assert_eq!(f["subject"]["resolver"], "10.88.240.69");
+    assert_eq!(f["subject"]["qname"], "mus.cisco.com");
+    assert_eq!(f["subject"]["qtype"], "A");
+    let e = &f["evidence"];
+    assert_eq!(e["queries"], 8);
+    assert_eq!(e["responses"], 8);
+    assert_eq!(e["rcodes"], serde_json::json!({"SERVFAIL": 8}));
+    assert_eq!(e["timeouts"], 0);
+    assert_eq!(e["pattern"], "periodic");
+    let period = e["period_s"].as_f64().unwrap();
+    assert!((period - 15.0).abs() <= 0.2, "period {period}");
+    let latency = e["median_latency_s"].as_f64().unwrap();
+    assert!((11.0..=12.5).contains(&latency), "latency {latency}");
+    assert_eq!(e["known_probe"], "cisco-anyconnect-mus");
+    let remedy = f["remedy"].as_str().unwrap();
+    assert!(remedy.contains("mus.cisco.com resolvable"), "{remedy}");
+    assert!(remedy.contains("DNS entry") && remedy.contains("hosts"), "{remedy}");
+    // The summary line comes last and carries the same finding, final.
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["findings"].as_array().unwrap().len(), 1);
+    assert_eq!(summary["events"]["dns_servfail"], 8);
+    assert_eq!(summary["packets"], 16);
+}
+
+#[test]
+fn windows_seed_is_two_backoff_storms_with_timeouts_and_pending() {
+    let (code, lines, err) = replay(&[&seed("windows-backoff-timeout.pcap")]);
+    assert_eq!(code, 0, "{err}");
+    let f = findings(&lines);
+    assert_eq!(f.len(), 2, "{lines:#?}");
+    for (qname, queries, timeouts, pending) in
+        [("sls.update.microsoft.com", 9, 7, 2), ("settings-win.data.microsoft.com", 4, 4, 0)]
+    {
+        let f = f.iter().find(|f| f["subject"]["qname"] == qname).unwrap_or_else(|| panic!("no storm for {qname}"));
+        assert_eq!(f["kind"], "dns_probe_storm");
+        assert_eq!(f["subject"]["client"], "10.4.9.62");
+        assert_eq!(f["subject"]["resolver"], "10.4.9.1");
+        let e = &f["evidence"];
+        assert_eq!(e["pattern"], "backoff", "{qname}");
+        assert_eq!(e["responses"], 0);
+        assert_eq!(e["known_probe"], Value::Null);
+        assert_eq!((e["queries"].as_u64(), e["timeouts"].as_u64(), e["pending"].as_u64()), (Some(queries), Some(timeouts), Some(pending)), "{qname}");
+    }
+}
+
+/// What each capture should produce, and why (from SOURCES.md and tshark), as
+/// (kind, a subject field, its value). Captures not listed must give no finding.
+fn expectations() -> Vec<(&'static str, Vec<(&'static str, &'static str, &'static str)>, &'static str)> {
+    vec![
+        ("seed/anyconnect-mus-servfail.pcap", vec![("dns_probe_storm", "qname", "mus.cisco.com")], "8 queries every 15 s, all SERVFAIL"),
+        (
+            "seed/windows-backoff-timeout.pcap",
+            vec![("dns_probe_storm", "qname", "sls.update.microsoft.com"), ("dns_probe_storm", "qname", "settings-win.data.microsoft.com")],
+            "two names retried 1-2-4 s, never answered",
+        ),
+        (
+            "dns/suricata-sip-srv-backoff.pcap",
+            vec![("dns_probe_storm", "qname", "_sip._udp.sip.cybercity.dk"), ("dns_probe_storm", "qname", "_sip._udp.voip.brujula.net")],
+            "tshark: SRV re-asked for 26 min, 0 answers",
+        ),
+        (
+            "dns/suricata-smb2-psexec-servfail.pcap",
+            vec![("dns_probe_storm", "qname", "download.windowsupdate.com")],
+            "tshark: A download.windowsupdate.com under 4 ids, 6 SERVFAIL",
+        ),
+        (
+            "dns/suricata-windows-dns-no-response.pcap",
+            vec![("dns_probe_storm", "qname", "geo-prod.do.dsp.mp.microsoft.com"), ("dns_probe_storm", "qname", "sls.update.microsoft.com")],
+            "tshark: 357 queries, 0 responses, ids retried +1 +1 +2 +4 s",
+        ),
+        ("misc/ndpi-fuzz-2006-06-26-2594.pcap", vec![("dns_probe_storm", "qname", "_sip._udp.sip.cybercity.dk")], "the SIP capture above, fuzzed"),
+        ("dtls/ndpi-dtls.pcap", vec![("dtls_blocked", "client", "192.168.13.203")], "tshark: 2 ClientHellos from 192.168.13.203, no answer"),
+        ("dtls/ndpi-stun-turn-dtls.pcap", vec![("dtls_blocked", "port", "8801")], "tshark: ClientHello to UDP 8801, no DTLS back"),
+        ("dtls/zeek-dtls13-cid.pcap", vec![("dtls_blocked", "client", "10.168.36.147")], "tshark: 3 flows' ClientHellos retried +1 +3 +7 s, unanswered"),
+        ("icmp/suricata-frag-needed-mtu1500.pcap", vec![("pmtu_signal", "sender", "172.16.133.54")], "tshark: 6 frag-needed, MTU 1500"),
+        ("icmp/suricata-icmp6-toobig-atomic-frag.pcap", vec![("pmtu_signal", "reporter", "2001:db8:2::2")], "tshark: packet too big, MTU 1200"),
+        ("icmp/zeek-icmp6-toobig.pcap", vec![("pmtu_signal", "reporter", "fe80::dead")], "tshark: packet too big, MTU 1280"),
+        ("icmp/zeek-smtp-pmtud-frag-needed.pcap", vec![("pmtu_signal", "reporter", "192.168.1.1")], "tshark: 4 frag-needed, MTU 1492; the sender adapts (no black hole)"),
+    ]
+}
+
+#[test]
+fn every_capture_gives_the_findings_tshark_predicts_and_healthy_ones_none() {
+    let table = expectations();
+    let mut problems = Vec::new();
+    for path in all_pcaps() {
+        let name = rel(&path);
+        let (code, lines, err) = replay(&[path.to_str().unwrap()]);
+        if code != 0 {
+            problems.push(format!("{name}: exit {code}: {err}"));
+            continue;
+        }
+        let got = findings(&lines);
+        let want = table.iter().find(|(f, _, _)| *f == name);
+        match want {
+            None if !got.is_empty() => problems.push(format!(
+                "{name}: healthy capture, but {:?}",
+                got.iter().map(|f| f["summary"].as_str().unwrap()).collect::<Vec<_>>()
+            )),
+            None => {}
+            Some((_, wanted, why)) => {
+                for (kind, field, value) in wanted {
+                    let hit = got.iter().any(|f| {
+                        f["kind"] == *kind
+                            && (f["subject"][*field] == *value || f["subject"][*field].to_string() == *value)
+                    });
+                    if !hit {
+                        problems.push(format!("{name}: expected {kind} with {field}={value} ({why})"));
+                    }
+                }
+                let kinds: BTreeSet<&str> = got.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+                let wanted_kinds: BTreeSet<&str> = wanted.iter().map(|(k, _, _)| *k).collect();
+                if kinds != wanted_kinds {
+                    problems.push(format!("{name}: kinds {kinds:?}, expected {wanted_kinds:?}"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn kernel_replay_is_byte_identical_on_every_capture() {
+    if !privileged("kernel_replay_is_byte_identical_on_every_capture") {
+        return;
+    }
+    let mut problems = Vec::new();
+    for path in all_pcaps() {
+        let p = path.to_str().unwrap();
+        let (c1, user, _) = pathwatch(&["replay", "--json", "-", p]);
+        let (c2, kernel, err) = pathwatch(&["replay", "--kernel", "--json", "-", p]);
+        // The summary names its source; everything else must match byte for byte.
+        let kernel = kernel.replace("\"source\":\"kernel\"", "\"source\":\"userspace\"");
+        if c1 != c2 || user != kernel {
+            problems.push(format!("{}: exit {c1}/{c2} {err}\n  user:   {user}\n  kernel: {kernel}", rel(&path)));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn several_files_merge_in_time_order() {
+    let (code, lines, _) = replay(&[&seed("windows-backoff-timeout.pcap"), &seed("anyconnect-mus-servfail.pcap")]);
+    assert_eq!(code, 0);
+    let f = findings(&lines);
+    assert_eq!(f.len(), 3);
+    let firsts: Vec<&str> = f.iter().map(|f| f["first_seen"].as_str().unwrap()).collect();
+    let mut sorted = firsts.clone();
+    sorted.sort();
+    assert_eq!(firsts, sorted, "findings come in order of first evidence");
+    assert_eq!(lines.last().unwrap()["packets"], 29);
+}
+
+#[test]
+fn a_truncated_capture_names_file_frame_and_offset_and_keeps_earlier_findings() {
+    let dir = TempDir::new("truncated");
+    let bytes = std::fs::read(seed("anyconnect-mus-servfail.pcap")).unwrap();
+    // 24-byte file header, then 16 records; cut the last record in half.
+    let cut = dir.0.join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 40]).unwrap();
+    let (code, out, err) = pathwatch(&["replay", "--json", "-", cut.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cut.pcap") && err.contains("frame 16") && err.contains("byte offset"), "{err}");
+    let lines = json_lines(&out);
+    assert_eq!(findings(&lines).len(), 1, "the storm of the first 15 frames is still reported");
+    assert_eq!(lines.last().unwrap()["packets"], 15);
+}
+
+#[test]
+fn garbage_and_empty_files_are_input_errors() {
+    let dir = TempDir::new("garbage");
+    let junk = dir.0.join("junk.pcap");
+    std::fs::write(&junk, b"this is not a capture at all").unwrap();
+    let empty = dir.0.join("empty.pcap");
+    std::fs::write(&empty, b"").unwrap();
+    for f in [&junk, &empty] {
+        let (code, _, err) = pathwatch(&["replay", f.to_str().unwrap()]);
+        assert_eq!(code, 2);
+        assert!(err.contains(f.file_name().unwrap().to_str().unwrap()) && err.contains("not a pcap"), "{err}");
+    }
+}
+
+#[test]
+fn a_million_distinct_names_stay_within_the_table_caps() {
+    let dir = TempDir::new("million");
+    let pcap = dir.0.join("names.pcap");
+    let n = 1_000_000u64;
+    write_pcap(
+        &pcap,
+        (0..n).map(|i| {
+            let name = format!("n{i}.flood.example");
+            (1_600_000_000_000_000_000 + i * 10_000, udp4([198, 18, 0, 2], [198, 18, 0, 1], 40000 + (i % 1000) as u16, 53, &dns_query(i as u16, &name)))
+        }),
+    );
+    let cfg = dir.0.join("caps.toml");
+    std::fs::write(&cfg, "[dns]\nnames_cap = 5000\ntransactions_cap = 20000\n").unwrap();
+    let (code, out, err) = pathwatch(&["replay", "--json", "-", "--config", cfg.to_str().unwrap(), pcap.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let summary = json_lines(&out).pop().unwrap();
+    assert_eq!(summary["events"]["dns_query"], n);
+    assert_eq!(summary["tracked"]["dns_names"], 5000);
+    assert_eq!(summary["tracked"]["dns_transactions"], 20000);
+    assert_eq!(summary["evictions"]["dns_names"], n - 5000);
+    assert_eq!(summary["evictions"]["dns_transactions"], n - 20000);
+}
