@@ -72,7 +72,9 @@ pub fn parse_tcp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l4_off:
     if cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
         p.class = Class::LargeDf;
         let claimed_len = claimed_end.saturating_sub(payload_off);
-        if claimed_len > 0 {
+        // Only the hook that reports the packet tracks it: a forwarded segment passes
+        // XDP on its way in and TC on its way out, and must not look retransmitted.
+        if claimed_len > 0 && pkt.raises_events() {
             track_large_segment(pkt, p, if claimed_len > 0xffff { 0xffff } else { claimed_len as u16 });
         }
     }

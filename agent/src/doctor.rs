@@ -1,7 +1,172 @@
-//! `pathwatch doctor`.
+//! `pathwatch doctor`: can this host run the agent, and if not, what exactly to do.
+//!
+//! Each check prints `ok`, `warn` or `FAIL` with what it found and, when it is not
+//! ok, the fix. The exit code is 0 when the agent can run, 1 when it cannot.
 
-/// Checks the host; returns the exit code.
+use agent_common::KernelConfig;
+
+use crate::{
+    caps,
+    kernel::{Kernel, KernelError, LoadOptions},
+    run::interface_names,
+};
+
+struct Report {
+    failed: bool,
+}
+
+impl Report {
+    fn line(&mut self, status: &str, what: &str, found: &str, fix: Option<&str>) {
+        if status == "FAIL" {
+            self.failed = true;
+        }
+        println!("{status:<4}  {what:<22} {found}");
+        if let Some(fix) = fix {
+            println!("      {:<22} fix: {fix}", "");
+        }
+    }
+}
+
+fn kernel_release() -> (String, (u32, u32)) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse().unwrap_or(0));
+    (release.clone(), (parts.next().unwrap_or(0), parts.next().unwrap_or(0)))
+}
+
+/// Runs every check; returns the exit code.
 pub fn main() -> u8 {
-    eprintln!("doctor: not built yet");
-    1
+    let mut r = Report { failed: false };
+    println!("pathwatch doctor {}", env!("CARGO_PKG_VERSION"));
+
+    let (release, version) = kernel_release();
+    if version >= (6, 6) {
+        r.line("ok", "kernel", &format!("{release} (ring buffer, XDP links, tcx links)"), None);
+    } else if version >= (5, 18) {
+        r.line(
+            "warn",
+            "kernel",
+            &format!("{release}: no tcx before 6.6, TC egress would use netlink filters that outlive a killed agent"),
+            Some("use kernel 6.6 or newer, or run with --no-egress"),
+        );
+    } else {
+        r.line("FAIL", "kernel", &format!("{release}: the programs need 5.18+ (bpf_xdp_load_bytes)"), Some("upgrade the kernel to 6.6 or newer"));
+    }
+
+    if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        r.line("ok", "BTF", "/sys/kernel/btf/vmlinux present", None);
+    } else {
+        r.line("warn", "BTF", "/sys/kernel/btf/vmlinux missing (not needed by pathwatch, useful for bpftool)", Some("build the kernel with CONFIG_DEBUG_INFO_BTF=y"));
+    }
+
+    let missing = caps::missing();
+    if missing.is_empty() {
+        r.line("ok", "capabilities", "CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON effective", None);
+    } else {
+        let fix = format!(
+            "run as root, or grant {}: `sudo setcap cap_bpf,cap_net_admin,cap_perfmon+ep $(command -v pathwatch)` (systemd: AmbientCapabilities=)",
+            missing.join(", ")
+        );
+        r.line("FAIL", "capabilities", &format!("missing {}", missing.join(", ")), Some(&fix));
+    }
+
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    let memlock = if lim.rlim_cur == libc::RLIM_INFINITY { "unlimited".to_string() } else { format!("{} KiB", lim.rlim_cur / 1024) };
+    if version >= (5, 11) || lim.rlim_cur == libc::RLIM_INFINITY {
+        r.line("ok", "memlock", &format!("{memlock} (BPF memory is charged to the cgroup since 5.11)"), None);
+    } else {
+        r.line("FAIL", "memlock", &format!("{memlock}: too low for the maps on this kernel"), Some("`ulimit -l unlimited`, or LimitMEMLOCK=infinity in the unit"));
+    }
+
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled") {
+        r.line("ok", "unprivileged BPF", &format!("kernel.unprivileged_bpf_disabled = {} (pathwatch needs capabilities either way)", v.trim()), None);
+    }
+
+    let kernel = match Kernel::load(&LoadOptions::default(), &KernelConfig::new()) {
+        Ok(k) => {
+            r.line("ok", "load programs", "XDP and TC programs pass the verifier", None);
+            Some(k)
+        }
+        Err(KernelError::Permission(e)) => {
+            r.line("FAIL", "load programs", &e, Some("see capabilities above"));
+            None
+        }
+        Err(e) => {
+            r.line("FAIL", "load programs", &format!("{e}"), Some("report this with the verifier log above"));
+            None
+        }
+    };
+
+    if kernel.is_some() {
+        // Judged from the driver, without attaching anything: a native XDP attach
+        // resets the rings of some NICs, and doctor must not disturb the box.
+        for name in interface_names() {
+            let driver = driver_name(&name).unwrap_or_else(|| "unknown".into());
+            let busy = crate::run::ifindex(&name).map(crate::run::xdp_holder).unwrap_or_default();
+            if !busy.is_empty() {
+                r.line("warn", &format!("XDP on {name}"), &format!("an XDP program is attached{busy}"), Some("pathwatch cannot share the interface; stop that program or watch another one"));
+            } else if NATIVE_XDP_DRIVERS.contains(&driver.as_str()) {
+                r.line("ok", &format!("XDP on {name}"), &format!("native (driver {driver})"), None);
+            } else {
+                r.line("warn", &format!("XDP on {name}"), &format!("generic (skb) mode (driver {driver} has no native XDP)"), Some("fine for lower rates; --xdp-mode auto falls back by itself"));
+            }
+        }
+    }
+    if r.failed {
+        println!("pathwatch cannot run here yet: fix the FAIL lines above.");
+        1
+    } else {
+        println!("pathwatch can run here.");
+        0
+    }
+}
+
+/// Drivers with native XDP support in mainline Linux 6.x.
+const NATIVE_XDP_DRIVERS: &[&str] = &[
+    "mlx5_core", "mlx4_en", "i40e", "ice", "ixgbe", "ixgbevf", "igb", "igc", "ena", "virtio_net", "veth", "tun",
+    "bnxt_en", "nfp", "qede", "sfc", "thunder-nicvf", "mvneta", "mvpp2", "stmmac", "dpaa2-eth", "enetc", "fec",
+    "hv_netvsc", "netdevsim", "gve", "octeontx2-nicpf", "lan966x-switch", "cpsw", "mana", "idpf",
+];
+
+/// The interface's driver (ETHTOOL_GDRVINFO), as `ethtool -i` shows it.
+fn driver_name(iface: &str) -> Option<String> {
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        n_priv_flags: u32,
+        n_stats: u32,
+        testinfo_len: u32,
+        eedump_len: u32,
+        regdump_len: u32,
+    }
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    let mut info: DrvInfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(iface.bytes().take(libc::IFNAMSIZ - 1)) {
+        *d = s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    // SAFETY: a datagram socket used only for this ioctl, closed below; the ioctl
+    // fills `info`, which outlives the call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut ifr) };
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    let name: String = info.driver[..end].iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect();
+    (!name.is_empty()).then_some(name)
 }

@@ -39,8 +39,9 @@ impl Default for LoadOptions {
 pub enum KernelError {
     /// The process may not create BPF maps or programs.
     #[error(
-        "not allowed to load eBPF programs ({0}): run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON \
-         (e.g. `sudo setcap cap_bpf,cap_net_admin,cap_perfmon+ep $(command -v pathwatch)`); `pathwatch doctor` checks this host"
+        "not allowed to load eBPF programs: {}; run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON \
+         (e.g. `sudo setcap cap_bpf,cap_net_admin,cap_perfmon+ep $(command -v pathwatch)`); `pathwatch doctor` checks this host",
+        missing_caps_text()
     )]
     Permission(String),
     /// Any other failure, with the verifier log when there is one.
@@ -61,6 +62,15 @@ impl KernelError {
             return KernelError::Permission(format!("{}: {}", context.into(), source));
         }
         KernelError::Other { context: context.into(), source }
+    }
+}
+
+fn missing_caps_text() -> String {
+    let missing = crate::caps::missing();
+    if missing.is_empty() {
+        "the kernel refused (EPERM) although CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON are effective (a LSM or sysctl?)".into()
+    } else {
+        format!("missing capability {}", missing.join(", "))
     }
 }
 

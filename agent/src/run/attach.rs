@@ -1,0 +1,254 @@
+//! Attaching the programs to interfaces: XDP at ingress (driver mode where the
+//! interface supports it, generic otherwise), TC (tcx) at egress. Every attachment is
+//! a bpf_link owned by this process, so nothing stays attached after it exits,
+//! however it exits.
+
+use std::collections::BTreeMap;
+
+use agent_common::class::MAX_IFACE_SLOTS;
+use aya::programs::{
+    TcAttachType,
+    tc::TcAttachOptions,
+    xdp::XdpLinkId,
+    tc::SchedClassifierLinkId,
+    LinkOrder, XdpMode as AyaXdpMode,
+};
+
+use crate::{cli::XdpMode, kernel::Kernel};
+
+/// One watched interface.
+#[derive(Debug)]
+pub struct Attached {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Counter slot (0: shared).
+    pub slot: u32,
+    /// `native` or `skb`.
+    pub xdp_mode: &'static str,
+    xdp: Option<XdpLinkId>,
+    tc: Option<SchedClassifierLinkId>,
+}
+
+/// Why an interface could not be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// No such interface.
+    #[error("no interface named {0:?} (see `ip -br link`)")]
+    NoSuchInterface(String),
+    /// The interface already has an XDP program or link, from another process.
+    #[error("{iface}: an XDP program is already attached{holder} — stop it first, or watch another interface")]
+    Busy {
+        /// Interface.
+        iface: String,
+        /// Who holds it, when known (", held by pid 1234 (pathwatch)").
+        holder: String,
+    },
+    /// Permission.
+    #[error("{0}: not allowed to attach (needs CAP_NET_ADMIN and CAP_BPF, or root)")]
+    Permission(String),
+    /// Anything else.
+    #[error("{iface}: attaching {what} failed: {detail}")]
+    Other {
+        /// Interface.
+        iface: String,
+        /// XDP or TC.
+        what: &'static str,
+        /// The error, with the kernel's reason.
+        detail: String,
+    },
+}
+
+/// Interface index by name.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// Names of the interfaces that exist now.
+pub fn interface_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Whether `name` matches the shell-style `pattern` (`*` and `?`).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// Whether an `-i` argument is a glob.
+pub fn is_glob(arg: &str) -> bool {
+    arg.contains(['*', '?'])
+}
+
+fn errno_of(e: &aya::programs::ProgramError) -> Option<i32> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        src = s.source();
+    }
+    None
+}
+
+/// The attachments of one run.
+pub struct Attachments {
+    /// By interface name.
+    pub by_name: BTreeMap<String, Attached>,
+    mode: XdpMode,
+    egress: bool,
+}
+
+impl Attachments {
+    /// No attachments yet.
+    pub fn new(mode: XdpMode, egress: bool) -> Attachments {
+        Attachments { by_name: BTreeMap::new(), mode, egress }
+    }
+
+    fn free_slot(&self) -> u32 {
+        (1..MAX_IFACE_SLOTS).find(|s| !self.by_name.values().any(|a| a.slot == *s)).unwrap_or(0)
+    }
+
+    /// Attaches to `name`; returns a notice to print when XDP fell back to skb mode.
+    pub fn attach(&mut self, kernel: &mut Kernel, name: &str) -> Result<Option<String>, AttachError> {
+        let ifindex = ifindex(name).ok_or_else(|| AttachError::NoSuchInterface(name.to_string()))?;
+        let slot = self.free_slot();
+        let modes: &[(AyaXdpMode, &'static str)] = match self.mode {
+            XdpMode::Auto => &[(AyaXdpMode::Driver, "native"), (AyaXdpMode::Skb, "skb")],
+            XdpMode::Native => &[(AyaXdpMode::Driver, "native")],
+            XdpMode::Skb => &[(AyaXdpMode::Skb, "skb")],
+        };
+        let mut notice = None;
+        let mut attached = None;
+        let mut last_err = None;
+        for (mode, mode_name) in modes {
+            match kernel.xdp().attach_to_if_index(ifindex, *mode) {
+                Ok(id) => {
+                    attached = Some((id, *mode_name));
+                    break;
+                }
+                Err(e) => {
+                    let errno = errno_of(&e);
+                    if errno == Some(libc::EBUSY) || errno == Some(libc::EEXIST) {
+                        return Err(AttachError::Busy { iface: name.to_string(), holder: xdp_holder(ifindex) });
+                    }
+                    if errno == Some(libc::EPERM) || errno == Some(libc::EACCES) {
+                        return Err(AttachError::Permission(name.to_string()));
+                    }
+                    if self.mode == XdpMode::Auto && *mode_name == "native" {
+                        notice = Some(format!(
+                            "{name}: native XDP is not available ({e}); using generic (skb) mode, which costs more per packet"
+                        ));
+                    }
+                    last_err = Some(e);
+                }
+            }
+        }
+        let Some((xdp, xdp_mode)) = attached else {
+            let e = last_err.expect("at least one mode was tried");
+            return Err(AttachError::Other {
+                iface: name.to_string(),
+                what: "XDP",
+                detail: format!("{e}{}", if self.mode == XdpMode::Native { "; try --xdp-mode skb" } else { "" }),
+            });
+        };
+        let tc = if self.egress {
+            match kernel.tc().attach_to_if(ifindex, name) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    let _ = kernel.xdp().detach(xdp);
+                    return Err(AttachError::Other { iface: name.to_string(), what: "TC egress (tcx)", detail: e.to_string() });
+                }
+            }
+        } else {
+            None
+        };
+        if let Err(e) = kernel.watch_interface(ifindex, slot) {
+            tracing::warn!("{name}: cannot mark the interface as watched: {e}");
+        }
+        self.by_name.insert(name.to_string(), Attached { name: name.to_string(), ifindex, slot, xdp_mode, xdp: Some(xdp), tc });
+        Ok(notice)
+    }
+
+    /// Lets go of `name` (it may already be gone: the kernel then dropped the links).
+    pub fn detach(&mut self, kernel: &mut Kernel, name: &str) -> Option<Attached> {
+        let mut a = self.by_name.remove(name)?;
+        if let Some(xdp) = a.xdp.take() {
+            let _ = kernel.xdp().detach(xdp);
+        }
+        if let Some(tc) = a.tc.take() {
+            let _ = kernel.tc().detach(tc);
+        }
+        let _ = kernel.unwatch_interface(a.ifindex);
+        Some(a)
+    }
+
+    /// Detaches everything.
+    pub fn detach_all(&mut self, kernel: &mut Kernel) {
+        let names: Vec<String> = self.by_name.keys().cloned().collect();
+        for n in names {
+            self.detach(kernel, &n);
+        }
+    }
+}
+
+trait TcxAttach {
+    fn attach_to_if(&mut self, ifindex: u32, name: &str) -> Result<SchedClassifierLinkId, aya::programs::ProgramError>;
+}
+
+impl TcxAttach for aya::programs::SchedClassifier {
+    fn attach_to_if(&mut self, _ifindex: u32, name: &str) -> Result<SchedClassifierLinkId, aya::programs::ProgramError> {
+        self.attach_with_options(name, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+    }
+}
+
+/// Which process holds an XDP link on `ifindex`, from /proc/*/fdinfo of bpf links.
+pub fn xdp_holder(ifindex: u32) -> String {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return String::new() };
+    for p in procs.flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == std::process::id().to_string() {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else { continue };
+        for fd in fds.flatten() {
+            let Ok(info) = std::fs::read_to_string(fd.path()) else { continue };
+            if info.contains("link_type:\txdp") && info.lines().any(|l| l == format!("ifindex:\t{ifindex}")) {
+                let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+                return format!(", held by pid {pid} ({})", comm.trim());
+            }
+        }
+    }
+    String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("vpns*", "vpns0"));
+        assert!(glob_match("vpns*", "vpns"));
+        assert!(!glob_match("vpns*", "eth0"));
+        assert!(glob_match("veth?", "veth1"));
+        assert!(!glob_match("veth?", "veth10"));
+        assert!(is_glob("tun*") && !is_glob("eth0"));
+    }
+}

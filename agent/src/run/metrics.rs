@@ -1,0 +1,210 @@
+//! `/metrics` and `/healthz` (`run --metrics [ADDR:]PORT`).
+//!
+//! Built on prometheus-client with one custom collector: every value is read at
+//! scrape time (kernel per-CPU counters summed over CPUs, userspace counters under
+//! their lock), so the packet path does no work for metrics. Labels carry only
+//! bounded values: interface, direction, class, kind, rcode, table. Served by hyper on
+//! the agent's tokio runtime; a port alone listens on 127.0.0.1.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use agent_common::{Class, Direction, stats as kstats};
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use super::Shared;
+
+/// Findings count as active while their latest evidence is this recent.
+const ACTIVE_WINDOW_NS: u64 = 300_000_000_000;
+
+/// Parses `--metrics`: `PORT` (127.0.0.1), `ADDR:PORT` or `[V6]:PORT`.
+pub fn parse_listen(arg: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = arg.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    arg.parse::<SocketAddr>().map_err(|_| {
+        format!("--metrics {arg:?}: expected PORT (listens on 127.0.0.1), ADDR:PORT or [IPv6]:PORT")
+    })
+}
+
+struct AgentCollector {
+    shared: Arc<Shared>,
+    clock: super::EventClock,
+}
+
+impl std::fmt::Debug for AgentCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentCollector")
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counter_family(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let probe = ConstCounter::new(0u64);
+    let mut m = enc.encode_descriptor(name, help, None, probe.metric_type())?;
+    for (labels, v) in samples {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge_family(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: &[(Labels, i64)]) -> Result<(), std::fmt::Error> {
+    let probe = ConstGauge::new(0i64);
+    let mut m = enc.encode_descriptor(name, help, None, probe.metric_type())?;
+    for (labels, v) in samples {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for AgentCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let interfaces = self.shared.state.lock().expect("state lock").interfaces.clone();
+        let (snapshot, kstats) = {
+            let k = self.shared.kernel.lock().expect("kernel lock");
+            let slots: Vec<u32> = interfaces.iter().map(|(_, _, s)| *s).collect();
+            (k.counters(&slots).unwrap_or_default(), k.stats().unwrap_or([0; kstats::NUM_STATS as usize]))
+        };
+        let mut packets = Vec::new();
+        let mut bytes = Vec::new();
+        for (name, _, slot) in &interfaces {
+            for dir in Direction::ALL {
+                for class in Class::ALL {
+                    let c = snapshot.get(*slot, dir, class);
+                    let labels: Labels =
+                        vec![("iface", name.clone()), ("direction", dir.name().into()), ("class", class.name().into())];
+                    packets.push((labels.clone(), c.packets));
+                    bytes.push((labels, c.bytes));
+                }
+            }
+        }
+        counter_family(&mut enc, "pathwatch_packets", "Packets seen by the kernel programs, by interface, direction and class.", &packets)?;
+        counter_family(&mut enc, "pathwatch_bytes", "Bytes seen by the kernel programs, by interface, direction and class.", &bytes)?;
+
+        let st = self.shared.state.lock().expect("state lock");
+        let mut counts = st.counts;
+        counts.dtls_record = packets
+            .iter()
+            .filter(|(l, _)| l[2].1 == Class::Dtls.name())
+            .map(|(_, v)| *v)
+            .sum();
+        let events = serde_json::to_value(counts).expect("plain counters");
+        let mut per_kind = Vec::new();
+        for (k, v) in events.as_object().expect("object") {
+            if k != "events_lost" {
+                per_kind.push((vec![("kind", k.clone())], v.as_u64().unwrap_or(0)));
+            }
+        }
+        counter_family(&mut enc, "pathwatch_events", "Events decoded from the kernel, by kind (packets, as in the summary line).", &per_kind)?;
+        counter_family(
+            &mut enc,
+            "pathwatch_events_lost",
+            "Events lost: ringbuf = the kernel could not reserve ring-buffer space; queue = the agent dropped them.",
+            &[(vec![("source", "ringbuf".into())], kstats[kstats::RINGBUF_FULL as usize]), (vec![("source", "queue".into())], st.undecodable)],
+        )?;
+        let rcodes: Vec<(Labels, u64)> =
+            st.detectors.dns.rcode_totals.iter().map(|(r, n)| (vec![("rcode", r.clone())], *n)).collect();
+        counter_family(&mut enc, "pathwatch_dns_responses", "DNS responses by rcode.", &rcodes)?;
+        counter_family(
+            &mut enc,
+            "pathwatch_dns_timeouts",
+            "DNS query packets left unanswered for dns.timeout_s.",
+            &[(vec![], st.detectors.dns.timeouts_total)],
+        )?;
+        let kinds = [
+            "dns_probe_storm",
+            "dtls_blocked",
+            "dtls_port_unreachable",
+            "vpn_reconnect_loop",
+            "pmtu_black_hole",
+            "pmtu_signal",
+            "mss_exceeds_path_mtu",
+        ];
+        let totals = st.detectors.book.totals();
+        let active = st.detectors.book.active(self.clock.now(), ACTIVE_WINDOW_NS);
+        let findings: Vec<(Labels, u64)> =
+            kinds.iter().map(|k| (vec![("kind", (*k).to_string())], totals.get(k).copied().unwrap_or(0))).collect();
+        counter_family(&mut enc, "pathwatch_findings", "Findings raised, by kind.", &findings)?;
+        let active: Vec<(Labels, i64)> =
+            kinds.iter().map(|k| (vec![("kind", (*k).to_string())], active.get(k).copied().unwrap_or(0) as i64)).collect();
+        gauge_family(&mut enc, "pathwatch_active_findings", "Findings whose latest evidence is less than 5 minutes old, by kind.", &active)?;
+        let tracked: Vec<(Labels, i64)> =
+            st.detectors.tracked().into_iter().map(|(t, n)| (vec![("table", t.to_string())], n as i64)).collect();
+        gauge_family(&mut enc, "pathwatch_tracked_entries", "Entries held per state table.", &tracked)?;
+        let evictions: Vec<(Labels, u64)> =
+            st.detectors.evictions().into_iter().map(|(t, n)| (vec![("table", t.to_string())], n)).collect();
+        counter_family(&mut enc, "pathwatch_evictions", "Entries evicted per state table (LRU, at its cap).", &evictions)?;
+        gauge_family(
+            &mut enc,
+            "pathwatch_build_info",
+            "Build information; always 1.",
+            &[(vec![("version", env!("CARGO_PKG_VERSION").to_string())], 1)],
+        )?;
+        Ok(())
+    }
+}
+
+/// The metrics text for the current state (Prometheus text format 0.0.4).
+pub fn render(shared: &Arc<Shared>, clock: super::EventClock) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(AgentCollector { shared: shared.clone(), clock }));
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).expect("writing to a String");
+    out
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until the runtime stops.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, clock: super::EventClock) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let shared = shared.clone();
+                async move {
+                    let (status, ctype, body) = match (req.method(), req.uri().path()) {
+                        (&hyper::Method::GET, "/metrics") => (
+                            StatusCode::OK,
+                            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                            render(&shared, clock),
+                        ),
+                        (&hyper::Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+                        (&hyper::Method::GET, _) => (StatusCode::NOT_FOUND, "text/plain", "only /metrics and /healthz\n".into()),
+                        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()),
+                    };
+                    Response::builder()
+                        .status(status)
+                        .header("content-type", ctype)
+                        .body(Full::new(Bytes::from(body)))
+                }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listen;
+
+    #[test]
+    fn a_port_alone_is_loopback() {
+        assert_eq!(parse_listen("9464").unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(parse_listen("0.0.0.0:9464").unwrap().to_string(), "0.0.0.0:9464");
+        assert_eq!(parse_listen("[::1]:9").unwrap().to_string(), "[::1]:9");
+        assert!(parse_listen("localhost:x").is_err());
+    }
+}

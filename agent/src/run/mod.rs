@@ -1,0 +1,312 @@
+//! `pathwatch run`: attach to live interfaces, read events from the ring buffer as
+//! they come (tokio AsyncFd: no polling), feed the detectors on kernel time, print
+//! findings as they happen and `stats` lines every `output.report_interval_s`.
+//! SIGINT/SIGTERM detach and print the summary; SIGHUP reloads the configuration
+//! (without re-attaching) and reopens the `--json` file.
+
+mod attach;
+mod clock;
+pub mod metrics;
+mod stats;
+
+pub use attach::{glob_match, ifindex, interface_names, xdp_holder};
+pub use clock::{EventClock, monotonic_ns};
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use agent_common::stats as kstats;
+use serde_json::{Map, json};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    cli::RunArgs,
+    config::Config,
+    counts::EventCounts,
+    detect::{Detectors, Emission},
+    event::Event,
+    kernel::{Kernel, KernelError, LoadOptions},
+    output::{JsonTarget, Output},
+    render,
+};
+use attach::{AttachError, Attachments, is_glob};
+
+/// Shared with the metrics endpoint.
+pub struct Shared {
+    /// The kernel programs (maps read at scrape time).
+    pub kernel: Mutex<Kernel>,
+    /// Everything userspace counts.
+    pub state: Mutex<LiveState>,
+}
+
+/// Userspace counters and the detectors, for stats, the summary and metrics.
+pub struct LiveState {
+    /// Event counters.
+    pub counts: EventCounts,
+    /// Ring-buffer records that could not be decoded.
+    pub undecodable: u64,
+    /// Detectors and findings.
+    pub detectors: Detectors,
+    /// Watched interfaces: name → (ifindex, slot).
+    pub interfaces: Vec<(String, u32, u32)>,
+}
+
+/// Runs the agent live; returns the exit code.
+pub fn main(args: RunArgs) -> u8 {
+    let config = match &args.output.config {
+        None => Config::default(),
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+    };
+    let mut out = match Output::new(JsonTarget::from_arg(args.output.json.as_deref()), args.output.verbose) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(run(args, config, &mut out))
+}
+
+async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
+    let clock = EventClock::new();
+    let started = Instant::now();
+    let load = LoadOptions { ringbuf_bytes: config.kernel.ringbuf_bytes.0, flow_entries: config.pmtu.kernel_flow_entries.0 as u32 };
+    let mut kernel = match Kernel::load(&load, &config.kernel_config()) {
+        Ok(k) => k,
+        Err(e @ KernelError::Permission(_)) => {
+            out.error(&format!("error: {e}"));
+            return 2;
+        }
+        Err(e) => {
+            out.error(&format!("error: {e}"));
+            return 1;
+        }
+    };
+    let ring = match kernel.take_events() {
+        Ok(r) => r,
+        Err(e) => {
+            out.error(&format!("error: {e}"));
+            return 1;
+        }
+    };
+    let mut attachments = Attachments::new(args.xdp_mode, !args.no_egress);
+    let mut names = Vec::new();
+    for arg in &args.interfaces {
+        if is_glob(arg) {
+            names.extend(interface_names().into_iter().filter(|n| glob_match(arg, n)));
+        } else {
+            names.push(arg.clone());
+        }
+    }
+    for name in &names {
+        match attachments.attach(&mut kernel, name) {
+            Ok(notice) => {
+                if let Some(n) = notice {
+                    out.error(&format!("notice: {n}"));
+                }
+            }
+            Err(e) => {
+                out.error(&format!("error: {e}"));
+                attachments.detach_all(&mut kernel);
+                return match e {
+                    AttachError::Other { .. } => 1,
+                    _ => 2,
+                };
+            }
+        }
+    }
+    let described: Vec<String> = attachments
+        .by_name
+        .values()
+        .map(|a| format!("{} (ifindex {}, XDP {}{})", a.name, a.ifindex, a.xdp_mode, if args.no_egress { "" } else { ", TC egress" }))
+        .collect();
+    out.error(&format!(
+        "pathwatch: watching {}",
+        if described.is_empty() { "no interface yet (waiting for matches)".to_string() } else { described.join(", ") }
+    ));
+
+    let shared = Arc::new(Shared {
+        kernel: Mutex::new(kernel),
+        state: Mutex::new(LiveState {
+            counts: EventCounts::default(),
+            undecodable: 0,
+            detectors: Detectors::new(&config, Emission::Live { interval_ns: config.output.finding_interval_s.ns() }),
+            interfaces: attachments.by_name.values().map(|a| (a.name.clone(), a.ifindex, a.slot)).collect(),
+        }),
+    });
+
+    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd holds it; nothing
+    // else closes it.
+    let metrics_arg = args.metrics.clone().or_else(|| config.metrics.listen.clone());
+    if let Some(arg) = metrics_arg {
+        let addr = match metrics::parse_listen(&arg) {
+            Ok(a) => a,
+            Err(e) => {
+                out.error(&format!("error: {e}"));
+                attachments.detach_all(&mut shared.kernel.lock().expect("kernel lock"));
+                return 2;
+            }
+        };
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                out.error(&format!("pathwatch: metrics on http://{addr}/metrics"));
+                tokio::spawn(metrics::serve(l, shared.clone(), clock));
+            }
+            Err(e) => {
+                out.error(&format!("error: --metrics {addr}: {e}"));
+                attachments.detach_all(&mut shared.kernel.lock().expect("kernel lock"));
+                return 2;
+            }
+        }
+    }
+
+    let mut ring = match unsafe { AsyncFd::register(ring) } {
+        Ok(r) => r,
+        Err(e) => {
+            out.error(&format!("error: cannot watch the ring buffer: {e}"));
+            return 1;
+        }
+    };
+    let (mut sigint, mut sigterm, mut sighup) =
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            _ => {
+                out.error("error: cannot install signal handlers");
+                return 1;
+            }
+        };
+    let mut report = tokio::time::interval(Duration::from_secs_f64(config.output.report_interval_s.0));
+    report.tick().await;
+    let mut timers = tokio::time::interval(Duration::from_millis(250));
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
+    let sleep_until = async move {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(sleep_until);
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let Ok(mut guard) = guard else { break };
+                drain(guard.get_inner_mut(), &shared, &clock, out);
+                guard.clear_ready();
+            }
+            _ = timers.tick() => {
+                let mut st = shared.state.lock().expect("state lock");
+                st.detectors.tick(clock.now());
+                for f in st.detectors.take_due() {
+                    out.finding(&f);
+                }
+            }
+            _ = report.tick() => {
+                let line = stats::stats_line(&shared, &clock, started);
+                out.json(&line);
+                out.human(&stats::render(&line));
+            }
+            _ = sighup.recv() => {
+                reload(&args, &mut config, &shared, out);
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut sleep_until => break,
+        }
+    }
+
+    // Detach first so no new events arrive, then read what is left.
+    {
+        let mut k = shared.kernel.lock().expect("kernel lock");
+        attachments.detach_all(&mut k);
+    }
+    drain(ring.get_mut(), &shared, &clock, out);
+    let summary = {
+        let mut st = shared.state.lock().expect("state lock");
+        st.detectors.finish(clock.now());
+        for f in st.detectors.take_due() {
+            out.finding(&f);
+        }
+        drop(st);
+        stats::summary_line(&shared, &clock, started)
+    };
+    out.json(&summary);
+    for line in stats::render_summary(&summary, &shared) {
+        out.human(&line);
+    }
+    0
+}
+
+/// Reads every record in the ring buffer into the detectors.
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, shared: &Shared, clock: &EventClock, out: &mut Output) {
+    let mut st = shared.state.lock().expect("state lock");
+    while let Some(item) = ring.next() {
+        match Event::from_record(&item) {
+            Ok(mut ev) => {
+                ev.header.ts_ns = clock.wall(ev.header.ts_ns);
+                st.counts.count(&ev);
+                if out.verbose() > 0 {
+                    out.human(&render::event_line(&ev));
+                }
+                st.detectors.on_event(&ev);
+            }
+            Err(_) => st.undecodable += 1,
+        }
+    }
+    for f in st.detectors.take_due() {
+        out.finding(&f);
+    }
+}
+
+/// SIGHUP: a new configuration reaches the kernel map and the detectors without
+/// re-attaching; a bad file leaves the old settings in place. The JSON file is
+/// reopened (logrotate).
+fn reload(args: &RunArgs, config: &mut Config, shared: &Shared, out: &mut Output) {
+    if let Err(e) = out.reopen() {
+        out.error(&format!("error: SIGHUP: {e}; JSON lines keep going to the old file"));
+    }
+    let Some(path) = &args.output.config else {
+        out.error("notice: SIGHUP: no --config file to reload; JSON output reopened");
+        return;
+    };
+    match Config::load(path) {
+        Ok(new) => {
+            let kernel_result = shared.kernel.lock().expect("kernel lock").set_config(&new.kernel_config());
+            if let Err(e) = kernel_result {
+                out.error(&format!("error: SIGHUP: {e}; old settings kept"));
+                return;
+            }
+            shared.state.lock().expect("state lock").detectors.reconfigure(&new);
+            if new.kernel != config.kernel || new.pmtu.kernel_flow_entries != config.pmtu.kernel_flow_entries {
+                out.error("notice: SIGHUP: [kernel] sizes and pmtu.kernel_flow_entries apply at the next start");
+            }
+            *config = new;
+            out.error(&format!("notice: SIGHUP: reloaded {}", path.display()));
+        }
+        Err(e) => out.error(&format!("error: SIGHUP: {e}; old settings kept")),
+    }
+}
+
+/// `stats::NAMES` as JSON, for the stats and summary lines.
+fn kernel_stats_json(stats: &[u64; kstats::NUM_STATS as usize]) -> serde_json::Value {
+    let m: Map<String, serde_json::Value> = kstats::NAMES.iter().zip(stats).map(|(n, v)| ((*n).to_string(), json!(v))).collect();
+    serde_json::Value::Object(m)
+}
