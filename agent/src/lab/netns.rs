@@ -1,0 +1,219 @@
+//! Network namespaces, veth pairs and daemons, owned and cleaned up by name and PID.
+//!
+//! The lab and the live tests build their hosts here. Rules (DESIGN.md, "Test network
+//! rules"): only namespaces this process created, only 198.18.0.0/15 and fd00::/8
+//! inside them; every daemon is killed by PID and every namespace deleted by name,
+//! also when a scenario fails (Drop), and leftovers of a killed run are removed first.
+
+use std::{
+    io,
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Runs a command to completion; an error carries the command and its stderr.
+pub fn run(cmd: &mut Command) -> io::Result<Output> {
+    let out = cmd.output().map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out)
+}
+
+/// `ip ARGS`.
+pub fn ip(args: &[&str]) -> io::Result<Output> {
+    run(Command::new("ip").args(args))
+}
+
+/// A network namespace, deleted (with every process still in it) on drop.
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Creates `name` (deleting a leftover of the same name first).
+    pub fn new(name: &str) -> io::Result<NetNs> {
+        remove_netns(name);
+        ip(&["netns", "add", name])?;
+        let ns = NetNs { name: name.to_string() };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> io::Result<Output> {
+        run(self.cmd("ip").args(args))
+    }
+
+    /// `sysctl -w KEY=VALUE` inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> io::Result<Output> {
+        run(self.cmd("sysctl").args(["-q", "-w", &format!("{key}={value}")]))
+    }
+
+    /// Runs a program inside the namespace to completion.
+    pub fn exec(&self, program: &str, args: &[&str]) -> io::Result<Output> {
+        run(self.cmd(program).args(args))
+    }
+
+    /// Starts a program inside the namespace, killed by PID when the handle drops.
+    pub fn spawn(&self, name: &str, program: &str, args: &[&str], log: Option<&Path>) -> io::Result<Daemon> {
+        let mut c = self.cmd(program);
+        c.args(args).stdin(Stdio::null());
+        match log {
+            Some(path) => {
+                let f = std::fs::File::create(path)?;
+                c.stdout(f.try_clone()?).stderr(f);
+            }
+            None => {
+                c.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let child = c.spawn().map_err(|e| io::Error::new(e.kind(), format!("starting {name} ({program}): {e}")))?;
+        Ok(Daemon { name: name.to_string(), child: Some(child) })
+    }
+
+    /// PIDs of the processes in the namespace.
+    pub fn pids(&self) -> Vec<u32> {
+        pids_in(&self.name)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        remove_netns(&self.name);
+    }
+}
+
+fn pids_in(ns: &str) -> Vec<u32> {
+    Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Kills every process in namespace `name` (by PID) and deletes it; quiet if absent.
+pub fn remove_netns(name: &str) {
+    for pid in pids_in(name) {
+        // SAFETY: kill(2) on a PID that `ip netns pids` reported for our namespace.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !pids_in(name).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+}
+
+/// Namespaces whose names start with `prefix` (leftovers of a killed run).
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|n| n.starts_with(prefix))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Connects `a` and `b` with a veth pair named `a_if` / `b_if` (at most 15 bytes).
+pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> io::Result<()> {
+    ip(&["link", "add", a_if, "netns", a.name(), "type", "veth", "peer", "name", b_if, "netns", b.name()])?;
+    a.ip(&["link", "set", a_if, "up"])?;
+    b.ip(&["link", "set", b_if, "up"])?;
+    Ok(())
+}
+
+/// A process the lab started, killed by PID on drop.
+pub struct Daemon {
+    name: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// The process's name in messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `signal`.
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's PID.
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the process to exit (then kills it).
+    /// Returns its exit code when it exited by itself.
+    pub fn stop(&mut self, signal: i32, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits until `check` holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
