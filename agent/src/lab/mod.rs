@@ -1,4 +1,6 @@
 //! `pathwatch lab`.
+
+pub mod netns;
 use crate::cli::LabArgs;
 
 /// Runs the lab; returns the exit code.
