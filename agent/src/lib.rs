@@ -6,6 +6,7 @@
 //! decoders, the detectors, and the commands.
 
 pub mod capture;
+pub mod bench;
 pub mod caps;
 pub mod classify;
 pub mod cli;

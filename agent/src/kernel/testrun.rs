@@ -1,9 +1,13 @@
 //! Frames through the real kernel programs with BPF_PROG_TEST_RUN: `replay --kernel`,
 //! the differential tests and the kernel benchmark all come through here.
 
-use agent_common::{Class, Direction, KernelConfig, names::MAP_FLOWS};
+use agent_common::{
+    Class, Direction, KernelConfig,
+    class::{CLASS_SLOTS, Counter, counter_index},
+    names::{MAP_COUNTERS, MAP_FLOWS, MAP_STATS},
+};
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{TestRun, TestRunOptions},
 };
 
@@ -15,6 +19,11 @@ pub const MIN_FRAME: usize = 14;
 /// Largest frame an XDP test run accepts without multi-buffer support
 /// (a page minus the XDP headroom and the shared-info tail).
 pub const MAX_FRAME: usize = 4096 - 256 - 320;
+
+/// Size of `struct __sk_buff` (the TC program's context) in Linux's UAPI.
+const SK_BUFF_LEN: usize = 192;
+/// Offset of `ingress_ifindex` in `struct __sk_buff`.
+const SK_BUFF_INGRESS_IFINDEX: usize = 36;
 
 /// Which program to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +61,13 @@ impl TestRunner {
         Ok(TestRunner { kernel, events })
     }
 
+    /// Loads the programs with `opts` (e.g. a small ring buffer) and `cfg`.
+    pub fn with_options(opts: &LoadOptions, cfg: &KernelConfig) -> Result<TestRunner, KernelError> {
+        let mut kernel = Kernel::load(opts, cfg)?;
+        let events = kernel.take_events()?;
+        Ok(TestRunner { kernel, events })
+    }
+
     /// The loaded programs.
     pub fn kernel(&mut self) -> &mut Kernel {
         &mut self.kernel
@@ -80,6 +96,37 @@ impl TestRunner {
             }
         }
         Ok(RunResult { action: result.0, class, events })
+    }
+
+    /// Runs `frame` once through the TC program as a packet that came in on
+    /// `ingress_ifindex` (0: one this host originated), and collects the events it
+    /// emitted. With `want_class`, the class is read back as in [`run`](Self::run).
+    pub fn run_tc_from(&mut self, frame: &[u8], ingress_ifindex: u32, want_class: bool) -> Result<RunResult, KernelError> {
+        // A `struct __sk_buff` with only `ingress_ifindex` (offset 36) set; the kernel
+        // rejects a context with fields it does not let a test run set.
+        let mut ctx = [0u8; SK_BUFF_LEN];
+        ctx[SK_BUFF_INGRESS_IFINDEX..SK_BUFF_INGRESS_IFINDEX + 4].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        let before = if want_class { Some(self.class_counts(Direction::Egress)?) } else { None };
+        let opts = TestRunOptions { data_in: Some(frame), ctx_in: Some(&ctx), ..TestRunOptions::new() };
+        let res = self.kernel.tc().test_run(opts).map_err(|e| {
+            KernelError::from_any(format!("BPF_PROG_TEST_RUN of a {}-byte frame at TC", frame.len()), e)
+        })?;
+        let class = match before {
+            Some(before) => {
+                let after = self.class_counts(Direction::Egress)?;
+                Class::ALL.into_iter().find(|c| after[*c as usize] != before[*c as usize])
+            }
+            None => None,
+        };
+        let mut events = Vec::new();
+        while let Some(item) = self.events.next() {
+            let ev = Event::from_record(&item).map_err(|e| KernelError::Other {
+                context: "decoding a test-run event".into(),
+                source: e.into(),
+            })?;
+            events.push(ev);
+        }
+        Ok(RunResult { action: res.return_value, class, events })
     }
 
     /// Runs `frame` `repeat` times; returns the action and the kernel's mean ns per run.
@@ -123,7 +170,27 @@ impl TestRunner {
         Ok(flows.keys().filter(Result::is_ok).count() as u64)
     }
 
-    fn class_counts(&self, direction: Direction) -> Result<[u64; 8], KernelError> {
-        Ok(self.kernel.counters(&[0])?.packets_by_class(direction))
+    /// One kernel statistic (see `agent_common::stats`), summed over CPUs.
+    pub fn stat(&self, index: u32) -> Result<u64, KernelError> {
+        let map = self.kernel.ebpf().map(MAP_STATS).expect("STATS map is in the object");
+        let array: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|e| KernelError::from_any("opening the STATS map", e))?;
+        let per_cpu = array.get(&index, 0).map_err(|e| KernelError::from_any("reading STATS", e))?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    /// Packets per class in slot 0 for `direction`: only the eight cells a test run
+    /// can move (a map lookup per cell is what a test run's class costs).
+    fn class_counts(&self, direction: Direction) -> Result<[u64; CLASS_SLOTS as usize], KernelError> {
+        let map = self.kernel.ebpf().map(MAP_COUNTERS).expect("COUNTERS map is in the object");
+        let array: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(map).map_err(|e| KernelError::from_any("opening the COUNTERS map", e))?;
+        let mut out = [0u64; CLASS_SLOTS as usize];
+        for class in Class::ALL {
+            let index = counter_index(0, direction as u32, class as u32);
+            let per_cpu = array.get(&index, 0).map_err(|e| KernelError::from_any("reading COUNTERS", e))?;
+            out[class as usize] = per_cpu.iter().map(|c| c.packets).sum();
+        }
+        Ok(out)
     }
 }

@@ -1,0 +1,157 @@
+//! The benchmark packets, one per kind the kernel benchmark measures.
+
+use etherparse::PacketBuilder;
+
+const SRC_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const DST_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const CLIENT: [u8; 4] = [198, 18, 1, 2];
+const SERVER: [u8; 4] = [198, 19, 2, 2];
+const CLIENT6: [u8; 16] = [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const SERVER6: [u8; 16] = [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// Writes a finished builder step with `payload` into a new frame.
+macro_rules! build {
+    ($b:expr, $payload:expr) => {{
+        let payload: &[u8] = $payload;
+        let b = $b;
+        let mut out = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut out, payload).expect("building a frame into a Vec");
+        out
+    }};
+}
+
+/// A DNS query for `A mus.cisco.com`.
+pub fn dns_query_message() -> Vec<u8> {
+    b"\x03\xa7\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03mus\x05cisco\x03com\x00\x00\x01\x00\x01".to_vec()
+}
+
+/// A non-matching TCP segment of 1500 bytes of IP (1514 on the wire), without DF (a
+/// DF segment this large is `large_df` and tracked, see [`tcp_large_df_retransmit`]).
+pub fn tcp_nonmatch() -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(CLIENT, SERVER, 64).tcp(40000, 5001, 1000, 64240).ack(1);
+    let mut f = build!(b, &[0x5a; 1460]);
+    f[14 + 6] &= !0x40;
+    f
+}
+
+/// The same segment with DF set: `large_df`, tracked in the flow table; repeated, it is
+/// a retransmission every time.
+pub fn tcp_large_df_retransmit() -> Vec<u8> {
+    let mut f = tcp_nonmatch();
+    f[14 + 6] |= 0x40;
+    // The IPv4 header checksum is not checked by the programs.
+    f
+}
+
+/// A non-matching 512-byte UDP datagram.
+pub fn udp_nonmatch() -> Vec<u8> {
+    build!(PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(CLIENT, SERVER, 64).udp(40000, 8080), &[0x11; 512])
+}
+
+/// A DNS query.
+pub fn dns_query() -> Vec<u8> {
+    build!(PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(CLIENT, SERVER, 64).udp(40000, 53), &dns_query_message())
+}
+
+/// A DNS SERVFAIL response.
+pub fn dns_response() -> Vec<u8> {
+    let mut m = dns_query_message();
+    m[2] = 0x81;
+    m[3] = 0x82;
+    build!(PacketBuilder::ethernet2(DST_MAC, SRC_MAC).ipv4(SERVER, CLIENT, 64).udp(53, 40000), &m)
+}
+
+/// A DNS query over IPv6.
+pub fn ipv6_dns() -> Vec<u8> {
+    build!(PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv6(CLIENT6, SERVER6, 64).udp(40000, 53), &dns_query_message())
+}
+
+/// A DNS query in an 802.1Q tag.
+pub fn vlan_dns() -> Vec<u8> {
+    let plain = dns_query();
+    let mut f = plain[..12].to_vec();
+    f.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
+    f.extend_from_slice(&plain[12..]);
+    f
+}
+
+fn dtls_record(content_type: u8, epoch: u16, body: &[u8]) -> Vec<u8> {
+    let mut r = vec![content_type, 0xfe, 0xfd];
+    r.extend_from_slice(&epoch.to_be_bytes());
+    r.extend_from_slice(&[0, 0, 0, 0, 0, 1]);
+    r.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    r.extend_from_slice(body);
+    r
+}
+
+/// A DTLS 1.2 ClientHello on UDP 443.
+pub fn dtls_client_hello() -> Vec<u8> {
+    let body_len = 180usize;
+    let mut hs = vec![1, 0, 0, body_len as u8, 0, 0, 0, 0, 0, 0, 0, body_len as u8];
+    hs.extend_from_slice(&[0xfe, 0xfd]);
+    hs.resize(12 + body_len, 0x42);
+    build!(PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(CLIENT, SERVER, 64).udp(40000, 443), &dtls_record(22, 0, &hs))
+}
+
+/// A DTLS application-data record of 1200 bytes: class dtls, no event.
+pub fn dtls_app_data() -> Vec<u8> {
+    build!(PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(CLIENT, SERVER, 64).udp(40000, 443), &dtls_record(23, 1, &[0x77; 1200]))
+}
+
+/// An ICMP frag-needed (next-hop MTU 1400) quoting a DF TCP segment.
+pub fn icmp_frag_needed() -> Vec<u8> {
+    let quoted = &tcp_large_df_retransmit()[14..14 + 28];
+    let b = PacketBuilder::ethernet2(DST_MAC, SRC_MAC).ipv4([198, 18, 1, 1], CLIENT, 64).icmpv4(
+        etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: 1400,
+        }),
+    );
+    build!(b, quoted)
+}
+
+/// Every benchmark frame: JSON key and bytes, in report order.
+pub fn all() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("tcp_nonmatch", tcp_nonmatch()),
+        ("udp_nonmatch", udp_nonmatch()),
+        ("dns_query", dns_query()),
+        ("dns_response", dns_response()),
+        ("dtls_client_hello", dtls_client_hello()),
+        ("dtls_app_data", dtls_app_data()),
+        ("icmp_frag_needed", icmp_frag_needed()),
+        ("ipv6_dns", ipv6_dns()),
+        ("vlan_dns", vlan_dns()),
+    ]
+}
+
+/// Kinds that raise an event (the others must cost almost nothing).
+pub fn evented(key: &str) -> bool {
+    matches!(key, "dns_query" | "dns_response" | "dtls_client_hello" | "icmp_frag_needed" | "ipv6_dns" | "vlan_dns" | "tcp_large_df_retransmit")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Classifier;
+    use agent_common::{Class, Direction};
+
+    #[test]
+    fn each_frame_is_the_kind_it_says() {
+        let mut c = Classifier::default();
+        let mut class = |f: &[u8]| {
+            let r = c.classify(f, Direction::Ingress, 0, 0);
+            (r.class, r.event.is_some())
+        };
+        assert_eq!(tcp_nonmatch().len(), 1514);
+        assert_eq!(class(&tcp_nonmatch()), (Class::Other, false));
+        assert_eq!(class(&udp_nonmatch()), (Class::Other, false));
+        for f in [dns_query(), dns_response(), ipv6_dns(), vlan_dns()] {
+            assert_eq!(class(&f), (Class::Dns, true));
+        }
+        assert_eq!(class(&dtls_client_hello()), (Class::Dtls, true));
+        assert_eq!(class(&dtls_app_data()), (Class::Dtls, false));
+        assert_eq!(class(&icmp_frag_needed()), (Class::IcmpError, true));
+        assert_eq!(class(&tcp_large_df_retransmit()), (Class::LargeDf, false));
+        assert_eq!(class(&tcp_large_df_retransmit()), (Class::LargeDf, true), "the same segment again is a retransmission");
+    }
+}
