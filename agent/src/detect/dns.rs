@@ -262,13 +262,22 @@ impl DnsDetector {
     }
 }
 
+/// The shape of the queries in the window.
+struct Pattern {
+    name: &'static str,
+    period: Option<f64>,
+    jitter: Option<f64>,
+    /// Retry gaps of the most retried transaction (`backoff`), for the summary.
+    gaps: Vec<f64>,
+}
+
 /// The pattern of the queries in the window, with period and jitter when they apply.
-fn pattern(window: &[QueryPacket], tolerance: f64) -> (&'static str, Option<f64>, Option<f64>) {
+fn pattern(window: &[QueryPacket], tolerance: f64) -> Pattern {
     let times: Vec<u64> = window.iter().map(|p| p.ts).collect();
     let gaps = intervals(&times);
     if gaps.len() >= 2 {
         if let Some((true, period, jitter)) = regularity(&gaps, tolerance) {
-            return ("periodic", Some(period), Some(jitter));
+            return Pattern { name: "periodic", period: Some(period), jitter: Some(jitter), gaps: Vec::new() };
         }
     }
     let mut txns: BTreeMap<(u16, u16), Vec<u64>> = BTreeMap::new();
@@ -277,14 +286,16 @@ fn pattern(window: &[QueryPacket], tolerance: f64) -> (&'static str, Option<f64>
     }
     let retried: Vec<&Vec<u64>> = txns.values().filter(|t| t.len() >= 3).collect();
     if !retried.is_empty() && retried.iter().all(|t| is_backoff(&intervals(t))) {
+        let gaps = intervals(retried.iter().max_by_key(|t| t.len()).expect("not empty"));
         let mut starts: Vec<u64> = txns.values().map(|t| t[0]).collect();
         starts.sort_unstable();
-        return match regularity(&intervals(&starts), tolerance) {
-            Some((_, period, jitter)) => ("backoff", Some(period), Some(jitter)),
-            None => ("backoff", None, None),
+        let (period, jitter) = match regularity(&intervals(&starts), tolerance) {
+            Some((_, period, jitter)) => (Some(period), Some(jitter)),
+            None => (None, None),
         };
+        return Pattern { name: "backoff", period, jitter, gaps };
     }
-    ("burst", None, None)
+    Pattern { name: "burst", period: None, jitter: None, gaps: Vec::new() }
 }
 
 fn storm_finding(
@@ -294,7 +305,8 @@ fn storm_finding(
     tolerance: f64,
     probe: Option<KnownProbe>,
 ) -> (Finding, String) {
-    let (pattern, period, jitter) = pattern(window, tolerance);
+    let shape = pattern(window, tolerance);
+    let (pattern, period, jitter) = (shape.name, shape.period, shape.jitter);
     let pending = s.recent.iter().filter(|p| p.outcome == Outcome::Pending).count() as u64;
     let mut lat: Vec<f64> = s.latencies.iter().copied().collect();
     let median_latency = median(&mut lat);
@@ -322,11 +334,14 @@ fn storm_finding(
 
     let failures = describe_failures(s);
     let how = match (pattern, period) {
-        ("periodic", Some(p)) => format!("every {p:.1} s"),
-        ("backoff", _) => "retrying with growing back-off".to_string(),
-        _ => format!("{} times", s.queries),
+        ("periodic", Some(p)) => format!(" every {p:.1} s"),
+        ("backoff", _) => format!(
+            ", retrying with growing back-off ({} s)",
+            shape.gaps.iter().map(|g| format!("{g:.0}")).collect::<Vec<_>>().join(", ")
+        ),
+        _ => format!(" {} times", s.queries),
     };
-    let summary = format!("{} asks {qtype} {qname} {how}; {failures}", key.client);
+    let summary = format!("{} asks {qtype} {qname}{how}; {failures}", key.client);
     let remedy = match &probe {
         Some(p) => p.remedy.clone(),
         None => format!(
