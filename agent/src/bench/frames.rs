@@ -109,6 +109,38 @@ pub fn icmp_frag_needed() -> Vec<u8> {
     build!(b, quoted)
 }
 
+/// A DNS query from `client` for one of 512 names.
+pub fn dns_query_from(client: [u8; 4], name: u32) -> Vec<u8> {
+    build!(PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(client, SERVER, 64).udp(40000, 53), &numbered_query(name))
+}
+
+/// A SERVFAIL answer to [`dns_query_from`].
+pub fn dns_servfail_to(client: [u8; 4], name: u32) -> Vec<u8> {
+    let mut m = numbered_query(name);
+    m[2] = 0x81;
+    m[3] = 0x82;
+    build!(PacketBuilder::ethernet2(DST_MAC, SRC_MAC).ipv4(SERVER, client, 64).udp(53, 40000), &m)
+}
+
+fn numbered_query(name: u32) -> Vec<u8> {
+    let label = format!("host{name}");
+    let mut m = vec![(name >> 8) as u8, name as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, label.len() as u8];
+    m.extend_from_slice(label.as_bytes());
+    m.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
+    m
+}
+
+/// A SYN with MSS 1460 from `client`.
+pub fn tcp_syn_from(client: [u8; 4]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv4(client, SERVER, 64)
+        .tcp(40000, 443, 1, 64240)
+        .syn()
+        .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+        .expect("one option fits");
+    build!(b, &[])
+}
+
 /// Every benchmark frame: JSON key and bytes, in report order.
 pub fn all() -> Vec<(&'static str, Vec<u8>)> {
     vec![

@@ -1,0 +1,53 @@
+//! Replay throughput: `pathwatch replay` on one core over a generated capture of
+//! mixed traffic, beside `tshark -r FILE -Y 'dns || dtls || icmp'` on the same file.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::frames;
+
+/// Writes `n` frames of mixed traffic (bulk TCP, UDP, DNS, DTLS, ICMP) to `path`.
+pub fn write_capture(path: &Path, n: u32) -> std::io::Result<()> {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut w = PcapWriter::with_header(file, PcapHeader { ts_resolution: pcap_file::TsResolution::NanoSecond, ..Default::default() })
+        .map_err(std::io::Error::other)?;
+    let mix = [
+        frames::tcp_nonmatch(),
+        frames::tcp_nonmatch(),
+        frames::tcp_nonmatch(),
+        frames::tcp_nonmatch(),
+        frames::udp_nonmatch(),
+        frames::dns_query(),
+        frames::dns_response(),
+        frames::dtls_app_data(),
+        frames::dtls_client_hello(),
+        frames::icmp_frag_needed(),
+    ];
+    for i in 0..n {
+        let f = &mix[i as usize % mix.len()];
+        let pkt = PcapPacket::new(Duration::from_nanos(1_700_000_000_000_000_000 + i as u64 * 10_000), f.len() as u32, f);
+        w.write_packet(&pkt).map_err(std::io::Error::other)?;
+    }
+    Ok(())
+}
+
+/// Seconds a command takes pinned to CPU 0, its stdout discarded.
+pub fn time_pinned(program: &Path, args: &[&str]) -> std::io::Result<f64> {
+    let start = Instant::now();
+    let status = Command::new("taskset")
+        .arg("-c")
+        .arg("0")
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!("{} {args:?} failed: {status}", program.display())));
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
