@@ -19,7 +19,16 @@ pub struct KernelConfig {
     /// know a map value, so it checks the transport layer once for all link-layer
     /// variants instead of once per VLAN/PPPoE/IPv6-extension combination.
     pub verifier_barrier: u32,
+    /// `KCFG_*` bits.
+    pub flags: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
 }
+
+/// Timestamp events with the precise monotonic clock (`bpf_ktime_get_ns`) instead of
+/// the coarse one (`bpf_ktime_get_coarse_ns`, the kernel tick: 1-4 ms). The precise
+/// read costs about 25 ns per event in a VM.
+pub const KCFG_PRECISE_TIME: u32 = 1;
 
 /// Default `large_packet_bytes`: the IPv6 minimum MTU; anything above may not fit a tunnel.
 pub const DEFAULT_LARGE_PACKET_BYTES: u32 = 1280;
@@ -29,7 +38,7 @@ impl KernelConfig {
     pub const fn new() -> Self {
         let mut dns_ports = [0u64; DNS_PORT_WORDS];
         dns_ports[53 / 64] |= 1 << (53 % 64);
-        KernelConfig { dns_ports, large_packet_bytes: DEFAULT_LARGE_PACKET_BYTES, verifier_barrier: 0 }
+        KernelConfig { dns_ports, large_packet_bytes: DEFAULT_LARGE_PACKET_BYTES, verifier_barrier: 0, flags: 0, _pad: 0 }
     }
 
     /// Marks `port` as a DNS port.
@@ -59,4 +68,4 @@ impl Default for KernelConfig {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelConfig {}
 
-const _: () = assert!(core::mem::size_of::<KernelConfig>() == 8192 + 8);
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 8192 + 16);

@@ -6,45 +6,19 @@
 
 use agent_common::proto::*;
 
-use crate::{packet::Packet, parse::Parsed};
+use crate::packet::Packet;
 
-/// Walks the records in `[off, end)`; `claimed_end` is where the UDP header says the
-/// datagram ends. Fills the DTLS fields of `p.info` and returns whether it is DTLS.
-#[inline(always)]
-pub fn walk<P: Packet>(pkt: &P, p: &mut Parsed, payload_off: usize, end: usize, claimed_end: usize) -> bool {
-    let r = pkt.dtls_walk(payload_off as u64, end as u64, claimed_end as u64);
-    if r == 0 {
-        return false;
-    }
-    p.info.dtls_records = (r & 0xff) as u8;
-    p.info.dtls_content_mask = ((r >> 8) & 0xff) as u8;
-    p.info.record_version = ((r >> 16) & 0xffff) as u16;
-    p.info.handshake_mask = (r >> 32) as u32;
-    true
-}
-
-/// The walk proper, packed for a separately verified global function: bits 0-7
-/// records, 8-15 content mask, 16-31 first record version, 32-63 handshake mask;
-/// 0 when the payload is not DTLS.
+/// Walks the records in `[payload_off, end)`; `claimed_end` is where the UDP header
+/// says the datagram ends. Returns, packed for a separately verified global function:
+/// bits 0-7 records, 8-15 content mask (bit `t - 20`), 16-31 first record version,
+/// 32-63 handshake mask; 0 when the payload is not DTLS.
 #[inline(always)]
 pub fn walk_packed<P: Packet>(pkt: &P, payload_off: usize, end: usize, claimed_end: usize) -> u64 {
-    let mut p = Parsed::new();
-    if walk_inner(pkt, &mut p, payload_off, end, claimed_end) {
-        (p.info.dtls_records as u64)
-            | ((p.info.dtls_content_mask as u64) << 8)
-            | ((p.info.record_version as u64) << 16)
-            | ((p.info.handshake_mask as u64) << 32)
-    } else {
-        0
-    }
-}
-
-#[inline(always)]
-fn walk_inner<P: Packet>(pkt: &P, p: &mut Parsed, payload_off: usize, end: usize, claimed_end: usize) -> bool {
     let mut off = payload_off;
-    let mut records: u8 = 0;
-    let mut content_mask: u8 = 0;
-    let mut hs_mask: u32 = 0;
+    let mut records: u64 = 0;
+    let mut content_mask: u64 = 0;
+    let mut hs_mask: u64 = 0;
+    let mut version: u64 = 0;
     for _ in 0..MAX_DTLS_RECORDS {
         if off + DTLS_RECORD_HLEN > end || off > MAX_PARSE_OFFSET {
             break;
@@ -54,43 +28,36 @@ fn walk_inner<P: Packet>(pkt: &P, p: &mut Parsed, payload_off: usize, end: usize
         };
         let hdr = unsafe { *hdr };
         let ct = hdr[0];
-        let version = u16::from_be_bytes([hdr[1], hdr[2]]);
-        if !is_dtls_content_type(ct) || !is_dtls_version(version) {
-            return false;
+        let v = u16::from_be_bytes([hdr[1], hdr[2]]);
+        if !is_dtls_content_type(ct) || !is_dtls_version(v) {
+            return 0;
         }
         let epoch = u16::from_be_bytes([hdr[3], hdr[4]]);
         let rec_len = u16::from_be_bytes([hdr[11], hdr[12]]) as usize;
         if records == 0 {
-            p.info.record_version = version;
+            version = v as u64;
         }
         records += 1;
         content_mask |= 1 << (ct - 20);
         let body = off + DTLS_RECORD_HLEN;
         let rec_end = body + rec_len;
         if ct == CT_HANDSHAKE && epoch == 0 {
-            hs_mask |= handshake_types(pkt, body, if rec_end < end { rec_end } else { end });
+            hs_mask |= handshake_types(pkt, body, if rec_end < end { rec_end } else { end }) as u64;
         }
         off = rec_end;
+        let packed = records | (content_mask << 8) | (version << 16) | (hs_mask << 32);
         if off == claimed_end {
-            return finish(p, records, content_mask, hs_mask);
+            return packed;
         }
         if off > claimed_end {
-            return false;
+            return 0;
         }
     }
     // No exact fill: accept only a chain cut by the end of the capture.
     if records != 0 && end < claimed_end && off >= end {
-        return finish(p, records, content_mask, hs_mask);
+        return records | (content_mask << 8) | (version << 16) | (hs_mask << 32);
     }
-    false
-}
-
-#[inline(always)]
-fn finish(p: &mut Parsed, records: u8, content_mask: u8, hs_mask: u32) -> bool {
-    p.info.dtls_records = records;
-    p.info.dtls_content_mask = content_mask;
-    p.info.handshake_mask = hs_mask;
-    true
+    0
 }
 
 /// Types of the handshake messages in `[off, end)`, as a bit mask.

@@ -1,13 +1,19 @@
 //! Puts one event in the ring buffer: the header, then up to `SNAP_LARGE` bytes of the
 //! packet. A small record is used when the bytes fit it. A full ring buffer is counted
 //! (`stats::RINGBUF_FULL`), never waited on.
+//!
+//! Not inlined into the packet path: the header walk keeps only what every packet
+//! needs, and this function reads the rest (ports, TCP and ICMP fields) again from the
+//! packet, for the few packets that raise an event.
 
 use agent_common::{
-    Direction, EventHeader,
+    Direction, EventHeader, EventKind,
+    config::KCFG_PRECISE_TIME,
     event::{HEADER_LEN, RECORD_LARGE, RECORD_SMALL, SNAP_LARGE, SNAP_SMALL},
+    proto::{ICMP_HLEN, IPPROTO_TCP, IPPROTO_UDP, MAX_PARSE_OFFSET, TLS_RECORD_HLEN, icmp_mtu},
     stats,
 };
-use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+use aya_ebpf::helpers::generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 
 use crate::{
     maps::{EVENTS, stat},
@@ -15,15 +21,22 @@ use crate::{
     parse::Parsed,
 };
 
-/// Not inlined: the common path (no event) then keeps its few values in registers
-/// instead of spilling every parse result the event would need.
+/// Writes the event for `p`.
 #[inline(never)]
 pub fn emit<P: Packet>(pkt: &P, p: &Parsed, ifindex: u32, direction: Direction) {
-    let avail = p.snap_end.saturating_sub(p.snap_off);
-    if avail > SNAP_SMALL {
-        emit_sized::<P, RECORD_LARGE, SNAP_LARGE>(pkt, p, ifindex, direction, avail);
+    let kind = p.event;
+    let (snap_off, snap_end) = if kind == EventKind::IcmpError as u8 {
+        (p.payload_off.saturating_sub(ICMP_HLEN), p.payload_end)
+    } else if kind == EventKind::TcpSyn as u8 || kind == EventKind::TcpLargeRetransmit as u8 {
+        (0, 0)
     } else {
-        emit_sized::<P, RECORD_SMALL, SNAP_SMALL>(pkt, p, ifindex, direction, avail);
+        (p.payload_off, p.payload_end)
+    };
+    let avail = snap_end.saturating_sub(snap_off);
+    if avail > SNAP_SMALL {
+        emit_sized::<P, RECORD_LARGE, SNAP_LARGE>(pkt, p, ifindex, direction, snap_off & MAX_PARSE_OFFSET, avail);
+    } else {
+        emit_sized::<P, RECORD_SMALL, SNAP_SMALL>(pkt, p, ifindex, direction, snap_off & MAX_PARSE_OFFSET, avail);
     }
 }
 
@@ -33,6 +46,7 @@ fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
     p: &Parsed,
     ifindex: u32,
     direction: Direction,
+    snap_off: usize,
     avail: usize,
 ) {
     let Some(mut entry) = EVENTS.reserve_bytes(RECORD, 0) else {
@@ -42,57 +56,148 @@ fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
     let buf = entry.as_mut_ptr();
     let snap_len = if avail > CAP { CAP } else { avail };
     let mut copied = snap_len as u16;
-    if let Some(len) = helper_len(snap_len, CAP) {
-        if !pkt.load(p.snap_off as u32, unsafe { buf.add(HEADER_LEN) }, len) {
-            copied = 0;
-            stat(stats::SNAP_COPY_FAILED);
+    let direct = CAP == SNAP_SMALL && copy_small(pkt, snap_off, unsafe { buf.add(HEADER_LEN) }, snap_len);
+    if !direct {
+        if let Some(len) = helper_len(snap_len, CAP) {
+            if !pkt.load(snap_off as u32, unsafe { buf.add(HEADER_LEN) }, len) {
+                copied = 0;
+                stat(stats::SNAP_COPY_FAILED);
+            }
         }
     }
+    let l4 = p.l4_off & MAX_PARSE_OFFSET;
+    let kind = p.event;
+    let ports = if p.l4_proto == IPPROTO_TCP || p.l4_proto == IPPROTO_UDP { pkt.ptr_at::<[u8; 4]>(l4) } else { None };
+    let tcp = if p.l4_proto == IPPROTO_TCP { pkt.ptr_at::<[u8; 16]>(l4) } else { None };
+    let icmp = if kind == EventKind::IcmpError as u8 { pkt.ptr_at::<[u8; ICMP_HLEN]>(l4) } else { None };
     // The header is written field by field straight into the reserved record: no
     // copy on the stack, and no memset/memcpy calls (the BPF backend turns unaligned
     // block copies into calls to a byte loop).
     let h = buf as *mut EventHeader;
     unsafe {
-        (*h).ts_ns = bpf_ktime_get_ns();
+        (*h).ts_ns = match crate::maps::config() {
+            Some(c) if c.flags & KCFG_PRECISE_TIME != 0 => bpf_ktime_get_ns(),
+            _ => bpf_ktime_get_coarse_ns(),
+        };
         (*h).ifindex = ifindex;
         (*h).wire_len = pkt.len() as u32;
-        (*h).kind = p.event;
+        (*h).kind = kind;
         (*h).direction = direction as u8;
         (*h).class = p.class as u8;
         (*h).ip_version = p.ip_version;
         (*h).l4_proto = p.l4_proto;
         (*h).ip_flags = p.ip_flags;
-        (*h).tcp_flags = p.tcp_flags;
         (*h).vlan_depth = p.vlan_depth;
         write_addrs(pkt, p, &mut (*h).src_addr, &mut (*h).dst_addr);
-        (*h).src_port = p.src_port;
-        (*h).dst_port = p.dst_port;
+        let (sport, dport) = match ports {
+            Some(b) => (u16::from_be_bytes([(*b)[0], (*b)[1]]), u16::from_be_bytes([(*b)[2], (*b)[3]])),
+            None => (0, 0),
+        };
+        (*h).src_port = sport;
+        (*h).dst_port = dport;
         (*h).ip_len = if p.ip_len > 0xffff { 0xffff } else { p.ip_len as u16 };
-        (*h).l4_payload_len = if p.payload_len > 0xffff { 0xffff } else { p.payload_len as u16 };
+        let payload_len = p.payload_end.saturating_sub(p.payload_off);
+        (*h).l4_payload_len = if payload_len > 0xffff { 0xffff } else { payload_len as u16 };
         (*h).snap_len = copied;
-        (*h).snap_offset = p.snap_off as u16;
+        (*h).snap_offset = snap_off as u16;
         (*h)._pad = 0;
+
         let i = &mut (*h).info;
-        let q = &p.info;
-        i.tcp_seq = q.tcp_seq;
-        i.tcp_ack = q.tcp_ack;
-        i.tcp_mss = q.tcp_mss;
-        i.tcp_window = q.tcp_window;
-        i.seg_len = q.seg_len;
-        i.largest_acked = q.largest_acked;
-        i.retransmits = q.retransmits;
-        i.icmp_type = q.icmp_type;
-        i.icmp_code = q.icmp_code;
-        i.dtls_records = q.dtls_records;
-        i.dtls_content_mask = q.dtls_content_mask;
-        i.icmp_mtu = q.icmp_mtu;
-        i.handshake_mask = q.handshake_mask;
-        i.record_version = q.record_version;
-        i.dtls_epoch = q.dtls_epoch;
+        match tcp {
+            Some(t) => {
+                let t = *t;
+                (*h).tcp_flags = t[13];
+                i.tcp_seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+                i.tcp_ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+                i.tcp_window = u16::from_be_bytes([t[14], t[15]]);
+            }
+            None => {
+                (*h).tcp_flags = 0;
+                i.tcp_seq = 0;
+                i.tcp_ack = 0;
+                i.tcp_window = 0;
+            }
+        }
+        let x = p.extra;
+        i.tcp_mss = if kind == EventKind::TcpSyn as u8 { x as u16 } else { 0 };
+        let retx = kind == EventKind::TcpLargeRetransmit as u8;
+        i.seg_len = if retx { x as u16 } else { 0 };
+        i.largest_acked = if retx { (x >> 16) as u16 } else { 0 };
+        i.retransmits = if retx { (x >> 32) as u32 } else { 0 };
+        match icmp {
+            Some(c) => {
+                let c = *c;
+                i.icmp_type = c[0];
+                i.icmp_code = c[1];
+                i.icmp_mtu = icmp_mtu(p.ip_version, c[0], c[1], [c[4], c[5], c[6], c[7]]);
+            }
+            None => {
+                i.icmp_type = 0;
+                i.icmp_code = 0;
+                i.icmp_mtu = 0;
+            }
+        }
+        if kind == EventKind::Dtls as u8 {
+            i.dtls_records = x as u8;
+            i.dtls_content_mask = (x >> 8) as u8;
+            i.record_version = (x >> 16) as u16;
+            i.handshake_mask = (x >> 32) as u32;
+        } else if kind == EventKind::Tls as u8 {
+            i.dtls_records = 0;
+            i.dtls_content_mask = 0;
+            i.handshake_mask = 1 << (x & 31);
+            i.record_version = match pkt.ptr_at::<[u8; 2]>((p.payload_off & MAX_PARSE_OFFSET) + 1) {
+                Some(v) => u16::from_be_bytes(*v),
+                None => 0,
+            };
+        } else {
+            i.dtls_records = 0;
+            i.dtls_content_mask = 0;
+            i.record_version = 0;
+            i.handshake_mask = 0;
+        }
+        i.dtls_epoch = 0;
         i._pad = 0;
     }
     entry.submit(0);
     stat(stats::EVENTS_SUBMITTED);
+}
+
+const _: () = assert!(TLS_RECORD_HLEN == 5);
+
+/// Copies `len` (8 to `SNAP_SMALL`) bytes at `off` straight from the linear packet data
+/// as 8-byte words, the last one overlapping the one before: a fraction of the cost of
+/// `bpf_*_load_bytes` for the short snaps most events carry. False (nothing copied
+/// that matters) when the bytes are not all in the linear data; the caller then uses
+/// the helper.
+///
+/// The words are read and written with 8-byte-aligned access on purpose: packet data
+/// and the record need not be aligned, but BPF has no alignment traps on the
+/// architectures pathwatch runs on (the verifier allows it where the CPU does), and
+/// LLVM would otherwise split every unaligned word into eight byte moves.
+#[inline(always)]
+fn copy_small<P: Packet>(pkt: &P, off: usize, dst: *mut u8, len: usize) -> bool {
+    if len < 8 || len > SNAP_SMALL || off > MAX_PARSE_OFFSET {
+        return false;
+    }
+    let tail = core::hint::black_box(len - 8);
+    if tail > SNAP_SMALL - 8 {
+        return false;
+    }
+    let Some(last) = pkt.ptr_at::<u64>(off + tail) else {
+        return false;
+    };
+    macro_rules! words {
+        ($($i:literal)*) => {$(
+            if ($i + 1) * 8 <= len {
+                let Some(w) = pkt.ptr_at::<u64>(off + $i * 8) else { return false };
+                unsafe { core::ptr::write(dst.add($i * 8) as *mut u64, core::ptr::read(w)) };
+            }
+        )*};
+    }
+    words!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    unsafe { core::ptr::write(dst.add(tail) as *mut u64, core::ptr::read(last)) };
+    true
 }
 
 /// Writes the packet's addresses into an event as 64-bit words (IPv4 in the first
@@ -100,9 +205,10 @@ fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
 #[inline(always)]
 fn write_addrs<P: Packet>(pkt: &P, p: &Parsed, src: &mut [u8; 16], dst: &mut [u8; 16]) {
     let (s, d) = (src.as_mut_ptr() as *mut u64, dst.as_mut_ptr() as *mut u64);
+    let l3 = p.l3_off & MAX_PARSE_OFFSET;
     unsafe {
         if p.ip_version == 4 {
-            let (a, b) = match pkt.ptr_at::<[u32; 2]>(p.l3_off + 12) {
+            let (a, b) = match pkt.ptr_at::<[u32; 2]>(l3 + 12) {
                 Some(a) => ((*a)[0] as u64, (*a)[1] as u64),
                 None => (0, 0),
             };
@@ -111,7 +217,7 @@ fn write_addrs<P: Packet>(pkt: &P, p: &Parsed, src: &mut [u8; 16], dst: &mut [u8
             d.write_unaligned(b);
             d.add(1).write_unaligned(0);
         } else {
-            let w = match pkt.ptr_at::<[u64; 4]>(p.l3_off + 8) {
+            let w = match pkt.ptr_at::<[u64; 4]>(l3 + 8) {
                 Some(a) => *a,
                 None => [0; 4],
             };

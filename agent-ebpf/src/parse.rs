@@ -6,16 +6,18 @@
 //! early keeps the class decided so far and is marked `truncated`.
 
 use agent_common::{
-    Class, EventInfo, EventKind, KernelConfig,
+    Class, EventKind, KernelConfig,
     event::{IP_FLAG_DF, IP_FLAG_FRAGMENT, IP_FLAG_MF},
     proto::*,
     stats,
 };
 
-use crate::{dtls, maps::stat, packet::Packet, tcp};
+use crate::{maps::stat, packet::Packet, tcp};
 
 
-/// The result of the header walk.
+/// The result of the header walk: only what the packet path needs, so that a packet
+/// that raises no event costs as little as possible. The event writer reads the rest
+/// (ports, TCP and ICMP fields) from the packet again, off the common path.
 pub struct Parsed {
     pub class: Class,
     /// `EventKind as u8`, 0 for none.
@@ -25,16 +27,16 @@ pub struct Parsed {
     pub ip_version: u8,
     pub l4_proto: u8,
     pub ip_flags: u8,
-    pub tcp_flags: u8,
-    pub l3_off: usize,
     pub ip_len: u32,
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub payload_len: usize,
-    /// Start and end of the bytes the event carries.
-    pub snap_off: usize,
-    pub snap_end: usize,
-    pub info: EventInfo,
+    pub l3_off: usize,
+    pub l4_off: usize,
+    /// Transport payload (UDP: bounded by the UDP length; ICMP: after the 8-byte header).
+    pub payload_off: usize,
+    pub payload_end: usize,
+    /// What the event needs that was costly to find: the packed DTLS walk
+    /// (`dtls::walk_packed`), the TLS handshake type, the SYN's MSS, or a
+    /// retransmission's `seg_len | largest_acked << 16 | retransmits << 32`.
+    pub extra: u64,
 }
 
 impl Parsed {
@@ -48,32 +50,12 @@ impl Parsed {
             ip_version: 0,
             l4_proto: 0,
             ip_flags: 0,
-            tcp_flags: 0,
-            l3_off: 0,
             ip_len: 0,
-            src_port: 0,
-            dst_port: 0,
-            payload_len: 0,
-            snap_off: 0,
-            snap_end: 0,
-            info: EventInfo {
-                tcp_seq: 0,
-                tcp_ack: 0,
-                tcp_mss: 0,
-                tcp_window: 0,
-                seg_len: 0,
-                largest_acked: 0,
-                retransmits: 0,
-                icmp_type: 0,
-                icmp_code: 0,
-                dtls_records: 0,
-                dtls_content_mask: 0,
-                icmp_mtu: 0,
-                handshake_mask: 0,
-                record_version: 0,
-                dtls_epoch: 0,
-                _pad: 0,
-            },
+            l3_off: 0,
+            l4_off: 0,
+            payload_off: 0,
+            payload_end: 0,
+            extra: 0,
         }
     }
 }
@@ -101,6 +83,7 @@ pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig) -> Parsed {
         l3.l4_off = (l3.l4_off + barrier) & MAX_PARSE_OFFSET;
         l3.end += barrier;
         l3.claimed_end += barrier;
+        p.l4_off = l3.l4_off;
         match p.l4_proto {
             IPPROTO_UDP => parse_udp(pkt, cfg, &mut p, &l3),
             IPPROTO_TCP => tcp::parse_tcp(pkt, cfg, &mut p, l3.l4_off, l3.end, l3.claimed_end),
@@ -271,30 +254,28 @@ fn parse_udp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) {
         return;
     }
     let hdr = unsafe { *hdr };
-    p.src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
-    p.dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
+    let src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
+    let dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
     let udp_len = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
     let payload_off = l3.l4_off + 8;
     // The UDP length bounds the payload; a length below 8 leaves none.
     let claimed_end = if udp_len < 8 { payload_off } else { l3.l4_off + udp_len };
     let payload_end = if claimed_end < l3.end { claimed_end } else { l3.end };
-    let payload_len = payload_end.saturating_sub(payload_off);
-    p.payload_len = payload_len;
-    if cfg.is_dns_port(p.src_port) || cfg.is_dns_port(p.dst_port) {
+    p.payload_off = payload_off;
+    p.payload_end = if payload_end > payload_off { payload_end } else { payload_off };
+    if cfg.is_dns_port(src_port) || cfg.is_dns_port(dst_port) {
         p.class = Class::Dns;
-        if payload_len >= DNS_MIN_LEN {
+        if p.payload_end - payload_off >= DNS_MIN_LEN {
             p.event = EventKind::Dns as u8;
-            p.snap_off = payload_off;
-            p.snap_end = payload_end;
         }
         return;
     }
-    if dtls::walk(pkt, p, payload_off, payload_end, claimed_end) {
+    let walk = pkt.dtls_walk(payload_off as u64, payload_end as u64, claimed_end as u64);
+    if walk != 0 {
         p.class = Class::Dtls;
-        if dtls_content_is_evented(p.info.dtls_content_mask) {
+        p.extra = walk;
+        if dtls_content_is_evented(((walk >> 8) & 0xff) as u8) {
             p.event = EventKind::Dtls as u8;
-            p.snap_off = payload_off;
-            p.snap_end = payload_end;
         }
     }
 }
@@ -316,10 +297,6 @@ fn parse_icmp<P: Packet>(pkt: &P, p: &mut Parsed, l3: &L3) {
     }
     p.class = Class::IcmpError;
     p.event = EventKind::IcmpError as u8;
-    p.info.icmp_type = hdr[0];
-    p.info.icmp_code = hdr[1];
-    p.info.icmp_mtu = icmp_mtu(p.ip_version, hdr[0], hdr[1], [hdr[4], hdr[5], hdr[6], hdr[7]]);
-    p.payload_len = l3.end - (l3.l4_off + ICMP_HLEN);
-    p.snap_off = l3.l4_off;
-    p.snap_end = l3.end;
+    p.payload_off = l3.l4_off + ICMP_HLEN;
+    p.payload_end = l3.end;
 }

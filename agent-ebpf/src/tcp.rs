@@ -34,18 +34,15 @@ pub fn parse_tcp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l4_off:
         p.truncated = true;
         return;
     }
-    p.src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
-    p.dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
-    p.tcp_flags = hdr[13];
-    p.info.tcp_seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-    p.info.tcp_ack = u32::from_be_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
-    p.info.tcp_window = u16::from_be_bytes([hdr[14], hdr[15]]);
-    p.payload_len = end - payload_off;
-    if cfg.is_dns_port(p.src_port) || cfg.is_dns_port(p.dst_port) {
+    p.payload_off = payload_off;
+    p.payload_end = end;
+    let src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
+    let dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
+    if cfg.is_dns_port(src_port) || cfg.is_dns_port(dst_port) {
         p.class = Class::Dns;
         return;
     }
-    if p.payload_len >= TLS_RECORD_HLEN {
+    if end - payload_off >= TLS_RECORD_HLEN {
         if let Some(rec) = pkt.ptr_at::<[u8; TLS_RECORD_HLEN]>(payload_off) {
             let rec = unsafe { *rec };
             if is_tls_handshake_record(rec[0], rec[1], rec[2]) {
@@ -53,20 +50,17 @@ pub fn parse_tcp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l4_off:
                 if let Some(hs) = pkt.u8_at(payload_off + TLS_RECORD_HLEN) {
                     if payload_off + TLS_RECORD_HLEN < end && tls_handshake_is_evented(hs) {
                         p.event = EventKind::Tls as u8;
-                        p.info.handshake_mask = 1 << hs;
-                        p.info.record_version = u16::from_be_bytes([rec[1], rec[2]]);
-                        p.snap_off = payload_off;
-                        p.snap_end = end;
+                        p.extra = hs as u64;
                     }
                 }
                 return;
             }
         }
     }
-    if p.tcp_flags & TCP_SYN != 0 {
+    if hdr[13] & TCP_SYN != 0 {
         p.class = Class::TcpSyn;
         p.event = EventKind::TcpSyn as u8;
-        p.info.tcp_mss = pkt.mss_option((l4_off + 20) as u64, payload_off as u64);
+        p.extra = pkt.mss_option((l4_off + 20) as u64, payload_off as u64) as u64;
         return;
     }
     if cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
@@ -75,7 +69,9 @@ pub fn parse_tcp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l4_off:
         // Only the hook that reports the packet tracks it: a forwarded segment passes
         // XDP on its way in and TC on its way out, and must not look retransmitted.
         if claimed_len > 0 && pkt.raises_events() {
-            track_large_segment(pkt, p, if claimed_len > 0xffff { 0xffff } else { claimed_len as u16 });
+            let seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+            let seg_len = if claimed_len > 0xffff { 0xffff } else { claimed_len as u16 };
+            track_large_segment(pkt, p, seq, seg_len, src_port, dst_port);
         }
     }
 }
@@ -136,27 +132,24 @@ pub fn mss_option<P: Packet>(pkt: &P, off: usize, end: usize) -> u16 {
 /// Looks the flow up in the LRU table; a segment that starts before the highest
 /// sequence already sent becomes a `TcpLargeRetransmit` event.
 #[inline(always)]
-fn track_large_segment<P: Packet>(pkt: &P, p: &mut Parsed, seg_len: u16) {
+fn track_large_segment<P: Packet>(pkt: &P, p: &mut Parsed, seq: u32, seg_len: u16, src_port: u16, dst_port: u16) {
     let mut key = FlowKey {
         src_addr: [0; 16],
         dst_addr: [0; 16],
-        src_port: p.src_port,
-        dst_port: p.dst_port,
+        src_port,
+        dst_port,
         ip_version: p.ip_version,
         _pad: [0; 3],
     };
     if !read_addrs(pkt, p, &mut key.src_addr, &mut key.dst_addr) {
         return;
     }
-    let seq = p.info.tcp_seq;
     match FLOWS.get_ptr_mut(&key) {
         Some(state) => {
             let state = unsafe { &mut *state };
             if state.on_segment(seq, seg_len) {
                 p.event = EventKind::TcpLargeRetransmit as u8;
-                p.info.seg_len = seg_len;
-                p.info.largest_acked = state.largest_acked;
-                p.info.retransmits = state.retransmits;
+                p.extra = seg_len as u64 | (state.largest_acked as u64) << 16 | (state.retransmits as u64) << 32;
             }
         }
         None => {

@@ -295,7 +295,7 @@ fn reload(args: &RunArgs, config: &mut Config, shared: &Shared, out: &mut Output
                 return;
             }
             shared.state.lock().expect("state lock").detectors.reconfigure(&new);
-            if new.kernel != config.kernel || new.pmtu.kernel_flow_entries != config.pmtu.kernel_flow_entries {
+            if new.kernel.ringbuf_bytes != config.kernel.ringbuf_bytes || new.pmtu.kernel_flow_entries != config.pmtu.kernel_flow_entries {
                 out.error("notice: SIGHUP: [kernel] sizes and pmtu.kernel_flow_entries apply at the next start");
             }
             *config = new;
