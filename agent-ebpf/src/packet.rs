@@ -52,7 +52,7 @@ pub trait Packet {
     /// The big-endian `u16` at `offset`.
     #[inline(always)]
     fn be16_at(&self, offset: usize) -> Option<u16> {
-        self.ptr_at::<[u8; 2]>(offset).map(|p| u16::from_be_bytes(unsafe { *p }))
+        self.ptr_at::<[u8; 2]>(offset).map(|p| unsafe { be16(p.cast(), 0) })
     }
 
     /// Whether the first `offset` bytes are all in the linear data.
@@ -60,6 +60,27 @@ pub trait Packet {
     fn has(&self, offset: usize) -> bool {
         self.start() + offset <= self.end()
     }
+}
+
+/// The big-endian `u16` at `base + at`, read as one 16-bit load.
+///
+/// # Safety
+/// `base + at .. + 2` must have been bounds-checked. Header fields need not be
+/// aligned; BPF has no alignment traps where pathwatch runs (the verifier allows the
+/// access where the CPU does), and an aligned-typed load keeps LLVM from splitting it
+/// into byte loads.
+#[inline(always)]
+pub unsafe fn be16(base: *const u8, at: usize) -> u16 {
+    u16::from_be(unsafe { core::ptr::read(base.add(at) as *const u16) })
+}
+
+/// The big-endian `u32` at `base + at`, as one 32-bit load (see [`be16`]).
+///
+/// # Safety
+/// As for [`be16`], for 4 bytes.
+#[inline(always)]
+pub unsafe fn be32(base: *const u8, at: usize) -> u32 {
+    u32::from_be(unsafe { core::ptr::read(base.add(at) as *const u32) })
 }
 
 /// An XDP frame.

@@ -12,7 +12,11 @@ use agent_common::{
     stats,
 };
 
-use crate::{maps::stat, packet::Packet, tcp};
+use crate::{
+    maps::stat,
+    packet::{Packet, be16},
+    tcp,
+};
 
 
 /// The result of the header walk: only what the packet path needs, so that a packet
@@ -149,12 +153,13 @@ fn parse_ipv4<P: Packet>(pkt: &P, p: &mut Parsed, off: usize) -> Option<L3> {
         p.truncated = true;
         return None;
     };
-    let hdr = unsafe { *hdr };
-    if hdr[0] >> 4 != 4 {
+    let hdr: *const u8 = hdr.cast();
+    let vihl = unsafe { *hdr };
+    if vihl >> 4 != 4 {
         return None;
     }
-    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
-    let total = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    let total = unsafe { be16(hdr, 2) } as usize;
     if ihl < 20 || total < ihl {
         return None;
     }
@@ -164,8 +169,8 @@ fn parse_ipv4<P: Packet>(pkt: &P, p: &mut Parsed, off: usize) -> Option<L3> {
     }
     p.ip_version = 4;
     p.ip_len = total as u32;
-    p.l4_proto = hdr[9];
-    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
+    p.l4_proto = unsafe { *hdr.add(9) };
+    let frag = unsafe { be16(hdr, 6) };
     if frag & 0x4000 != 0 {
         p.ip_flags |= IP_FLAG_DF;
     }
@@ -189,22 +194,22 @@ fn parse_ipv6<P: Packet>(pkt: &P, p: &mut Parsed, off: usize) -> Option<L3> {
         p.truncated = true;
         return None;
     };
-    let hdr = unsafe { *hdr };
-    if hdr[0] >> 4 != 6 {
+    let hdr: *const u8 = hdr.cast();
+    if unsafe { *hdr } >> 4 != 6 {
         return None;
     }
     if pkt.ptr_at::<[u8; 40]>(off).is_none() {
         p.truncated = true;
         return None;
     }
-    let payload_len = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
+    let payload_len = unsafe { be16(hdr, 4) } as usize;
     p.ip_version = 6;
     p.ip_len = 40 + payload_len as u32;
     p.ip_flags |= IP_FLAG_DF;
     let len = pkt.len();
     let claimed_end = if payload_len == 0 { len } else { off + 40 + payload_len };
     let end = if claimed_end < len { claimed_end } else { len };
-    let mut next = hdr[6];
+    let mut next = unsafe { *hdr.add(6) };
     let mut l4 = off + 40;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         if !is_ipv6_skippable_ext(next) {
@@ -253,10 +258,8 @@ fn parse_udp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) {
         p.truncated = true;
         return;
     }
-    let hdr = unsafe { *hdr };
-    let src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
-    let dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
-    let udp_len = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
+    let hdr: *const u8 = hdr.cast();
+    let (src_port, dst_port, udp_len) = unsafe { (be16(hdr, 0), be16(hdr, 2), be16(hdr, 4) as usize) };
     let payload_off = l3.l4_off + 8;
     // The UDP length bounds the payload; a length below 8 leaves none.
     let claimed_end = if udp_len < 8 { payload_off } else { l3.l4_off + udp_len };
@@ -270,7 +273,26 @@ fn parse_udp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) {
         }
         return;
     }
-    let walk = pkt.dtls_walk(payload_off as u64, payload_end as u64, claimed_end as u64);
+    // What the record walk would find, without calling it for the two common cases:
+    // a payload whose first bytes are no DTLS record header (most UDP), and a single
+    // record of application data (or anything but a cleartext handshake) that fills
+    // the datagram (DTLS bulk traffic).
+    if payload_off + DTLS_RECORD_HLEN > payload_end {
+        return;
+    }
+    let Some(rec) = pkt.ptr_at::<[u8; DTLS_RECORD_HLEN]>(payload_off) else {
+        return;
+    };
+    let rec: *const u8 = rec.cast();
+    let (ct, version, epoch, rec_len) = unsafe { (*rec, be16(rec, 1), be16(rec, 3), be16(rec, 11) as usize) };
+    if !is_dtls_content_type(ct) || !is_dtls_version(version) {
+        return;
+    }
+    let walk = if (ct != CT_HANDSHAKE || epoch != 0) && payload_off + DTLS_RECORD_HLEN + rec_len == claimed_end {
+        1 | (1u64 << (ct - 20)) << 8 | (version as u64) << 16
+    } else {
+        pkt.dtls_walk(payload_off as u64, payload_end as u64, claimed_end as u64)
+    };
     if walk != 0 {
         p.class = Class::Dtls;
         p.extra = walk;

@@ -10,7 +10,7 @@ use agent_common::{
 
 use crate::{
     maps::{FLOWS, stat},
-    packet::{Packet, helper_len},
+    packet::{Packet, be16, be32, helper_len},
     parse::Parsed,
 };
 
@@ -24,8 +24,8 @@ pub fn parse_tcp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l4_off:
         p.truncated = true;
         return;
     }
-    let hdr = unsafe { *hdr };
-    let doff = ((hdr[12] >> 4) as usize) * 4;
+    let hdr: *const u8 = hdr.cast();
+    let doff = ((unsafe { *hdr.add(12) } >> 4) as usize) * 4;
     if doff < 20 {
         return;
     }
@@ -36,8 +36,7 @@ pub fn parse_tcp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l4_off:
     }
     p.payload_off = payload_off;
     p.payload_end = end;
-    let src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
-    let dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
+    let (src_port, dst_port) = unsafe { (be16(hdr, 0), be16(hdr, 2)) };
     if cfg.is_dns_port(src_port) || cfg.is_dns_port(dst_port) {
         p.class = Class::Dns;
         return;
@@ -57,7 +56,7 @@ pub fn parse_tcp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l4_off:
             }
         }
     }
-    if hdr[13] & TCP_SYN != 0 {
+    if unsafe { *hdr.add(13) } & TCP_SYN != 0 {
         p.class = Class::TcpSyn;
         p.event = EventKind::TcpSyn as u8;
         p.extra = pkt.mss_option((l4_off + 20) as u64, payload_off as u64) as u64;
@@ -69,7 +68,7 @@ pub fn parse_tcp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l4_off:
         // Only the hook that reports the packet tracks it: a forwarded segment passes
         // XDP on its way in and TC on its way out, and must not look retransmitted.
         if claimed_len > 0 && pkt.raises_events() {
-            let seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+            let seq = unsafe { be32(hdr, 4) };
             let seg_len = if claimed_len > 0xffff { 0xffff } else { claimed_len as u16 };
             track_large_segment(pkt, p, seq, seg_len, src_port, dst_port);
         }
