@@ -4,7 +4,7 @@
 use std::{
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use super::frames;
@@ -35,9 +35,11 @@ pub fn write_capture(path: &Path, n: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Seconds a command takes pinned to CPU 0, its stdout discarded.
+/// CPU seconds (user + system) a command takes pinned to CPU 0, its stdout
+/// discarded: CPU time, not wall time, so that other load on a shared machine does
+/// not count against it.
 pub fn time_pinned(program: &Path, args: &[&str]) -> std::io::Result<f64> {
-    let start = Instant::now();
+    let before = children_cpu_secs();
     let status = Command::new("taskset")
         .arg("-c")
         .arg("0")
@@ -49,5 +51,13 @@ pub fn time_pinned(program: &Path, args: &[&str]) -> std::io::Result<f64> {
     if !status.success() {
         return Err(std::io::Error::other(format!("{} {args:?} failed: {status}", program.display())));
     }
-    Ok(start.elapsed().as_secs_f64())
+    Ok(children_cpu_secs() - before)
+}
+
+fn children_cpu_secs() -> f64 {
+    // SAFETY: getrusage writes one rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }

@@ -68,6 +68,9 @@ enum Which {
         #[arg(long)]
         secs: f64,
     },
+    /// Writes the replay benchmark's capture (for profiling).
+    #[command(hide = true)]
+    WriteCapture { path: PathBuf, frames: u32 },
     #[command(hide = true)]
     MemoryNames,
     #[command(hide = true)]
@@ -136,6 +139,7 @@ fn run(which: Which) -> anyhow::Result<()> {
                 ],
             );
         }
+        Which::WriteCapture { path, frames } => replay::write_capture(&path, frames)?,
         Which::MemoryNames => {
             let (kib, d) = memory::names(1_000_000);
             eprintln!("tracked {:?}", d.tracked());

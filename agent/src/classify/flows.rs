@@ -1,19 +1,20 @@
 //! The userspace twin of the kernel's `FLOWS` LRU map.
 
 use agent_common::{FlowKey, FlowState};
+use ahash::RandomState;
 use lru::LruCache;
 use std::num::NonZeroUsize;
 
 /// Flows that sent large segments, least recently used evicted first.
 pub struct FlowTable {
-    flows: LruCache<FlowKey, FlowState>,
+    flows: LruCache<FlowKey, FlowState, RandomState>,
     evictions: u64,
 }
 
 impl FlowTable {
     /// A table holding at most `capacity` flows (at least one).
     pub fn new(capacity: usize) -> FlowTable {
-        FlowTable { flows: LruCache::new(NonZeroUsize::new(capacity.max(1)).unwrap()), evictions: 0 }
+        FlowTable { flows: LruCache::with_hasher(NonZeroUsize::new(capacity.max(1)).unwrap(), RandomState::new()), evictions: 0 }
     }
 
     /// Accounts one large segment; returns the flow state when it is a retransmission.

@@ -44,6 +44,14 @@ impl DnsName {
         })
     }
 
+    /// A 64-bit key for the name, for tables that hold the name itself only once: aHash
+    /// with a per-process random seed, so names chosen by whoever sends the packets
+    /// cannot be made to collide.
+    pub fn key(&self) -> u64 {
+        static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+        STATE.get_or_init(ahash::RandomState::new).hash_one(&self.wire)
+    }
+
     /// Bytes held on the heap (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
         self.wire.len()

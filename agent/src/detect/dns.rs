@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     finding::{Finding, FindingBook, Severity},
+    pending::Pending,
     table::Table,
     util::{intervals, is_backoff, median, regularity, round3, secs},
 };
@@ -35,20 +36,21 @@ const RECENT_QUERIES: usize = 32;
 /// Latencies remembered per series for the median.
 const RECENT_LATENCIES: usize = 32;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct SeriesKey {
     client: IpAddr,
-    qname: DnsName,
+    /// [`DnsName::key`] of the name (the name itself is kept once, in the series).
+    qname: u64,
     qtype: u16,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct TxnKey {
     client: IpAddr,
     resolver: IpAddr,
     client_port: u16,
     id: u16,
-    qname: DnsName,
+    qname: u64,
     qtype: u16,
 }
 
@@ -68,6 +70,7 @@ struct QueryPacket {
 }
 
 struct Series {
+    name: DnsName,
     resolver: IpAddr,
     first_seen: u64,
     last_seen: u64,
@@ -101,6 +104,7 @@ pub struct DnsDetector {
     series: Table<SeriesKey, Series>,
     deadlines: VecDeque<Deadline>,
     deadline_cap: usize,
+    pending: Pending<SeriesKey>,
     /// Responses by rcode name, since start (for metrics).
     pub rcode_totals: BTreeMap<String, u64>,
     /// Query packets that went unanswered for `timeout_s`, since start (for metrics).
@@ -125,6 +129,7 @@ impl DnsDetector {
             series: Table::new("dns_names", cfg.dns.names_cap.0),
             deadlines: VecDeque::new(),
             deadline_cap: cfg.dns.transactions_cap.0 as usize,
+            pending: Pending::default(),
             rcode_totals: BTreeMap::new(),
             timeouts_total: 0,
         }
@@ -152,24 +157,26 @@ impl DnsDetector {
     }
 
     /// One DNS event.
-    pub fn on_event(&mut self, ev: &Event, book: &mut FindingBook) {
+    pub fn on_event(&mut self, ev: &Event) {
         let Some(msg) = dns::decode(&ev.snap) else { return };
         let Some(q) = msg.question else { return };
         let now = ev.header.ts_ns;
-        self.expire(now, book);
+        self.expire(now);
         if msg.is_response {
-            self.on_response(ev, msg.id, msg.rcode, q, now, book);
+            self.on_response(ev, msg.id, msg.rcode, q, now);
         } else {
-            self.on_query(ev, msg.id, q, now, book);
+            self.on_query(ev, msg.id, q, now);
         }
     }
 
-    fn on_query(&mut self, ev: &Event, id: u16, q: dns::Question, now: u64, book: &mut FindingBook) {
+    fn on_query(&mut self, ev: &Event, id: u16, q: dns::Question, now: u64) {
         let (client, resolver, port) = (ev.src_ip(), ev.dst_ip(), ev.header.src_port);
-        let txn = TxnKey { client, resolver, client_port: port, id, qname: q.name.clone(), qtype: q.qtype };
+        let qname = q.name.key();
+        let txn = TxnKey { client, resolver, client_port: port, id, qname, qtype: q.qtype };
         self.transactions.entry(txn, || now);
-        let key = SeriesKey { client, qname: q.name, qtype: q.qtype };
-        let s = self.series.entry(key.clone(), || Series {
+        let key = SeriesKey { client, qname, qtype: q.qtype };
+        let s = self.series.entry(key, || Series {
+            name: q.name,
             resolver,
             first_seen: now,
             last_seen: now,
@@ -193,16 +200,17 @@ impl DnsDetector {
         if self.deadlines.len() == self.deadline_cap {
             self.deadlines.pop_front();
         }
-        self.deadlines.push_back(Deadline { at: now + self.timeout_ns, sent: now, series: key.clone(), id, port });
-        self.evaluate(&key, now, book);
+        self.deadlines.push_back(Deadline { at: now.saturating_add(self.timeout_ns), sent: now, series: key.clone(), id, port });
+        self.evaluate(&key, now);
     }
 
-    fn on_response(&mut self, ev: &Event, id: u16, rcode: u8, q: dns::Question, now: u64, book: &mut FindingBook) {
+    fn on_response(&mut self, ev: &Event, id: u16, rcode: u8, q: dns::Question, now: u64) {
         *self.rcode_totals.entry(rcode_name(rcode)).or_default() += 1;
         let (client, resolver, port) = (ev.dst_ip(), ev.src_ip(), ev.header.dst_port);
-        let txn = TxnKey { client, resolver, client_port: port, id, qname: q.name.clone(), qtype: q.qtype };
+        let qname = q.name.key();
+        let txn = TxnKey { client, resolver, client_port: port, id, qname, qtype: q.qtype };
         let sent = self.transactions.peek(&txn).copied();
-        let key = SeriesKey { client, qname: q.name, qtype: q.qtype };
+        let key = SeriesKey { client, qname, qtype: q.qtype };
         let Some(s) = self.series.get_mut(&key) else { return };
         s.responses += 1;
         *s.rcodes.entry(rcode).or_default() += 1;
@@ -221,11 +229,11 @@ impl DnsDetector {
                 p.outcome = Outcome::Answered(rcode);
             }
         }
-        self.evaluate(&key, now, book);
+        self.evaluate(&key, now);
     }
 
     /// Times out query packets whose deadline passed.
-    pub fn expire(&mut self, now: u64, book: &mut FindingBook) {
+    pub fn expire(&mut self, now: u64) {
         while self.deadlines.front().is_some_and(|d| d.at <= now) {
             let d = self.deadlines.pop_front().expect("checked");
             let Some(s) = self.series.get_mut(&d.series) else { continue };
@@ -239,26 +247,35 @@ impl DnsDetector {
                 }
             }
             if changed {
-                self.evaluate(&d.series, d.at, book);
+                self.evaluate(&d.series, d.at);
             }
         }
     }
 
-    /// Re-checks one series and records its finding.
-    fn evaluate(&mut self, key: &SeriesKey, now: u64, book: &mut FindingBook) {
+    /// Re-checks one series; a storm is marked for its finding to be rebuilt.
+    fn evaluate(&mut self, key: &SeriesKey, now: u64) {
         let Some(s) = self.series.get_mut(key) else { return };
-        let in_window: Vec<QueryPacket> =
-            s.recent.iter().filter(|p| now.saturating_sub(p.ts) <= self.window_ns).copied().collect();
-        let failed = in_window.iter().filter(|p| is_failure(p.outcome)).count();
-        let holds = in_window.len() as u64 >= self.min_queries
-            && failed as f64 >= self.min_failed * in_window.len() as f64;
-        if !holds && !s.storm {
-            return;
+        if !s.storm {
+            let in_window = s.recent.iter().filter(|p| now.saturating_sub(p.ts) <= self.window_ns);
+            let (n, failed) = in_window.fold((0u64, 0u64), |(n, f), p| (n + 1, f + u64::from(is_failure(p.outcome))));
+            if n < self.min_queries || (failed as f64) < self.min_failed * n as f64 {
+                return;
+            }
+            s.storm = true;
         }
-        s.storm = true;
-        let probe = self.probes.iter().find(|(n, _)| *n == key.qname).map(|(_, p)| p.clone());
-        let (finding, material) = storm_finding(key, s, &in_window, self.tolerance, probe);
-        book.upsert(finding, material, now);
+        self.pending.mark(key, now);
+    }
+
+    /// Builds the findings of the storms that changed since the last flush.
+    pub fn flush(&mut self, book: &mut FindingBook) {
+        for (key, at) in self.pending.drain() {
+            let Some(s) = self.series.peek(&key) else { continue };
+            let in_window: Vec<QueryPacket> =
+                s.recent.iter().filter(|p| at.saturating_sub(p.ts) <= self.window_ns).copied().collect();
+            let probe = self.probes.iter().find(|(n, _)| *n == s.name).map(|(_, p)| p.clone());
+            let (finding, material) = storm_finding(&key, s, &in_window, self.tolerance, probe);
+            book.upsert(finding, material, at);
+        }
     }
 }
 
@@ -311,7 +328,7 @@ fn storm_finding(
     let mut lat: Vec<f64> = s.latencies.iter().copied().collect();
     let median_latency = median(&mut lat);
     let qtype = qtype_name(key.qtype);
-    let qname = key.qname.to_string();
+    let qname = s.name.to_string();
     let rcodes: Map<String, Value> = s.rcodes.iter().map(|(r, n)| (rcode_name(*r), json!(n))).collect();
 
     let mut subject = Map::new();

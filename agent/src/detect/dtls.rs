@@ -15,6 +15,7 @@ use serde_json::{Map, json};
 
 use super::{
     finding::{Finding, FindingBook, Severity},
+    pending::Pending,
     table::Table,
     util::{intervals, regularity, round3, secs},
 };
@@ -65,6 +66,9 @@ struct Agg {
 struct Tls {
     starts: VecDeque<u64>,
     sessions: u64,
+    /// Sessions came at a regular interval (a reconnect loop), every `period` s.
+    looping: bool,
+    period: f64,
 }
 
 /// The DTLS / VPN detector.
@@ -82,6 +86,9 @@ pub struct DtlsDetector {
     /// Flows with ClientHellos and no answer yet, in order of first ClientHello.
     waiting: VecDeque<(u64, FlowKey)>,
     waiting_cap: usize,
+    pending_blocked: Pending<Subject>,
+    pending_unreachable: Pending<Subject>,
+    pending_reconnect: Pending<Subject>,
 }
 
 impl DtlsDetector {
@@ -99,6 +106,9 @@ impl DtlsDetector {
             tls_last: Table::new("tls_pairs", cfg.dtls.flows_cap.0),
             waiting: VecDeque::new(),
             waiting_cap: cfg.dtls.flows_cap.0 as usize,
+            pending_blocked: Pending::default(),
+            pending_unreachable: Pending::default(),
+            pending_reconnect: Pending::default(),
         }
     }
 
@@ -127,9 +137,9 @@ impl DtlsDetector {
     }
 
     /// A datagram of DTLS handshake, alert or CCS records.
-    pub fn on_dtls(&mut self, ev: &Event, book: &mut FindingBook) {
+    pub fn on_dtls(&mut self, ev: &Event) {
         let now = ev.header.ts_ns;
-        self.expire(now, book);
+        self.expire(now);
         let (src, dst, sport, dport) = (ev.src_ip(), ev.dst_ip(), ev.header.src_port, ev.header.dst_port);
         if ev.header.info.handshake_mask & (1 << HS_CLIENT_HELLO) != 0 {
             let key = FlowKey { client: src, client_port: sport, server: dst, port: dport };
@@ -158,7 +168,7 @@ impl DtlsDetector {
                 let agg = self.subjects.entry(key.subject(), Agg::default);
                 agg.blocked_hellos += 1;
                 agg.last = now;
-                self.report_blocked(key.subject(), now, book);
+                self.pending_blocked.mark(&key.subject(), now);
             }
         } else {
             // Records from the server side answer the flow.
@@ -170,47 +180,52 @@ impl DtlsDetector {
     }
 
     /// A TLS ClientHello or ServerHello on TCP.
-    pub fn on_tls(&mut self, ev: &Event, book: &mut FindingBook) {
+    pub fn on_tls(&mut self, ev: &Event) {
         if ev.header.info.handshake_mask & (1 << HS_CLIENT_HELLO) == 0 {
             return;
         }
         let now = ev.header.ts_ns;
-        self.expire(now, book);
+        self.expire(now);
         let subject = Subject { client: ev.src_ip(), server: ev.dst_ip(), port: ev.header.dst_port };
         *self.tls_last.entry((subject.client, subject.server), || now) = now;
+        let (min_sessions, tolerance, min_period) = (self.min_sessions as usize, self.tolerance, self.min_period_s);
         let tls = self.tls.entry(subject, Tls::default);
         tls.sessions += 1;
         if tls.starts.len() == SESSION_TIMES {
             tls.starts.pop_front();
         }
         tls.starts.push_back(now);
-        let starts: Vec<u64> = tls.starts.iter().copied().collect();
-        let sessions = tls.sessions;
-        if (starts.len() as u64) < self.min_sessions {
-            return;
+        if tls.starts.len() >= min_sessions {
+            let recent: Vec<u64> = tls.starts.iter().skip(tls.starts.len() - min_sessions).copied().collect();
+            if let Some((true, period, _)) = regularity(&intervals(&recent), tolerance) {
+                if period >= min_period {
+                    tls.looping = true;
+                    tls.period = period;
+                }
+            }
         }
-        let gaps = intervals(&starts[starts.len() - self.min_sessions as usize..]);
-        let Some((regular, period, _)) = regularity(&gaps, self.tolerance) else { return };
-        if !regular || period < self.min_period_s {
-            return;
+        if tls.looping {
+            self.pending_reconnect.mark(&subject, now);
         }
-        let mut subj = Map::new();
-        subj.insert("client".into(), json!(subject.client.to_string()));
-        subj.insert("server".into(), json!(subject.server.to_string()));
-        subj.insert("port".into(), json!(subject.port));
+    }
+
+    fn report_reconnect(&mut self, subject: Subject, now: u64, book: &mut FindingBook) {
+        let Some(tls) = self.tls.peek(&subject) else { return };
+        let (sessions, period) = (tls.sessions, tls.period);
+        let first = tls.starts.front().copied().unwrap_or(now);
         let mut evidence = Map::new();
         evidence.insert("sessions".into(), json!(sessions));
         evidence.insert("period_s".into(), json!(round3(period)));
         let finding = Finding {
             kind: "vpn_reconnect_loop",
             severity: Severity::Warning,
-            first_seen_ns: starts[0],
+            first_seen_ns: first,
             last_seen_ns: now,
             summary: format!(
                 "{} opens a new TLS session to {}:{} every {:.0} s ({} sessions): the VPN keeps reconnecting",
                 subject.client, subject.server, subject.port, period, sessions
             ),
-            subject: subj,
+            subject: subject.to_json(),
             evidence,
             remedy: "A VPN that reconnects at a steady rhythm has usually lost its DTLS tunnel and falls back to TLS \
                      with a smaller MTU: look for dtls_blocked / dtls_port_unreachable for this client, let the VPN's \
@@ -220,8 +235,21 @@ impl DtlsDetector {
         book.upsert(finding, format!("{:.0}", period / 10.0), now);
     }
 
+    /// Builds the findings whose evidence changed since the last flush.
+    pub fn flush(&mut self, book: &mut FindingBook) {
+        for (s, at) in self.pending_blocked.drain() {
+            self.report_blocked(s, at, book);
+        }
+        for (s, at) in self.pending_unreachable.drain() {
+            self.report_unreachable(s, at, book);
+        }
+        for (s, at) in self.pending_reconnect.drain() {
+            self.report_reconnect(s, at, book);
+        }
+    }
+
     /// An ICMP error: a port unreachable quoting a DTLS flow.
-    pub fn on_icmp(&mut self, ev: &Event, icmp: &IcmpError, book: &mut FindingBook) {
+    pub fn on_icmp(&mut self, ev: &Event, icmp: &IcmpError) {
         let unreachable = (ev.header.ip_version == 4 && icmp.icmp_type == ICMP_DEST_UNREACH && icmp.code == ICMP_PORT_UNREACH)
             || (ev.header.ip_version == 6 && icmp.icmp_type == ICMPV6_DEST_UNREACH && icmp.code == ICMPV6_PORT_UNREACH);
         let Some(q) = icmp.quoted else { return };
@@ -246,11 +274,11 @@ impl DtlsDetector {
             agg.icmp_hellos += hellos;
             agg.first = if agg.first == 0 { first_hello } else { agg.first.min(first_hello) };
         }
-        self.report_unreachable(key.subject(), now, book);
+        self.pending_unreachable.mark(&key.subject(), now);
     }
 
     /// Flows whose ClientHellos went unanswered for `timeout_s` become blocked.
-    pub fn expire(&mut self, now: u64, book: &mut FindingBook) {
+    pub fn expire(&mut self, now: u64) {
         while self.waiting.front().is_some_and(|(t, _)| now.saturating_sub(*t) >= self.timeout_ns) {
             let (_, key) = self.waiting.pop_front().expect("checked");
             let Some(flow) = self.flows.get_mut(&key) else { continue };
@@ -266,7 +294,7 @@ impl DtlsDetector {
                 if times.len() > agg.retransmits.len() {
                     agg.retransmits = times;
                 }
-                self.report_blocked(key.subject(), now, book);
+                self.pending_blocked.mark(&key.subject(), now);
             }
         }
     }

@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod dtls;
 pub mod finding;
+pub mod pending;
 pub mod pmtu;
 pub mod table;
 pub mod util;
@@ -52,35 +53,45 @@ impl Detectors {
     pub fn on_event(&mut self, ev: &Event) {
         self.last_ts = self.last_ts.max(ev.header.ts_ns);
         match ev.kind() {
-            EventKind::Dns => self.dns.on_event(ev, &mut self.book),
-            EventKind::Dtls => self.dtls.on_dtls(ev, &mut self.book),
-            EventKind::Tls => self.dtls.on_tls(ev, &mut self.book),
+            EventKind::Dns => self.dns.on_event(ev),
+            EventKind::Dtls => self.dtls.on_dtls(ev),
+            EventKind::Tls => self.dtls.on_tls(ev),
             EventKind::IcmpError => {
                 let i = ev.header.info;
                 let decoded = icmp::decode(i.icmp_type, i.icmp_code, i.icmp_mtu, &ev.snap);
-                self.pmtu.on_icmp(ev, &decoded, &mut self.book);
-                self.dtls.on_icmp(ev, &decoded, &mut self.book);
+                self.pmtu.on_icmp(ev, &decoded);
+                self.dtls.on_icmp(ev, &decoded);
             }
-            EventKind::TcpSyn => self.pmtu.on_syn(ev, &mut self.book),
-            EventKind::TcpLargeRetransmit => self.pmtu.on_retransmit(ev, &mut self.book),
+            EventKind::TcpSyn => self.pmtu.on_syn(ev),
+            EventKind::TcpLargeRetransmit => self.pmtu.on_retransmit(ev),
         }
     }
 
     /// Time passes without events (live: a timer; replay: between frames).
     pub fn tick(&mut self, now_ns: u64) {
         self.last_ts = self.last_ts.max(now_ns);
-        self.dns.expire(now_ns, &mut self.book);
-        self.dtls.expire(now_ns, &mut self.book);
+        self.dns.expire(now_ns);
+        self.dtls.expire(now_ns);
     }
 
     /// End of input at `end_ns`: time out what is due, and queue a replay's findings.
     pub fn finish(&mut self, end_ns: u64) {
         self.tick(end_ns);
+        self.flush();
         self.book.finish();
     }
 
-    /// Findings due to be printed.
+    /// Builds the findings whose evidence changed since the last call (the detectors
+    /// update their state per event and build findings only here).
+    pub fn flush(&mut self) {
+        self.dns.flush(&mut self.book);
+        self.dtls.flush(&mut self.book);
+        self.pmtu.flush(&mut self.book);
+    }
+
+    /// Findings due to be printed (after a flush).
     pub fn take_due(&mut self) -> Vec<Finding> {
+        self.flush();
         self.book.take_due()
     }
 

@@ -15,6 +15,7 @@ use serde_json::{Map, json};
 
 use super::{
     finding::{Finding, FindingBook, Severity},
+    pending::Pending,
     table::Table,
 };
 use crate::{config::Config, decode::icmp::IcmpError, event::Event};
@@ -66,6 +67,18 @@ pub struct PmtuDetector {
     /// Flows and paths an ICMP signal quoted: (sender, receiver) → smallest MTU.
     paths: Table<(IpAddr, IpAddr), u32>,
     signalled_flows: Table<TcpFlow, ()>,
+    mss: Table<(IpAddr, IpAddr), MssInfo>,
+    pending_signals: Pending<SignalKey>,
+    pending_black_holes: Pending<TcpFlow>,
+    pending_mss: Pending<(IpAddr, IpAddr)>,
+}
+
+/// The latest SYN of a client whose MSS does not fit the path.
+struct MssInfo {
+    first: u64,
+    mss: u16,
+    path_mtu: u32,
+    source: &'static str,
 }
 
 fn ip_header_len(addr: IpAddr) -> u32 {
@@ -83,6 +96,10 @@ impl PmtuDetector {
             signals: Table::new("icmp_signals", cap),
             paths: Table::new("icmp_paths", cap),
             signalled_flows: Table::new("icmp_flows", cap),
+            mss: Table::new("mss_pairs", cap),
+            pending_signals: Pending::default(),
+            pending_black_holes: Pending::default(),
+            pending_mss: Pending::default(),
         }
     }
 
@@ -95,12 +112,14 @@ impl PmtuDetector {
             self.signals.resize(t);
             self.paths.resize(t);
             self.signalled_flows.resize(t);
+            self.mss.resize(t);
         }
     }
 
     /// Tables, for `tracked` and `evictions`.
-    pub fn occupancy(&self) -> [(&'static str, usize, u64); 4] {
+    pub fn occupancy(&self) -> [(&'static str, usize, u64); 5] {
         [
+            (self.mss.name(), self.mss.len(), self.mss.evictions()),
             (self.flows.name(), self.flows.len(), self.flows.evictions()),
             (self.signals.name(), self.signals.len(), self.signals.evictions()),
             (self.paths.name(), self.paths.len(), self.paths.evictions()),
@@ -109,7 +128,7 @@ impl PmtuDetector {
     }
 
     /// An ICMP error: frag-needed / packet-too-big are PMTU signals.
-    pub fn on_icmp(&mut self, ev: &Event, icmp: &IcmpError, book: &mut FindingBook) {
+    pub fn on_icmp(&mut self, ev: &Event, icmp: &IcmpError) {
         let v4 = ev.header.ip_version == 4;
         let is_signal = (v4 && icmp.icmp_type == ICMP_DEST_UNREACH && icmp.code == ICMP_FRAG_NEEDED)
             || (!v4 && icmp.icmp_type == ICMPV6_PACKET_TOO_BIG);
@@ -145,10 +164,18 @@ impl PmtuDetector {
                 s.flows.push(f);
             }
         }
+        self.pending_signals.mark(&key, now);
+    }
+
+    fn report_signal(&mut self, key: SignalKey, now: u64, book: &mut FindingBook) {
+        let Some(s) = self.signals.peek(&key) else { return };
+        let reporter = key.reporter;
+        let v4 = key.sender.is_ipv4();
+        let (src, dst) = (key.sender, key.receiver);
         let mut subject = Map::new();
         subject.insert("reporter".into(), json!(reporter.to_string()));
-        subject.insert("sender".into(), json!(q.src.to_string()));
-        subject.insert("receiver".into(), json!(q.dst.to_string()));
+        subject.insert("sender".into(), json!(src.to_string()));
+        subject.insert("receiver".into(), json!(dst.to_string()));
         let mut evidence = Map::new();
         let what = if v4 { "fragmentation needed" } else { "packet too big" };
         evidence.insert("icmp_type".into(), json!(if v4 { "frag_needed" } else { "packet_too_big" }));
@@ -162,8 +189,8 @@ impl PmtuDetector {
             last_seen_ns: now,
             summary: format!(
                 "{reporter} tells {} that packets to {} must fit {} bytes (ICMP {what}, {}x, {} flow{})",
-                q.src,
-                q.dst,
+                src,
+                dst,
                 s.mtu,
                 s.count,
                 s.flow_count,
@@ -175,14 +202,14 @@ impl PmtuDetector {
                 "Path MTU discovery is working: keep ICMP {what} allowed. If the path MTU of {} is permanent \
                  (a tunnel), clamp TCP MSS to {} on the gateway to save the first round trips.",
                 s.mtu,
-                s.mtu.saturating_sub(ip_header_len(q.src))
+                s.mtu.saturating_sub(ip_header_len(src))
             ),
         };
         book.upsert(finding, format!("{}", s.mtu), now);
     }
 
     /// A retransmitted large DF TCP segment.
-    pub fn on_retransmit(&mut self, ev: &Event, book: &mut FindingBook) {
+    pub fn on_retransmit(&mut self, ev: &Event) {
         let info = ev.header.info;
         let now = ev.header.ts_ns;
         let flow = TcpFlow { sender: ev.src_ip(), sport: ev.header.src_port, receiver: ev.dst_ip(), dport: ev.header.dst_port };
@@ -200,6 +227,11 @@ impl PmtuDetector {
         if icmp_seen {
             return;
         }
+        self.pending_black_holes.mark(&flow, now);
+    }
+
+    fn report_black_hole(&mut self, flow: TcpFlow, now: u64, book: &mut FindingBook) {
+        let Some(r) = self.flows.peek(&flow) else { return };
         let hdr = ip_header_len(flow.sender);
         let (seg, acked, oversized, first) = (r.segment_size, r.largest_acked, r.oversized, r.first);
         let estimated = self
@@ -254,7 +286,7 @@ impl PmtuDetector {
     }
 
     /// A SYN: its MSS against the known path MTU.
-    pub fn on_syn(&mut self, ev: &Event, book: &mut FindingBook) {
+    pub fn on_syn(&mut self, ev: &Event) {
         let info = ev.header.info;
         if ev.header.tcp_flags & TCP_ACK != 0 || info.tcp_mss == 0 {
             return;
@@ -271,23 +303,32 @@ impl PmtuDetector {
             return;
         }
         let now = ev.header.ts_ns;
+        let m = self.mss.entry((client, server), || MssInfo { first: now, mss: 0, path_mtu, source });
+        (m.mss, m.path_mtu, m.source) = (info.tcp_mss, path_mtu, source);
+        self.pending_mss.mark(&(client, server), now);
+    }
+
+    fn report_mss(&mut self, (client, server): (IpAddr, IpAddr), now: u64, book: &mut FindingBook) {
+        let Some(m) = self.mss.peek(&(client, server)) else { return };
+        let (mss, path_mtu, source, first) = (m.mss, m.path_mtu, m.source, m.first);
+        let hdr = ip_header_len(client);
         let mut subject = Map::new();
         subject.insert("client".into(), json!(client.to_string()));
         subject.insert("server".into(), json!(server.to_string()));
         let mut evidence = Map::new();
-        evidence.insert("mss".into(), json!(info.tcp_mss));
+        evidence.insert("mss".into(), json!(mss));
         evidence.insert("path_mtu".into(), json!(path_mtu));
         evidence.insert("path_mtu_source".into(), json!(source));
         let fit = path_mtu.saturating_sub(hdr);
         let finding = Finding {
             kind: "mss_exceeds_path_mtu",
             severity: Severity::Warning,
-            first_seen_ns: now,
+            first_seen_ns: first,
             last_seen_ns: now,
             summary: format!(
                 "{client} opens TCP to {server} with MSS {}: segments of {} bytes will not fit the {path_mtu}-byte path",
-                info.tcp_mss,
-                info.tcp_mss as u32 + hdr
+                mss,
+                mss as u32 + hdr
             ),
             subject,
             evidence,
@@ -296,7 +337,20 @@ impl PmtuDetector {
                  tcp flags syn tcp option maxseg size set {fit}`), or make sure ICMP fragmentation-needed reaches {client}."
             ),
         };
-        book.upsert(finding, format!("{}|{path_mtu}", info.tcp_mss), now);
+        book.upsert(finding, format!("{}|{path_mtu}", mss), now);
+    }
+
+    /// Builds the findings whose evidence changed since the last flush.
+    pub fn flush(&mut self, book: &mut FindingBook) {
+        for (k, at) in self.pending_signals.drain() {
+            self.report_signal(k, at, book);
+        }
+        for (k, at) in self.pending_black_holes.drain() {
+            self.report_black_hole(k, at, book);
+        }
+        for (k, at) in self.pending_mss.drain() {
+            self.report_mss(k, at, book);
+        }
     }
 }
 

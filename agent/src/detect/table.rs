@@ -5,12 +5,13 @@
 
 use std::{hash::Hash, num::NonZeroUsize};
 
+use ahash::RandomState;
 use lru::LruCache;
 
 /// An LRU map with a fixed capacity and an eviction counter.
 pub struct Table<K: Hash + Eq, V> {
     name: &'static str,
-    map: LruCache<K, V>,
+    map: LruCache<K, V, RandomState>,
     evictions: u64,
 }
 
@@ -19,7 +20,9 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// `capacity` entries.
     pub fn new(name: &'static str, capacity: u64) -> Table<K, V> {
         let cap = NonZeroUsize::new(capacity.clamp(1, usize::MAX as u64) as usize).unwrap();
-        Table { name, map: LruCache::new(cap), evictions: 0 }
+        // aHash: fast, and keyed per process, so keys chosen by whoever sends the
+        // packets cannot be made to collide.
+        Table { name, map: LruCache::with_hasher(cap, RandomState::new()), evictions: 0 }
     }
 
     /// The table's name.
@@ -40,14 +43,17 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// The entry for `key`, created with `make` if missing (evicting the least
     /// recently used entry when full).
     pub fn entry(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        if !self.map.contains(&key) {
-            if let Some((old, _)) = self.map.push(key.clone(), make()) {
-                if old != key {
-                    self.evictions += 1;
-                }
-            }
+        let full = self.map.len() == self.map.cap().get();
+        let mut inserted = false;
+        let evictions = &mut self.evictions;
+        let value = self.map.get_or_insert_mut(key, || {
+            inserted = true;
+            make()
+        });
+        if inserted && full {
+            *evictions += 1;
         }
-        self.map.get_mut(&key).expect("just inserted")
+        value
     }
 
     /// Removes `key`.
