@@ -141,3 +141,40 @@ pub fn dns_query(id: u16, name: &str) -> Vec<u8> {
     m.extend_from_slice(&[0, 0, 1, 0, 1]);
     m
 }
+
+/// A DNS response message to [`dns_query`]`(id, name)`: the question echoed, no
+/// answers, response code `rcode` (2 = SERVFAIL, 3 = NXDOMAIN).
+pub fn dns_response(id: u16, name: &str, rcode: u8) -> Vec<u8> {
+    let mut m = dns_query(id, name);
+    m[2] = 0x81;
+    m[3] = 0x80 | (rcode & 0x0f);
+    m
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time as the agent writes it
+/// (`2020-06-17T20:21:32.289178Z`), or `None` when it is not one.
+pub fn rfc3339_secs(s: &str) -> Option<f64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let (h, min) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let sec: f64 = t.next()?.parse().ok()?;
+    // Days from 1970-01-01 to y-m-d (proleptic Gregorian), after Howard Hinnant.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3_600 + min * 60) as f64 + sec)
+}
+
+/// Makes sure the lab's Debian packages (and openssl) are there for a live test,
+/// installing what is missing the way `pathwatch lab` does.
+pub fn lab_tools() {
+    pathwatch::lab::packages::ensure(&mut |l| eprintln!("{l}")).expect("lab packages");
+    assert!(pathwatch::lab::packages::on_path("openssl"), "openssl is missing: apt-get install openssl");
+}

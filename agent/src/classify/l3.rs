@@ -55,6 +55,15 @@ pub(crate) fn parse_l2_l3(frame: &[u8], p: &mut Parsed) -> Option<L3> {
 }
 
 fn ipv4(frame: &[u8], p: &mut Parsed, off: usize) -> Option<L3> {
+    // The kernel rejects a total length below the IHL before it asks for the options;
+    // etherparse asks for the options first, and would call such a header truncated
+    // when it is also cut inside its options.
+    if let Some(h) = frame.get(off..off + 20) {
+        let ihl = ((h[0] & 0x0f) as usize) * 4;
+        if h[0] >> 4 == 4 && ihl >= 20 && (u16::from_be_bytes([h[2], h[3]]) as usize) < ihl {
+            return None;
+        }
+    }
     let ip = match Ipv4HeaderSlice::from_slice(&frame[off..]) {
         Ok(ip) => ip,
         Err(etherparse::err::ipv4::HeaderSliceError::Len(_)) => {
@@ -86,6 +95,11 @@ fn ipv4(frame: &[u8], p: &mut Parsed, off: usize) -> Option<L3> {
 }
 
 fn ipv6(frame: &[u8], p: &mut Parsed, off: usize) -> Option<L3> {
+    // As in the kernel, the version is checked once 8 bytes are there: a header that
+    // is not IPv6 is not a truncated one (etherparse wants all 40 bytes first).
+    if frame.len() >= off + 8 && frame[off] >> 4 != 6 {
+        return None;
+    }
     let ip = match Ipv6HeaderSlice::from_slice(&frame[off..]) {
         Ok(ip) => ip,
         Err(etherparse::err::ipv6::HeaderSliceError::Len(_)) => {

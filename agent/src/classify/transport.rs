@@ -6,7 +6,7 @@ use agent_common::{
     event::IP_FLAG_DF,
     proto::*,
 };
-use etherparse::{Icmpv4Slice, TcpHeaderSlice, UdpHeaderSlice};
+use etherparse::{TcpHeaderSlice, UdpHeaderSlice};
 
 use super::{FlowTable, L3, Parsed, dtls, l3};
 
@@ -149,12 +149,15 @@ fn track_large_segment(frame: &[u8], flows: &mut FlowTable, p: &mut Parsed, seg_
 }
 
 pub(crate) fn icmp(frame: &[u8], p: &mut Parsed, l3: &L3) {
-    let Ok(icmp) = Icmpv4Slice::from_slice(&frame[l3.l4_off.min(l3.end)..l3.end]) else {
+    // The ICMPv4 and ICMPv6 headers share their layout, and their first 8 bytes are
+    // all either classifier reads. Not etherparse's Icmpv4Slice: it also wants a
+    // timestamp message (type 13/14, code 0) to be exactly 20 bytes, and would call a
+    // cut or padded one truncated where the kernel, rightly, does not.
+    let Some(hdr) = frame[l3.l4_off.min(l3.end)..l3.end].get(..ICMP_HLEN) else {
         p.truncated = true;
         return;
     };
-    // The ICMPv4 and ICMPv6 headers share their layout; etherparse's v4 slice reads both.
-    let (t, code, rest) = (icmp.type_u8(), icmp.code_u8(), icmp.bytes5to8());
+    let (t, code, rest) = (hdr[0], hdr[1], [hdr[4], hdr[5], hdr[6], hdr[7]]);
     let is_error = if p.ip_version == 4 { is_icmpv4_error(t) } else { is_icmpv6_error(t) };
     if !is_error {
         return;

@@ -101,7 +101,12 @@ impl TestRunner {
     /// Runs `frame` once through the TC program as a packet that came in on
     /// `ingress_ifindex` (0: one this host originated), and collects the events it
     /// emitted. With `want_class`, the class is read back as in [`run`](Self::run).
-    pub fn run_tc_from(&mut self, frame: &[u8], ingress_ifindex: u32, want_class: bool) -> Result<RunResult, KernelError> {
+    pub fn run_tc_from(
+        &mut self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        want_class: bool,
+    ) -> Result<RunResult, KernelError> {
         // A `struct __sk_buff` with only `ingress_ifindex` (offset 36) set; the kernel
         // rejects a context with fields it does not let a test run set.
         let mut ctx = [0u8; SK_BUFF_LEN];

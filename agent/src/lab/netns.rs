@@ -6,7 +6,7 @@
 //! also when a scenario fails (Drop), and leftovers of a killed run are removed first.
 
 use std::{
-    io,
+    io::{self, Write},
     path::Path,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -14,7 +14,9 @@ use std::{
 
 /// Runs a command to completion; an error carries the command and its stderr.
 pub fn run(cmd: &mut Command) -> io::Result<Output> {
-    let out = cmd.output().map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
+    let out = cmd
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "{cmd:?} failed ({}): {}",
@@ -33,6 +35,7 @@ pub fn ip(args: &[&str]) -> io::Result<Output> {
 /// A network namespace, deleted (with every process still in it) on drop.
 pub struct NetNs {
     name: String,
+    armed: bool,
 }
 
 impl NetNs {
@@ -40,7 +43,10 @@ impl NetNs {
     pub fn new(name: &str) -> io::Result<NetNs> {
         remove_netns(name);
         ip(&["netns", "add", name])?;
-        let ns = NetNs { name: name.to_string() };
+        let ns = NetNs {
+            name: name.to_string(),
+            armed: true,
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -64,7 +70,9 @@ impl NetNs {
 
     /// `sysctl -w KEY=VALUE` inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> io::Result<Output> {
-        run(self.cmd("sysctl").args(["-q", "-w", &format!("{key}={value}")]))
+        run(self
+            .cmd("sysctl")
+            .args(["-q", "-w", &format!("{key}={value}")]))
     }
 
     /// Runs a program inside the namespace to completion.
@@ -72,10 +80,65 @@ impl NetNs {
         run(self.cmd(program).args(args))
     }
 
-    /// Starts a program inside the namespace, killed by PID when the handle drops.
-    pub fn spawn(&self, name: &str, program: &str, args: &[&str], log: Option<&Path>) -> io::Result<Daemon> {
+    /// Runs a program inside the namespace to completion with `input` on its standard
+    /// input (`nft -f -`).
+    pub fn exec_with_input(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: &[u8],
+    ) -> io::Result<Output> {
         let mut c = self.cmd(program);
-        c.args(args).stdin(Stdio::null());
+        c.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let what = format!("{c:?}");
+        let mut child = c
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input)?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "{what} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Starts a program inside the namespace, killed by PID when the handle drops.
+    pub fn spawn(
+        &self,
+        name: &str,
+        program: &str,
+        args: &[&str],
+        log: Option<&Path>,
+    ) -> io::Result<Daemon> {
+        self.spawn_with_input(name, program, args, log, None)
+    }
+
+    /// Like [`NetNs::spawn`], with `input` written to the program's standard input,
+    /// which is then closed (a password for `--passwd-on-stdin`). Without `input`
+    /// standard input is /dev/null. Standard output and error go to `log` (truncated).
+    pub fn spawn_with_input(
+        &self,
+        name: &str,
+        program: &str,
+        args: &[&str],
+        log: Option<&Path>,
+        input: Option<&[u8]>,
+    ) -> io::Result<Daemon> {
+        let mut c = self.cmd(program);
+        c.args(args).stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         match log {
             Some(path) => {
                 let f = std::fs::File::create(path)?;
@@ -85,8 +148,25 @@ impl NetNs {
                 c.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        let child = c.spawn().map_err(|e| io::Error::new(e.kind(), format!("starting {name} ({program}): {e}")))?;
-        Ok(Daemon { name: name.to_string(), child: Some(child) })
+        let mut child = c
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("starting {name} ({program}): {e}")))?;
+        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+            // A program that exits before reading is reported by its log, not here.
+            let _ = stdin.write_all(bytes);
+        }
+        Ok(Daemon {
+            name: name.to_string(),
+            ns: self.name.clone(),
+            child: Some(child),
+        })
+    }
+
+    /// Leaves the namespace in place when the handle drops (`pathwatch lab --keep`);
+    /// returns its name.
+    pub fn release(mut self) -> String {
+        self.armed = false;
+        self.name.clone()
     }
 
     /// PIDs of the processes in the namespace.
@@ -97,29 +177,46 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        remove_netns(&self.name);
+        if self.armed {
+            remove_netns(&self.name);
+        }
     }
 }
 
-fn pids_in(ns: &str) -> Vec<u32> {
+/// PIDs of the processes in namespace `ns` (none when it does not exist).
+pub fn pids_in(ns: &str) -> Vec<u32> {
     Command::new("ip")
         .args(["netns", "pids", ns])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Kills every process in namespace `name` (by PID) and deletes it; quiet if absent.
+/// Kills again what shows up meanwhile (a daemon's child forked before its parent
+/// died), for up to two seconds.
 pub fn remove_netns(name: &str) {
-    for pid in pids_in(name) {
-        // SAFETY: kill(2) on a PID that `ip netns pids` reported for our namespace.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    }
     let deadline = Instant::now() + Duration::from_secs(2);
-    while !pids_in(name).is_empty() && Instant::now() < deadline {
+    loop {
+        let pids = pids_in(name);
+        if pids.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        for pid in pids {
+            // SAFETY: kill(2) on a PID that `ip netns pids` reported for our namespace.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+    let _ = Command::new("ip")
+        .args(["netns", "del", name])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Namespaces whose names start with `prefix` (leftovers of a killed run).
@@ -140,7 +237,20 @@ pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
 
 /// Connects `a` and `b` with a veth pair named `a_if` / `b_if` (at most 15 bytes).
 pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> io::Result<()> {
-    ip(&["link", "add", a_if, "netns", a.name(), "type", "veth", "peer", "name", b_if, "netns", b.name()])?;
+    ip(&[
+        "link",
+        "add",
+        a_if,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ])?;
     a.ip(&["link", "set", a_if, "up"])?;
     b.ip(&["link", "set", b_if, "up"])?;
     Ok(())
@@ -149,6 +259,7 @@ pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> io::Result<()> {
 /// A process the lab started, killed by PID on drop.
 pub struct Daemon {
     name: String,
+    ns: String,
     child: Option<Child>,
 }
 
@@ -156,6 +267,33 @@ impl Daemon {
     /// The process's name in messages.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The namespace it runs in.
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    /// Lets the process run on after the handle drops (`pathwatch lab --keep`);
+    /// returns its PID (0 when it was already stopped).
+    pub fn release(mut self) -> u32 {
+        self.child.take().map_or(0, |c| c.id())
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; returns its exit
+    /// code (`Some(-1)` when a signal ended it), or `None` while it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The PID.
@@ -173,7 +311,9 @@ impl Daemon {
 
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Sends `signal` and waits up to `timeout` for the process to exit (then kills it).

@@ -1,0 +1,142 @@
+//! The lab's three hosts: a client, a gateway that forwards, and a server, in their
+//! own network namespaces, joined by two veth pairs.
+//!
+//! ```text
+//!  {p}client            {p}gw                       {p}server
+//!  {p}c0 ──────────── {p}g0    {p}g1 ────────────── {p}s0
+//!  198.18.1.2/24   198.18.1.1/24  198.18.2.1/24     198.18.2.2/24
+//!  fd00:1::2/64    fd00:1::1/64   fd00:2::1/64      fd00:2::2/64
+//! ```
+//!
+//! Only 198.18.0.0/15 and fd00::/8 are used (DESIGN.md, "Test network rules"); the
+//! client and the server route everything via the gateway, which forwards IPv4 and
+//! IPv6. The agent watches `{p}g0` and `{p}g1`, as an operator's gateway would.
+
+use std::io;
+
+use super::netns::{NetNs, veth};
+
+/// The client's address.
+pub const CLIENT_V4: &str = "198.18.1.2";
+/// The gateway's address on the client side.
+pub const GW_CLIENT_V4: &str = "198.18.1.1";
+/// The gateway's address on the server side.
+pub const GW_SERVER_V4: &str = "198.18.2.1";
+/// The server's address.
+pub const SERVER_V4: &str = "198.18.2.2";
+/// The client's IPv6 address.
+pub const CLIENT_V6: &str = "fd00:1::2";
+/// The gateway's IPv6 address on the client side.
+pub const GW_CLIENT_V6: &str = "fd00:1::1";
+/// The gateway's IPv6 address on the server side.
+pub const GW_SERVER_V6: &str = "fd00:2::1";
+/// The server's IPv6 address.
+pub const SERVER_V6: &str = "fd00:2::2";
+
+/// Longest interface name the kernel takes (IFNAMSIZ - 1).
+const IFNAME_MAX: usize = 15;
+
+/// Client, gateway and server namespaces, removed (with their processes) on drop.
+pub struct Topology {
+    /// The client host.
+    pub client: NetNs,
+    /// The gateway (forwards; the agent runs here).
+    pub gw: NetNs,
+    /// The server host.
+    pub server: NetNs,
+    /// The client's interface.
+    pub client_if: String,
+    /// The gateway's client-side interface.
+    pub gw_client_if: String,
+    /// The gateway's server-side interface.
+    pub gw_server_if: String,
+    /// The server's interface.
+    pub server_if: String,
+}
+
+impl Topology {
+    /// Builds `{prefix}client`, `{prefix}gw` and `{prefix}server` (replacing
+    /// leftovers of the same names). Interface names are `{prefix}c0`, `{prefix}g0`,
+    /// `{prefix}g1`, `{prefix}s0`, so `prefix` has at most 13 bytes.
+    pub fn build(prefix: &str) -> io::Result<Topology> {
+        if prefix.len() + 2 > IFNAME_MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("namespace prefix {prefix:?} is too long"),
+            ));
+        }
+        let client = NetNs::new(&format!("{prefix}client"))?;
+        let gw = NetNs::new(&format!("{prefix}gw"))?;
+        let server = NetNs::new(&format!("{prefix}server"))?;
+        let t = Topology {
+            client,
+            gw,
+            server,
+            client_if: format!("{prefix}c0"),
+            gw_client_if: format!("{prefix}g0"),
+            gw_server_if: format!("{prefix}g1"),
+            server_if: format!("{prefix}s0"),
+        };
+        veth(&t.client, &t.client_if, &t.gw, &t.gw_client_if)?;
+        veth(&t.gw, &t.gw_server_if, &t.server, &t.server_if)?;
+        let addrs = [
+            (&t.client, &t.client_if, CLIENT_V4, CLIENT_V6),
+            (&t.gw, &t.gw_client_if, GW_CLIENT_V4, GW_CLIENT_V6),
+            (&t.gw, &t.gw_server_if, GW_SERVER_V4, GW_SERVER_V6),
+            (&t.server, &t.server_if, SERVER_V4, SERVER_V6),
+        ];
+        for (ns, dev, v4, v6) in addrs {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            // nodad: the address is usable at once instead of after duplicate
+            // address detection (a second or so).
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ])?;
+        }
+        t.gw.sysctl("net.ipv4.ip_forward", "1")?;
+        t.gw.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        t.client
+            .ip(&["route", "add", "default", "via", GW_CLIENT_V4])?;
+        t.client
+            .ip(&["-6", "route", "add", "default", "via", GW_CLIENT_V6])?;
+        t.server
+            .ip(&["route", "add", "default", "via", GW_SERVER_V4])?;
+        t.server
+            .ip(&["-6", "route", "add", "default", "via", GW_SERVER_V6])?;
+        Ok(t)
+    }
+
+    /// The gateway's interfaces, client side first: what the agent watches.
+    pub fn gw_interfaces(&self) -> [&str; 2] {
+        [&self.gw_client_if, &self.gw_server_if]
+    }
+
+    /// The three namespaces, client first.
+    pub fn namespaces(&self) -> [&NetNs; 3] {
+        [&self.client, &self.gw, &self.server]
+    }
+
+    /// Sets the MTU of the gateway's server-side interface only: the far link is
+    /// narrower than what the hosts send, and the gateway has to say so (ICMP
+    /// fragmentation needed). The server keeps 1500, so its SYN-ACK still offers an
+    /// MSS that does not fit.
+    pub fn narrow_far_link(&self, mtu: u32) -> io::Result<()> {
+        self.gw
+            .ip(&["link", "set", &self.gw_server_if, "mtu", &mtu.to_string()])?;
+        Ok(())
+    }
+
+    /// Leaves the namespaces up when the topology drops (`--keep`); returns their names.
+    pub fn release(self) -> Vec<String> {
+        let Topology {
+            client, gw, server, ..
+        } = self;
+        vec![client.release(), gw.release(), server.release()]
+    }
+}
