@@ -7,7 +7,9 @@
 //! `bench` and `fuzz` are expected to join as `bench.rs` / `fuzz.rs` with a variant each.
 
 mod apt;
+mod bench;
 mod build;
+mod fuzz;
 mod lab;
 mod setup;
 mod sh;
@@ -43,6 +45,11 @@ enum Command {
     Test(test::Args),
     /// Setup, release build of `pathwatch`, then `pathwatch lab ARGS...`.
     Lab(lab::Args),
+    /// Setup, release build, then the benchmarks (BENCHMARKS.md rewritten when all run).
+    Bench(bench::Args),
+    /// libFuzzer on the parsers, decoders, detectors and kernel programs (cargo-fuzz,
+    /// tests/fuzz), seeded from tests/pcaps; a crash fails the command.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +60,8 @@ fn main() -> ExitCode {
         Command::Build => build::run(),
         Command::Test(args) => test::run(&args),
         Command::Lab(args) => lab::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

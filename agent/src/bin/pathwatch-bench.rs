@@ -81,13 +81,18 @@ fn sibling(name: &str) -> PathBuf {
     std::env::current_exe().expect("own path").with_file_name(name)
 }
 
+/// The table goes to standard output, or with `--json` to standard error while the
+/// JSON object goes to standard output (`cargo xtask bench` keeps both).
 fn print(json: bool, value: Value, table: Vec<String>) {
-    if json {
-        println!("{value}");
-    } else {
-        for l in table {
+    for l in table {
+        if json {
+            eprintln!("{l}");
+        } else {
             println!("{l}");
         }
+    }
+    if json {
+        println!("{value}");
     }
 }
 

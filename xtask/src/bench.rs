@@ -1,0 +1,148 @@
+//! `cargo xtask bench [kernel|flood|replay|consumer|memory] [--json]`: the benchmarks,
+//! measured side by side in one run on this machine, and `BENCHMARKS.md` rewritten
+//! with the figures, the date and the command when all of them ran.
+//!
+//! The measuring is done by the `pathwatch-bench` binary (it needs the agent's
+//! library and the kernel programs); this command builds it, runs each benchmark
+//! with `--json`, shows its table, and writes the report.
+
+use std::{fmt::Write as _, process::Command, time::Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::{setup, sh};
+
+/// The benchmarks, in report order.
+pub const ALL: [&str; 5] = ["kernel", "flood", "replay", "consumer", "memory"];
+
+/// Arguments.
+#[derive(clap::Args)]
+pub struct Args {
+    /// One benchmark (all of them, and BENCHMARKS.md rewritten, when omitted).
+    #[arg(value_parser = ALL)]
+    pub(crate) which: Option<String>,
+    /// Print each benchmark's JSON object on standard output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Runs the benchmarks.
+pub fn run(args: &Args) -> Result<()> {
+    setup::run()?;
+    sh::run("bench:", sh::cargo().args(["build", "--release", "-p", "pathwatch"]))?;
+    let bin = sh::target_dir().join("release/pathwatch-bench");
+    let which: Vec<&str> = match &args.which {
+        Some(w) => vec![w.as_str()],
+        None => ALL.to_vec(),
+    };
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for w in &which {
+        let t = Instant::now();
+        eprintln!("bench: {w}");
+        let out = Command::new(&bin).args([w, "--json"]).output().with_context(|| format!("running {}", bin.display()))?;
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            bail!("{w} benchmark failed ({})", out.status);
+        }
+        let value: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("{w}: not one JSON object"))?;
+        if args.json {
+            println!("{value}");
+        }
+        eprintln!("bench: {w} took {}", sh::fmt_duration(t.elapsed()));
+        results.push((*w, value));
+    }
+    if args.which.is_none() {
+        let path = sh::workspace_root().join("BENCHMARKS.md");
+        std::fs::write(&path, report(&results, started.elapsed().as_secs_f64()))?;
+        eprintln!("bench: wrote {} ({} in all)", path.display(), sh::fmt_duration(started.elapsed()));
+    }
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "yes" } else { "**no**" }
+}
+
+/// BENCHMARKS.md from the figures.
+pub fn report(results: &[(&str, Value)], secs: f64) -> String {
+    let mut o = String::new();
+    let date = sh::capture("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
+    let _ = writeln!(o, "# pathwatch benchmarks\n");
+    let _ = writeln!(o, "Measured {} on {} with `cargo xtask bench` ({secs:.0} s for all five).", date.trim(), machine());
+    let _ = writeln!(o, "Every figure is measured side by side with its peer or baseline in the same run;");
+    let _ = writeln!(o, "the machine is shared, so ratios matter more than absolute numbers. Rerun one");
+    let _ = writeln!(o, "benchmark with `cargo xtask bench kernel|flood|replay|consumer|memory [--json]`.\n");
+    for (name, v) in results {
+        match *name {
+            "kernel" => {
+                let base = f(&v["baseline_ns"]);
+                let _ = writeln!(o, "## Kernel cost per packet\n");
+                let _ = writeln!(o, "BPF_PROG_TEST_RUN through `pathwatch_xdp`, {} repeats, minimum of {} runs, beside an XDP program that only returns XDP_PASS (**{base:.0} ns**). Evented kinds are measured with a thread draining the ring buffer (reservations failed: {}).\n", v["repeats"], v["rounds"], v["ringbuf_full"]);
+                let _ = writeln!(o, "| packet | ns/packet | over XDP_PASS | goal | met |\n|---|---:|---:|---:|---|");
+                for (k, ns) in v["ns"].as_object().into_iter().flatten() {
+                    let evented = !matches!(k.as_str(), "tcp_nonmatch" | "udp_nonmatch" | "dtls_app_data");
+                    let goal = if evented { 40.0 } else { 3.0 };
+                    let over = f(ns) - base;
+                    let _ = writeln!(o, "| {k} | {:.0} | +{over:.0} | +{goal:.0} | {} |", f(ns), met(over <= goal));
+                }
+                for (k, ns) in v["extra_ns"].as_object().into_iter().flatten() {
+                    let _ = writeln!(o, "| {k} (extra) | {:.0} | +{:.0} | - | - |", f(ns), f(ns) - base);
+                }
+                let _ = writeln!(o);
+            }
+            "flood" => {
+                let _ = writeln!(o, "## Live flood on veth\n");
+                let _ = writeln!(o, "DNS-shaped UDP (sendmmsg) from one namespace to another; delivered = datagrams the receiving socket got.\n");
+                let _ = writeln!(o, "| setup | sent | delivered | packets/s | vs no agent | counted | lost events / kernel drops |\n|---|---:|---:|---:|---:|---:|---|");
+                let none = f(&v["none"]["pps"]);
+                for (k, label) in [("none", "no agent"), ("native", "pathwatch, native XDP"), ("skb", "pathwatch, skb XDP"), ("tcpdump", "tcpdump -w /dev/null 'udp port 53'")] {
+                    let r = &v[k];
+                    let counted = r.get("counted_dns").map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+                    let lost = r.get("events_lost").or_else(|| r.get("dropped_by_kernel")).map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+                    let _ = writeln!(o, "| {label} | {} | {} | {:.0} | {:+.1} % | {counted} | {lost} |", r["sent"], r["delivered"], f(&r["pps"]), (f(&r["pps"]) / none - 1.0) * 100.0);
+                }
+                let _ = writeln!(o, "\nConsumer: events lost at each offered event rate (pathwatch native XDP):\n\n| offered events/s | sent/s | lost |\n|---:|---:|---:|");
+                for c in v["consumer"].as_array().into_iter().flatten() {
+                    let _ = writeln!(o, "| {} | {:.0} | {} |", c["offered"], f(&c["sent_per_s"]), c["events_lost"]);
+                }
+                let _ = writeln!(o);
+            }
+            "replay" => {
+                let ratio = f(&v["ratio"]);
+                let _ = writeln!(o, "## Replay\n\n`pathwatch replay` vs `tshark -r FILE -Y 'dns || dtls || icmp'` on the same generated capture of {} mixed frames, each pinned to one core (CPU time).\n", v["frames"]);
+                let _ = writeln!(o, "| tool | packets/s | goal | met |\n|---|---:|---|---|");
+                let _ = writeln!(o, "| pathwatch replay | {:.2} M | >= 3 M | {} |", f(&v["replay_pps"]) / 1e6, met(f(&v["replay_pps"]) >= 3e6));
+                let _ = writeln!(o, "| tshark | {:.0} k | | |", f(&v["tshark_pps"]) / 1e3);
+                let _ = writeln!(o, "| ratio | {ratio:.0}x | >= 20x | {} |\n", met(ratio >= 20.0));
+            }
+            "consumer" => {
+                let r = f(&v["events_per_s"]);
+                let _ = writeln!(o, "## Userspace consumer\n\nRing-buffer records decoded and fed through the counters and every detector on one core (CPU time), findings built once per 1024-event drain as `run` does: **{:.2} M events/s** (goal >= 2 M: {}).\n", r / 1e6, met(r >= 2e6));
+            }
+            "memory" => {
+                let (n, fl) = (f(&v["names_peak_rss_mib"]), f(&v["flows_peak_rss_mib"]));
+                let _ = writeln!(o, "## Memory\n\nPeak RSS with the default caps, each in a fresh process:\n\n| after | peak RSS | budget | met |\n|---|---:|---:|---|");
+                let _ = writeln!(o, "| 1 M distinct DNS names | {n:.1} MiB | 128 MiB | {} |", met(n <= 128.0));
+                let _ = writeln!(o, "| 1 M distinct flows (DTLS + TCP) | {fl:.1} MiB | 128 MiB | {} |\n", met(fl <= 128.0));
+            }
+            _ => {}
+        }
+    }
+    o
+}
