@@ -121,7 +121,8 @@ pub struct ReplayCmd {
 /// `lab` options.
 #[derive(Debug, Args)]
 pub struct LabArgs {
-    /// Scenarios to run (all when none is named).
+    /// Scenarios to run (all when none is named): dns-probe-storm, vpn-ok,
+    /// dtls-blocked, dtls-port-mismatch, pmtu-black-hole, pmtu-ok.
     #[arg(value_name = "SCENARIO")]
     pub scenarios: Vec<String>,
     /// Write JSON lines to PATH, or to standard output with `-`.

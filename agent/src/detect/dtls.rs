@@ -165,9 +165,13 @@ impl DtlsDetector {
                 }
             }
             if flow.blocked {
+                let times = flow.hellos.clone();
                 let agg = self.subjects.entry(key.subject(), Agg::default);
                 agg.blocked_hellos += 1;
                 agg.last = now;
+                if times.len() >= agg.retransmits.len() {
+                    agg.retransmits = times;
+                }
                 self.pending_blocked.mark(&key.subject(), now);
             }
         } else {

@@ -40,6 +40,8 @@ struct Retransmits {
     last: u64,
     oversized: u64,
     segment_size: u16,
+    /// IP length of the largest oversized segment (headers and options included).
+    packet_size: u16,
     largest_acked: u16,
 }
 
@@ -213,12 +215,13 @@ impl PmtuDetector {
         let info = ev.header.info;
         let now = ev.header.ts_ns;
         let flow = TcpFlow { sender: ev.src_ip(), sport: ev.header.src_port, receiver: ev.dst_ip(), dport: ev.header.dst_port };
-        let r = self.flows.entry(flow, || Retransmits { first: now, last: now, oversized: 0, segment_size: 0, largest_acked: 0 });
+        let r = self.flows.entry(flow, || Retransmits { first: now, last: now, oversized: 0, segment_size: 0, packet_size: 0, largest_acked: 0 });
         r.last = now;
         r.largest_acked = r.largest_acked.max(info.largest_acked);
         if info.seg_len > r.largest_acked {
             r.oversized += 1;
             r.segment_size = r.segment_size.max(info.seg_len);
+            r.packet_size = r.packet_size.max(ev.header.ip_len);
         }
         if r.oversized < self.min_retransmits {
             return;
@@ -277,7 +280,7 @@ impl PmtuDetector {
             remedy: format!(
                 "Packets of {} bytes do not fit the path and the ICMP that would say so is dropped: let ICMP \
                  fragmentation-needed (IPv6: packet-too-big) through every firewall between {} and {}, or {clamp}.",
-                seg as u32 + hdr,
+                r.packet_size,
                 flow.sender,
                 flow.receiver
             ),
