@@ -37,3 +37,24 @@ pub fn missing() -> Vec<&'static str> {
         .map(|(_, n)| *n)
         .collect()
 }
+
+/// Drops every capability except CAP_BPF and CAP_NET_ADMIN (kept to attach to
+/// interfaces that appear later) from all sets, and from the bounding set; returns the
+/// names kept. Loading is done by then, so CAP_PERFMON and the rest are not needed.
+pub fn keep_only_attach() -> Result<Vec<&'static str>, caps::errors::CapsError> {
+    use caps::{CapSet, Capability};
+    let keep = [(Capability::CAP_BPF, "CAP_BPF"), (Capability::CAP_NET_ADMIN, "CAP_NET_ADMIN")];
+    let permitted = caps::read(None, CapSet::Permitted)?;
+    let kept: caps::CapsHashSet = keep.iter().map(|(c, _)| *c).filter(|c| permitted.contains(c)).collect();
+    // The bounding set first: shrinking it needs CAP_SETPCAP, dropped just below.
+    for c in caps::all() {
+        if !kept.contains(&c) {
+            let _ = caps::drop(None, CapSet::Bounding, c);
+        }
+    }
+    caps::clear(None, CapSet::Ambient)?;
+    caps::set(None, CapSet::Inheritable, &caps::CapsHashSet::new())?;
+    caps::set(None, CapSet::Effective, &kept)?;
+    caps::set(None, CapSet::Permitted, &kept)?;
+    Ok(keep.iter().filter(|(c, _)| kept.contains(c)).map(|(_, n)| *n).collect())
+}

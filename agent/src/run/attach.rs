@@ -111,6 +111,9 @@ fn errno_of(e: &aya::programs::ProgramError) -> Option<i32> {
 pub struct Attachments {
     /// By interface name.
     pub by_name: BTreeMap<String, Attached>,
+    /// Counter slot per interface name, kept for the whole run: an interface that
+    /// goes and comes back counts on in the same slot (and metrics stay monotonic).
+    slots: BTreeMap<String, u32>,
     mode: XdpMode,
     egress: bool,
 }
@@ -118,17 +121,22 @@ pub struct Attachments {
 impl Attachments {
     /// No attachments yet.
     pub fn new(mode: XdpMode, egress: bool) -> Attachments {
-        Attachments { by_name: BTreeMap::new(), mode, egress }
+        Attachments { by_name: BTreeMap::new(), slots: BTreeMap::new(), mode, egress }
     }
 
-    fn free_slot(&self) -> u32 {
-        (1..MAX_IFACE_SLOTS).find(|s| !self.by_name.values().any(|a| a.slot == *s)).unwrap_or(0)
+    fn slot_for(&mut self, name: &str) -> u32 {
+        if let Some(s) = self.slots.get(name) {
+            return *s;
+        }
+        let slot = (1..MAX_IFACE_SLOTS).find(|s| !self.slots.values().any(|v| v == s)).unwrap_or(0);
+        self.slots.insert(name.to_string(), slot);
+        slot
     }
 
     /// Attaches to `name`; returns a notice to print when XDP fell back to skb mode.
     pub fn attach(&mut self, kernel: &mut Kernel, name: &str) -> Result<Option<String>, AttachError> {
         let ifindex = ifindex(name).ok_or_else(|| AttachError::NoSuchInterface(name.to_string()))?;
-        let slot = self.free_slot();
+        let slot = self.slot_for(name);
         let modes: &[(AyaXdpMode, &'static str)] = match self.mode {
             XdpMode::Auto => &[(AyaXdpMode::Driver, "native"), (AyaXdpMode::Skb, "skb")],
             XdpMode::Native => &[(AyaXdpMode::Driver, "native")],

@@ -6,6 +6,7 @@
 
 mod attach;
 mod clock;
+pub mod links;
 pub mod metrics;
 mod stats;
 
@@ -178,6 +179,31 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
         }
     }
 
+    // Interfaces that come and go: rtnetlink notifications, no polling.
+    // SAFETY (both registrations): the registered value owns its fd for as long as the
+    // AsyncFd holds it; nothing else closes it.
+    let mut link_watch = match links::LinkWatch::new().map(|w| unsafe { AsyncFd::register(w) }) {
+        Ok(Ok(w)) => Some(w),
+        Ok(Err(e)) => {
+            out.error(&format!("warning: cannot watch for interfaces coming and going: {e}"));
+            None
+        }
+        Err(e) => {
+            out.error(&format!("warning: cannot watch for interfaces coming and going: {e}"));
+            None
+        }
+    };
+
+    // Loading and attaching are done: keep only what re-attaching needs.
+    match crate::caps::keep_only_attach() {
+        Ok(kept) if kept.is_empty() => out.error("pathwatch: dropped all capabilities"),
+        Ok(kept) => out.error(&format!(
+            "pathwatch: keeping {} (to attach to interfaces that appear), dropped every other capability",
+            kept.join(" and ")
+        )),
+        Err(e) => out.error(&format!("warning: could not drop capabilities: {e}")),
+    }
+
     let mut ring = match unsafe { AsyncFd::register(ring) } {
         Ok(r) => r,
         Err(e) => {
@@ -227,6 +253,20 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
             _ = sighup.recv() => {
                 reload(&args, &mut config, &shared, out);
             }
+            guard = async { link_watch.as_mut().expect("guarded").readable_mut().await }, if link_watch.is_some() => {
+                let Ok(mut guard) = guard else { link_watch = None; continue };
+                loop {
+                    match guard.get_inner_mut().read() {
+                        Ok(changes) => on_links(&changes, &args.interfaces, &mut attachments, &shared, out),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            out.error(&format!("warning: interface notifications: {e}"));
+                            break;
+                        }
+                    }
+                }
+                guard.clear_ready();
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut sleep_until => break,
@@ -273,6 +313,56 @@ fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, shared: &Shared, clo
     }
     for f in st.detectors.take_due() {
         out.finding(&f);
+    }
+}
+
+/// Whether interface `name` is one of the `-i` arguments (a name or a glob).
+fn wanted(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| if is_glob(p) { glob_match(p, name) } else { p == name })
+}
+
+/// Attaches to watched interfaces that appear, lets go of those that go.
+fn on_links(changes: &[links::LinkChange], patterns: &[String], att: &mut Attachments, shared: &Shared, out: &mut Output) {
+    let mut changed = false;
+    for c in changes {
+        match c {
+            links::LinkChange::Up { name, ifindex } if wanted(patterns, name) => {
+                let mut k = shared.kernel.lock().expect("kernel lock");
+                match att.by_name.get(name) {
+                    Some(a) if a.ifindex == *ifindex => continue,
+                    Some(_) => {
+                        att.detach(&mut k, name);
+                    }
+                    None => {}
+                }
+                match att.attach(&mut k, name) {
+                    Ok(notice) => {
+                        if let Some(n) = notice {
+                            out.error(&format!("notice: {n}"));
+                        }
+                        let a = &att.by_name[name];
+                        out.error(&format!("pathwatch: {name} appeared: watching it (ifindex {}, XDP {})", a.ifindex, a.xdp_mode));
+                        changed = true;
+                    }
+                    Err(e) => out.error(&format!("error: {name} appeared but cannot be watched: {e}")),
+                }
+            }
+            links::LinkChange::Gone { name, .. } => {
+                let mut k = shared.kernel.lock().expect("kernel lock");
+                if att.detach(&mut k, name).is_some() {
+                    out.error(&format!(
+                        "pathwatch: {name} went away; watching the others{}",
+                        if patterns.iter().any(|p| p == name) { ", and it again when it returns" } else { "" }
+                    ));
+                    changed = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    if changed {
+        shared.state.lock().expect("state lock").interfaces =
+            att.by_name.values().map(|a| (a.name.clone(), a.ifindex, a.slot)).collect();
     }
 }
 
