@@ -9,7 +9,7 @@
 use std::{fmt, path::Path};
 
 use agent_common::{KernelConfig, config::DEFAULT_LARGE_PACKET_BYTES, flow::DEFAULT_FLOW_ENTRIES};
-use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::decode::name::DnsName;
 
@@ -22,41 +22,106 @@ macro_rules! checked_number {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let v = <$inner>::deserialize(d)?;
-                let ok: fn($inner) -> bool = $check;
-                if ok(v) { Ok($name(v)) } else { Err(D::Error::custom(format!(concat!("{} is not allowed here: ", $what), v))) }
+                d.deserialize_any(CheckedVisitor::<$inner> { ok: $check, what: $what }).map($name)
             }
         }
     };
 }
 
+/// The numbers a checked value is read from: a TOML integer, or a float where the
+/// value is a float.
+trait CheckedInner: Copy {
+    fn from_i64(v: i64) -> Option<Self>;
+    fn from_f64(v: f64) -> Option<Self>;
+}
+
+impl CheckedInner for f64 {
+    fn from_i64(v: i64) -> Option<f64> {
+        Some(v as f64)
+    }
+    fn from_f64(v: f64) -> Option<f64> {
+        Some(v)
+    }
+}
+
+macro_rules! checked_integer {
+    ($($t:ty),*) => {$(
+        impl CheckedInner for $t {
+            fn from_i64(v: i64) -> Option<$t> {
+                <$t>::try_from(v).ok()
+            }
+            fn from_f64(_: f64) -> Option<$t> {
+                None
+            }
+        }
+    )*};
+}
+checked_integer!(u16, u32, u64);
+
+/// Reads a number and checks its range; a value of the wrong type (a string, a
+/// float for an integer) is reported with what is allowed, not as a Rust type.
+struct CheckedVisitor<T> {
+    ok: fn(T) -> bool,
+    what: &'static str,
+}
+
+impl<'de, T: CheckedInner> serde::de::Visitor<'de> for CheckedVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.what)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+        match T::from_i64(v) {
+            Some(x) if (self.ok)(x) => Ok(x),
+            _ => Err(E::custom(format!("{v} is not allowed here: expected {}", self.what))),
+        }
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        match i64::try_from(v) {
+            Ok(v) => self.visit_i64(v),
+            Err(_) => Err(E::custom(format!("{v} is not allowed here: expected {}", self.what))),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<T, E> {
+        match T::from_f64(v) {
+            Some(x) if (self.ok)(x) => Ok(x),
+            Some(_) => Err(E::custom(format!("{v} is not allowed here: expected {}", self.what))),
+            None => Err(E::invalid_type(serde::de::Unexpected::Float(v), &self)),
+        }
+    }
+}
+
 checked_number!(
     /// A duration in seconds, greater than zero.
-    Secs(f64), |v| v.is_finite() && v > 0.0, "expected a positive number of seconds"
+    Secs(f64), |v| v.is_finite() && v > 0.0, "a positive number of seconds"
 );
 checked_number!(
     /// A table size, at least 1.
-    Cap(u64), |v| (1..=100_000_000).contains(&v), "expected a capacity from 1 to 100000000"
+    Cap(u64), |v| (1..=100_000_000).contains(&v), "a capacity from 1 to 100000000"
 );
 checked_number!(
     /// A count threshold, at least 2.
-    Count(u64), |v| (2..=1_000_000).contains(&v), "expected a count from 2 to 1000000"
+    Count(u64), |v| (2..=1_000_000).contains(&v), "a count from 2 to 1000000"
 );
 checked_number!(
     /// A fraction from 0 to 1.
-    Ratio(f64), |v| (0.0..=1.0).contains(&v), "expected a fraction from 0 to 1"
+    Ratio(f64), |v| (0.0..=1.0).contains(&v), "a fraction from 0 to 1"
 );
 checked_number!(
     /// A UDP/TCP port, 1-65535.
-    Port(u16), |v| v != 0, "expected a port from 1 to 65535"
+    Port(u16), |v| v != 0, "a port from 1 to 65535"
 );
 checked_number!(
     /// An MTU or packet size in bytes, 576-65535.
-    Bytes(u32), |v| (576..=65535).contains(&v), "expected a size from 576 to 65535 bytes"
+    Bytes(u32), |v| (576..=65535).contains(&v), "a size from 576 to 65535 bytes"
 );
 checked_number!(
     /// A ring-buffer size: a power of two from 4096 bytes to 1 GiB.
-    RingBytes(u32), |v| v.is_power_of_two() && (4096..=1 << 30).contains(&v), "expected a power of two from 4096 to 1073741824"
+    RingBytes(u32), |v| v.is_power_of_two() && (4096..=1 << 30).contains(&v), "a power of two from 4096 to 1073741824"
 );
 
 impl Secs {
@@ -352,6 +417,11 @@ mod tests {
     fn wrong_type_and_impossible_values_point_at_the_value() {
         let e = parse("[dtls]\ntimeout_s = \"ten\"\n").unwrap_err();
         assert_eq!((e.line, e.column), (2, 13), "{e}");
+        assert!(e.message.contains("expected a positive number of seconds"), "{}", e.message);
+        let e = parse("[dns]\nports = [5353.5]\n").unwrap_err();
+        assert!(e.message.contains("expected a port from 1 to 65535"), "{}", e.message);
+        let e = parse("[dns]\nnames_cap = -1\n").unwrap_err();
+        assert!(e.message.contains("-1 is not allowed here: expected a capacity from 1"), "{}", e.message);
         let e = parse("[dns]\ntimeout_s = -5\n").unwrap_err();
         assert_eq!((e.line, e.column), (2, 13), "{e}");
         assert!(e.message.contains("positive number of seconds"), "{}", e.message);

@@ -68,11 +68,14 @@ fn main() -> ExitCode {
         }
         Command::Man => {
             let man = clap_mangen::Man::new(Cli::command());
-            if let Err(e) = man.render(&mut std::io::stdout()) {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
+            match man.render(&mut std::io::stdout()) {
+                // A closed pipe (`pathwatch man | head`) is not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+                _ => ExitCode::SUCCESS,
             }
-            ExitCode::SUCCESS
         }
     }
 }

@@ -11,7 +11,6 @@ use std::{path::Path, process::Command, time::Duration};
 
 use pathwatch::lab::netns::{Daemon, NetNs, veth, wait_for};
 use pathwatch_tests::{TempDir, bin, json_lines, privileged};
-use serde_json::Value;
 
 struct Net {
     client: NetNs,

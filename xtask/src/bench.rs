@@ -108,7 +108,7 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
             }
             "flood" => {
                 let _ = writeln!(o, "## Live flood on veth\n");
-                let _ = writeln!(o, "DNS-shaped UDP (sendmmsg) from one namespace to another; delivered = datagrams the receiving socket got.\n");
+                let _ = writeln!(o, "DNS-shaped UDP (sendmmsg) from one namespace to another for a fixed time; delivered = datagrams that reached the receiver's UDP layer (InDatagrams + RcvbufErrors), so the reader's speed does not count.\n");
                 let _ = writeln!(o, "| setup | sent | delivered | packets/s | vs no agent | counted | lost events / kernel drops |\n|---|---:|---:|---:|---:|---:|---|");
                 let none = f(&v["none"]["pps"]);
                 for (k, label) in [("none", "no agent"), ("native", "pathwatch, native XDP"), ("skb", "pathwatch, skb XDP"), ("tcpdump", "tcpdump -w /dev/null 'udp port 53'")] {
