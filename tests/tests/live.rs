@@ -85,7 +85,7 @@ fn live_counts_equal_tcpdump_on_the_same_interface() {
         .unwrap();
     let pcap = dir.0.join("g0.pcap");
     let tcpdump_log = dir.0.join("tcpdump.log");
-    let mut tcpdump = net.gw.spawn("tcpdump", "tcpdump", &["-i", "g0", "-U", "-n", "-w", pcap.to_str().unwrap()], Some(&tcpdump_log)).unwrap();
+    let mut tcpdump = net.gw.spawn("tcpdump", "tcpdump", &["-i", "g0", "--immediate-mode", "-U", "-n", "-w", pcap.to_str().unwrap()], Some(&tcpdump_log)).unwrap();
     assert!(wait_for(Duration::from_secs(10), || std::fs::read_to_string(&tcpdump_log).unwrap_or_default().contains("listening on")));
     let json = dir.0.join("agent.json");
     let log = dir.0.join("agent.log");
