@@ -3,10 +3,10 @@
 use agent_common::{
     Class, Direction,
     class::{CLASS_SLOTS, Counter, MAX_IFACE_SLOTS, counter_index},
-    names::{MAP_COUNTERS, MAP_STATS},
+    names::{MAP_COUNTERS, MAP_FLOWS, MAP_STATS},
     stats::NUM_STATS,
 };
-use aya::maps::{MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 
 use super::{Kernel, KernelError};
 
@@ -70,5 +70,15 @@ impl Kernel {
             *v = per_cpu.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Flows held in the kernel's large-segment table (an LRU hash: at most
+    /// `pmtu.kernel_flow_entries`). Walks the keys, one syscall each: for the summary,
+    /// not per scrape.
+    pub fn flow_count(&self) -> Result<u64, KernelError> {
+        let map = self.ebpf().map(MAP_FLOWS).expect("FLOWS map is in the object");
+        let flows: BpfHashMap<&MapData, agent_common::FlowKey, agent_common::FlowState> =
+            BpfHashMap::try_from(map).map_err(|e| KernelError::from_any("opening the FLOWS map", e))?;
+        Ok(flows.keys().filter(Result::is_ok).count() as u64)
     }
 }

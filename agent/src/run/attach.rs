@@ -226,24 +226,41 @@ impl TcxAttach for aya::programs::SchedClassifier {
     }
 }
 
-/// Which process holds an XDP link on `ifindex`, from /proc/*/fdinfo of bpf links.
+/// Which process holds an XDP link on `ifindex` of this network namespace, from
+/// /proc/*/fdinfo of bpf links. An ifindex is only unique within a namespace (every
+/// namespace's first veth may be 2), so the link must also carry the program that
+/// rtnetlink says is attached here; without that answer, only processes in this
+/// namespace are considered.
 pub fn xdp_holder(ifindex: u32) -> String {
+    let progs = super::links::xdp_prog_ids(ifindex).unwrap_or_default();
+    let own_netns = std::fs::read_link("/proc/self/ns/net").ok();
     let Ok(procs) = std::fs::read_dir("/proc") else { return String::new() };
     for p in procs.flatten() {
         let pid = p.file_name().to_string_lossy().into_owned();
         if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == std::process::id().to_string() {
             continue;
         }
+        if progs.is_empty() && (own_netns.is_none() || std::fs::read_link(p.path().join("ns/net")).ok() != own_netns) {
+            continue;
+        }
         let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else { continue };
         for fd in fds.flatten() {
             let Ok(info) = std::fs::read_to_string(fd.path()) else { continue };
-            if info.contains("link_type:\txdp") && info.lines().any(|l| l == format!("ifindex:\t{ifindex}")) {
-                let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-                return format!(", held by pid {pid} ({})", comm.trim());
+            let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+            if field("link_type:") != Some("xdp") || field("ifindex:") != Some(ifindex.to_string().as_str()) {
+                continue;
             }
+            if !progs.is_empty() && !field("prog_id:").and_then(|v| v.parse().ok()).is_some_and(|id: u32| progs.contains(&id)) {
+                continue;
+            }
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            return format!(", held by pid {pid} ({})", comm.trim());
         }
     }
-    String::new()
+    match progs.first() {
+        Some(id) => format!(" (program id {id}, held by no process: attached with `ip link` or pinned)"),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

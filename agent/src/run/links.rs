@@ -4,10 +4,10 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
     RouteNetlinkMessage,
-    link::{LinkAttribute, LinkMessage},
+    link::{LinkAttribute, LinkMessage, LinkXdp},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -60,6 +60,46 @@ impl LinkWatch {
         let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
         Ok(parse(&self.buf[..n]))
     }
+}
+
+/// The ids of the XDP programs attached to interface `ifindex` of this network
+/// namespace (RTM_GETLINK, IFLA_XDP): empty when there is none or the interface is
+/// gone. Program ids are global, so unlike an ifindex they tell which process holds
+/// the interface when other namespaces use the same index.
+pub fn xdp_prog_ids(ifindex: u32) -> std::io::Result<Vec<u32>> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut link = LinkMessage::default();
+    link.header.index = ifindex;
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetLink(link));
+    req.header.flags = NLM_F_REQUEST;
+    req.header.sequence_number = 1;
+    req.finalize();
+    let mut out = vec![0u8; req.buffer_len()];
+    req.serialize(&mut out);
+    socket.send(&out, 0)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = socket.recv(&mut &mut buf[..], 0)?;
+    let mut ids = Vec::new();
+    let attributes = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..n]).map(|m| m.payload) {
+        Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m))) => m.attributes,
+        _ => Vec::new(),
+    };
+    for xdp in attributes.iter().filter_map(|a| match a {
+        LinkAttribute::Xdp(x) => Some(x),
+        _ => None,
+    }) {
+        for x in xdp {
+            if let LinkXdp::ProgId(id) | LinkXdp::DrvProgId(id) | LinkXdp::SkbProgId(id) | LinkXdp::HwProgId(id) = x
+                && *id != 0
+                && !ids.contains(id)
+            {
+                ids.push(*id);
+            }
+        }
+    }
+    Ok(ids)
 }
 
 fn name_of(m: &LinkMessage) -> Option<String> {

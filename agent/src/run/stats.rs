@@ -70,6 +70,9 @@ pub fn stats_line(shared: &Shared, clock: &EventClock, started: Instant) -> Valu
 /// The summary line of a live run.
 pub fn summary_line(shared: &Shared, clock: &EventClock, started: Instant) -> Value {
     let (interfaces, packets, classes, kstats) = interface_counters(shared);
+    // The kernel's flow table, as `replay --kernel` reports it (entries held; an LRU
+    // map does not count what it evicts).
+    let kernel_flows = shared.kernel.lock().expect("kernel lock").flow_count().unwrap_or(0);
     let st = shared.state.lock().expect("state lock");
     let mut counts = st.counts;
     counts.dtls_record = classes[Class::Dtls as usize];
@@ -80,7 +83,7 @@ pub fn summary_line(shared: &Shared, clock: &EventClock, started: Instant) -> Va
     head.insert("interfaces".into(), interfaces);
     head.insert("kernel".into(), kernel_stats_json(&kstats));
     head.insert("undecodable_events".into(), json!(st.undecodable));
-    report::summary_json(head, packets, &classes, &counts, &st.detectors, &[])
+    report::summary_json(head, packets, &classes, &counts, &st.detectors, &[("kernel_flows", kernel_flows, None)])
 }
 
 /// A stats line for people.
@@ -118,6 +121,10 @@ pub fn render_summary(summary: &Value, shared: &Shared) -> Vec<String> {
     for c in Class::ALL {
         classes[c as usize] = summary["classes"][c.name()].as_u64().unwrap_or(0);
     }
-    let counts = st.counts;
+    // The kernel-side counts as the JSON summary has them (the human line said
+    // nothing of lost events otherwise).
+    let mut counts = st.counts;
+    counts.dtls_record = summary["events"]["dtls_record"].as_u64().unwrap_or(0);
+    counts.events_lost = summary["events"]["events_lost"].as_u64().unwrap_or(0);
     report::render_summary(summary["packets"].as_u64().unwrap_or(0), &classes, &counts, &st.detectors)
 }
