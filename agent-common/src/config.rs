@@ -3,6 +3,9 @@
 //! Userspace rewrites the single entry when the config file changes (SIGHUP); the
 //! programs pick it up on the next packet, without reloading or re-attaching.
 
+/// Port 53's bit in the first word of the DNS port bitmap.
+const DNS_PORT_BIT: u32 = 53;
+
 /// Bits in the DNS port bitmap.
 pub const DNS_PORT_WORDS: usize = 65536 / 64;
 
@@ -37,7 +40,7 @@ impl KernelConfig {
     /// Port 53 only, default size threshold.
     pub const fn new() -> Self {
         let mut dns_ports = [0u64; DNS_PORT_WORDS];
-        dns_ports[53 / 64] |= 1 << (53 % 64);
+        dns_ports[0] |= 1 << DNS_PORT_BIT;
         KernelConfig { dns_ports, large_packet_bytes: DEFAULT_LARGE_PACKET_BYTES, verifier_barrier: 0, flags: 0, _pad: 0 }
     }
 

@@ -173,4 +173,4 @@ pub const RECORD_LARGE: usize = HEADER_LEN + SNAP_LARGE;
 
 const _: () = assert!(core::mem::size_of::<EventInfo>() == 40);
 const _: () = assert!(HEADER_LEN == 112);
-const _: () = assert!(RECORD_SMALL % 8 == 0 && RECORD_LARGE % 8 == 0);
+const _: () = assert!(RECORD_SMALL.is_multiple_of(8) && RECORD_LARGE.is_multiple_of(8));

@@ -130,10 +130,10 @@ fn links_on(ifindex: u32) -> Vec<String> {
         for fd in fds.flatten() {
             let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
             let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
-            if let (Some(t), Some(i)) = (field("link_type:"), field("ifindex:")) {
-                if i == ifindex.to_string() {
-                    out.push(format!("{t} (pid {})", p.file_name().to_string_lossy()));
-                }
+            if let (Some(t), Some(i)) = (field("link_type:"), field("ifindex:"))
+                && i == ifindex.to_string()
+            {
+                out.push(format!("{t} (pid {})", p.file_name().to_string_lossy()));
             }
         }
     }

@@ -81,7 +81,10 @@ fn windows_seed_is_two_backoff_storms_with_timeouts_and_pending() {
 
 /// What each capture should produce, and why (from SOURCES.md and tshark), as
 /// (kind, a subject field, its value). Captures not listed must give no finding.
-fn expectations() -> Vec<(&'static str, Vec<(&'static str, &'static str, &'static str)>, &'static str)> {
+/// One capture's expectation: file, wanted (kind, subject field, value), why.
+type Expectation = (&'static str, Vec<(&'static str, &'static str, &'static str)>, &'static str);
+
+fn expectations() -> Vec<Expectation> {
     vec![
         ("seed/anyconnect-mus-servfail.pcap", vec![("dns_probe_storm", "qname", "mus.cisco.com")], "8 queries every 15 s, all SERVFAIL"),
         (
@@ -138,7 +141,7 @@ fn every_capture_gives_the_findings_tshark_predicts_and_healthy_ones_none() {
                 for (kind, field, value) in wanted {
                     let hit = got.iter().any(|f| {
                         f["kind"] == *kind
-                            && (f["subject"][*field] == *value || f["subject"][*field].to_string() == *value)
+                            && (f["subject"][*field] == *value || f["subject"][*field].as_u64().is_some_and(|n| n.to_string() == *value))
                     });
                     if !hit {
                         problems.push(format!("{name}: expected {kind} with {field}={value} ({why})"));

@@ -73,14 +73,14 @@ pub(crate) fn tcp(frame: &[u8], cfg: &KernelConfig, flows: &mut FlowTable, p: &m
     let payload = &frame[payload_off..l3.end];
     if payload.len() >= TLS_RECORD_HLEN && is_tls_handshake_record(payload[0], payload[1], payload[2]) {
         p.class = Some(Class::Tls);
-        if let Some(&hs) = payload.get(TLS_RECORD_HLEN) {
-            if tls_handshake_is_evented(hs) {
-                p.event = EventKind::Tls as u8;
-                p.info.handshake_mask = 1 << hs;
-                p.info.record_version = u16::from_be_bytes([payload[1], payload[2]]);
-                p.snap_off = payload_off;
-                p.snap_end = l3.end;
-            }
+        if let Some(&hs) = payload.get(TLS_RECORD_HLEN)
+            && tls_handshake_is_evented(hs)
+        {
+            p.event = EventKind::Tls as u8;
+            p.info.handshake_mask = 1 << hs;
+            p.info.record_version = u16::from_be_bytes([payload[1], payload[2]]);
+            p.snap_off = payload_off;
+            p.snap_end = l3.end;
         }
         return;
     }

@@ -200,7 +200,7 @@ impl DnsDetector {
         if self.deadlines.len() == self.deadline_cap {
             self.deadlines.pop_front();
         }
-        self.deadlines.push_back(Deadline { at: now.saturating_add(self.timeout_ns), sent: now, series: key.clone(), id, port });
+        self.deadlines.push_back(Deadline { at: now.saturating_add(self.timeout_ns), sent: now, series: key, id, port });
         self.evaluate(&key, now);
     }
 
@@ -292,10 +292,10 @@ struct Pattern {
 fn pattern(window: &[QueryPacket], tolerance: f64) -> Pattern {
     let times: Vec<u64> = window.iter().map(|p| p.ts).collect();
     let gaps = intervals(&times);
-    if gaps.len() >= 2 {
-        if let Some((true, period, jitter)) = regularity(&gaps, tolerance) {
-            return Pattern { name: "periodic", period: Some(period), jitter: Some(jitter), gaps: Vec::new() };
-        }
+    if gaps.len() >= 2
+        && let Some((true, period, jitter)) = regularity(&gaps, tolerance)
+    {
+        return Pattern { name: "periodic", period: Some(period), jitter: Some(jitter), gaps: Vec::new() };
     }
     let mut txns: BTreeMap<(u16, u16), Vec<u64>> = BTreeMap::new();
     for p in window {

@@ -201,11 +201,11 @@ impl DtlsDetector {
         tls.starts.push_back(now);
         if tls.starts.len() >= min_sessions {
             let recent: Vec<u64> = tls.starts.iter().skip(tls.starts.len() - min_sessions).copied().collect();
-            if let Some((true, period, _)) = regularity(&intervals(&recent), tolerance) {
-                if period >= min_period {
-                    tls.looping = true;
-                    tls.period = period;
-                }
+            if let Some((true, period, _)) = regularity(&intervals(&recent), tolerance)
+                && period >= min_period
+            {
+                tls.looping = true;
+                tls.period = period;
             }
         }
         if tls.looping {

@@ -109,13 +109,12 @@ impl PmtuDetector {
     pub fn reconfigure(&mut self, cfg: &Config) {
         self.tunnel_mtu = cfg.pmtu.tunnel_mtu.map(|b| b.0);
         self.min_retransmits = cfg.pmtu.black_hole_min_retransmits.0;
-        for t in [cfg.pmtu.flows_cap.0] {
-            self.flows.resize(t);
-            self.signals.resize(t);
-            self.paths.resize(t);
-            self.signalled_flows.resize(t);
-            self.mss.resize(t);
-        }
+        let cap = cfg.pmtu.flows_cap.0;
+        self.flows.resize(cap);
+        self.signals.resize(cap);
+        self.paths.resize(cap);
+        self.signalled_flows.resize(cap);
+        self.mss.resize(cap);
     }
 
     /// Tables, for `tracked` and `evictions`.
