@@ -341,7 +341,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError { path: path.display().to_string(), line, column, message: e.message().to_string() }
+            ConfigError { path: path.display().to_string(), line, column, message: without_controls(e.message().trim_end()) }
         })
     }
 
@@ -355,6 +355,12 @@ impl Config {
         })?;
         Config::parse(&text, path)
     }
+}
+
+/// `message` with its control characters escaped (`\u{1b}`): an error quotes keys
+/// and values back from the file, and is printed to a terminal.
+fn without_controls(message: &str) -> String {
+    message.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
