@@ -41,7 +41,7 @@ pub struct Frame<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// The file could not be opened or mapped.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", crate::printable::path(.path))]
     Open {
         /// The file.
         path: PathBuf,
@@ -50,7 +50,7 @@ pub enum CaptureError {
         source: std::io::Error,
     },
     /// Not a pcap or pcapng file.
-    #[error("{path}: not a pcap or pcapng file (first bytes {magic})")]
+    #[error("{}: not a pcap or pcapng file (first bytes {magic})", crate::printable::path(.path))]
     BadMagic {
         /// The file.
         path: PathBuf,
@@ -58,7 +58,7 @@ pub enum CaptureError {
         magic: String,
     },
     /// A frame uses a link type replay does not decode.
-    #[error("{path}: frame {frame} at byte offset {offset}: link type {linktype} is not supported (Ethernet, Linux cooked SLL/SLL2, raw IP and loopback are)")]
+    #[error("{}: frame {frame} at byte offset {offset}: link type {linktype} is not supported (Ethernet, Linux cooked SLL/SLL2, raw IP and loopback are)", crate::printable::path(.path))]
     UnknownLinkType {
         /// The file.
         path: PathBuf,
@@ -70,7 +70,7 @@ pub enum CaptureError {
         linktype: u32,
     },
     /// A record is cut short or malformed.
-    #[error("{path}: frame {frame} at byte offset {offset}: {reason}")]
+    #[error("{}: frame {frame} at byte offset {offset}: {reason}", crate::printable::path(.path))]
     Corrupt {
         /// The file.
         path: PathBuf,

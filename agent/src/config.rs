@@ -341,14 +341,14 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError { path: path.display().to_string(), line, column, message: without_controls(e.message().trim_end()) }
+            ConfigError { path: crate::printable::path(path), line, column, message: crate::printable::text(e.message().trim_end()) }
         })
     }
 
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.display().to_string(),
+            path: crate::printable::path(path),
             line: 0,
             column: 0,
             message: format!("cannot read it: {e}"),
@@ -359,10 +359,6 @@ impl Config {
 
 /// `message` with its control characters escaped (`\u{1b}`): an error quotes keys
 /// and values back from the file, and is printed to a terminal.
-fn without_controls(message: &str) -> String {
-    message.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
-}
-
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;

@@ -19,6 +19,7 @@ pub mod event;
 pub mod kernel;
 pub mod lab;
 pub mod output;
+pub mod printable;
 pub mod render;
 pub mod replay;
 pub mod report;

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         }
         Command::Config { action: ConfigAction::Check { file } } => match Config::load(&file) {
             Ok(_) => {
-                println!("{}: ok", file.display());
+                println!("{}: ok", pathwatch::printable::path(&file));
                 ExitCode::SUCCESS
             }
             Err(e) => {

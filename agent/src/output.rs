@@ -152,7 +152,7 @@ impl Output {
 fn open_append(p: &PathBuf) -> io::Result<BufWriter<File>> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = OpenOptions::new().create(true).append(true).mode(0o640).open(p).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot open {} for JSON lines: {e}", p.display()))
+        io::Error::new(e.kind(), format!("cannot open {} for JSON lines: {e}", crate::printable::path(p)))
     })?;
     Ok(BufWriter::new(f))
 }

@@ -171,7 +171,7 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
         let (class, events) = match source.frame(&eth, frame.ts_ns) {
             Ok(r) => r,
             Err(e) => {
-                errors.push(format!("{}: frame {}: {e}", captures[file].path().display(), frame.number));
+                errors.push(format!("{}: frame {}: {e}", crate::printable::path(captures[file].path()), frame.number));
                 break;
             }
         };

@@ -406,6 +406,29 @@ fn a_hostile_configuration_file_gets_a_printable_error() {
     }
 }
 
+#[test]
+fn hostile_file_names_are_escaped_in_errors() {
+    let dir = TempDir::new("hostile-paths");
+    let garbage = dir.0.join("not\u{1b}[2Ja.pcap");
+    std::fs::write(&garbage, b"this is not a capture").unwrap();
+    let missing = dir.0.join("gone\r\u{7}.pcap");
+    let config = dir.0.join("cfg\u{1b}]0;x\u{7}.toml");
+    std::fs::write(&config, "[dns]\nbogus = 1\n").unwrap();
+    let cases: [(Vec<&str>, &str); 3] = [
+        (vec!["replay", garbage.to_str().unwrap()], "not\\u{1b}[2Ja.pcap: not a pcap or pcapng file"),
+        (vec!["replay", missing.to_str().unwrap()], "gone\\r\\u{7}.pcap: "),
+        (vec!["config", "check", config.to_str().unwrap()], "cfg\\u{1b}]0;x\\u{7}.toml:2:1: unknown field"),
+    ];
+    for (args, want) in cases {
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert_clean("path", &args[0..1].join(" "), "stdout", &stdout);
+        assert_clean("path", &args[0..1].join(" "), "stderr", &stderr);
+        let stderr = String::from_utf8(stderr).unwrap();
+        assert!(stderr.contains(want), "{args:?}: wanted `{want}` in: {stderr}");
+    }
+}
+
 /// Inputs the fuzz targets crashed on, replayed through the same library calls.
 mod fuzz_regressions {
     use std::path::Path;

@@ -3,7 +3,7 @@
 //! Every piece of per-flow or per-name state in the detectors lives in one of these,
 //! so that no input, however hostile, grows memory without bound.
 
-use std::{hash::Hash, num::NonZeroUsize};
+use std::hash::Hash;
 
 use ahash::RandomState;
 use lru::LruCache;
@@ -11,7 +11,11 @@ use lru::LruCache;
 /// An LRU map with a fixed capacity and an eviction counter.
 pub struct Table<K: Hash + Eq, V> {
     name: &'static str,
+    /// Unbounded as far as `lru` knows: it would allocate the whole capacity up
+    /// front, which for a configured million entries is memory an idle agent never
+    /// needs. `capacity` is enforced here instead.
     map: LruCache<K, V, RandomState>,
+    capacity: usize,
     evictions: u64,
 }
 
@@ -19,10 +23,14 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// A table called `name` (as reported in `tracked` / `evictions`) holding at most
     /// `capacity` entries.
     pub fn new(name: &'static str, capacity: u64) -> Table<K, V> {
-        let cap = NonZeroUsize::new(capacity.clamp(1, usize::MAX as u64) as usize).unwrap();
         // aHash: fast, and keyed per process, so keys chosen by whoever sends the
         // packets cannot be made to collide.
-        Table { name, map: LruCache::with_hasher(cap, RandomState::new()), evictions: 0 }
+        Table {
+            name,
+            map: LruCache::unbounded_with_hasher(RandomState::new()),
+            capacity: clamp_capacity(capacity),
+            evictions: 0,
+        }
     }
 
     /// The table's name.
@@ -43,17 +51,11 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// The entry for `key`, created with `make` if missing (evicting the least
     /// recently used entry when full).
     pub fn entry(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        let full = self.map.len() == self.map.cap().get();
-        let mut inserted = false;
-        let evictions = &mut self.evictions;
-        let value = self.map.get_or_insert_mut(key, || {
-            inserted = true;
-            make()
-        });
-        if inserted && full {
-            *evictions += 1;
+        if !self.map.contains(&key) && self.map.len() >= self.capacity {
+            self.map.pop_lru();
+            self.evictions += 1;
         }
-        value
+        self.map.get_or_insert_mut(key, make)
     }
 
     /// Removes `key`.
@@ -97,11 +99,17 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// Changes the capacity (dropping the least recently used entries, counted as
     /// evictions, when it shrinks).
     pub fn resize(&mut self, capacity: u64) {
-        let cap = NonZeroUsize::new(capacity.clamp(1, usize::MAX as u64) as usize).unwrap();
-        let before = self.map.len();
-        self.map.resize(cap);
-        self.evictions += (before - self.map.len()) as u64;
+        self.capacity = clamp_capacity(capacity);
+        while self.map.len() > self.capacity {
+            self.map.pop_lru();
+            self.evictions += 1;
+        }
     }
+}
+
+/// A capacity of at least one entry that fits in memory's index type.
+fn clamp_capacity(capacity: u64) -> usize {
+    capacity.clamp(1, usize::MAX as u64) as usize
 }
 
 #[cfg(test)]
@@ -120,5 +128,12 @@ mod tests {
         assert_eq!(t.peek(&9), Some(&1), "an existing entry is not replaced");
         t.resize(1);
         assert_eq!((t.len(), t.evictions()), (1, 9));
+    }
+
+    #[test]
+    fn a_huge_capacity_allocates_nothing_up_front() {
+        let t: Table<u64, [u8; 64]> = Table::new("big", 1 << 40);
+        assert_eq!(t.map.cap().get(), usize::MAX, "lru must not be told the capacity");
+        assert!(t.is_empty());
     }
 }

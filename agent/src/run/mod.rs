@@ -389,7 +389,7 @@ fn reload(args: &RunArgs, config: &mut Config, shared: &Shared, out: &mut Output
                 out.error("notice: SIGHUP: [kernel] sizes and pmtu.kernel_flow_entries apply at the next start");
             }
             *config = new;
-            out.error(&format!("notice: SIGHUP: reloaded {}", path.display()));
+            out.error(&format!("notice: SIGHUP: reloaded {}", crate::printable::path(path)));
         }
         Err(e) => out.error(&format!("error: SIGHUP: {e}; old settings kept")),
     }
