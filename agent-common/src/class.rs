@@ -30,15 +30,8 @@ pub const CLASS_SLOTS: u32 = 8;
 
 impl Class {
     /// Every class, in counter order.
-    pub const ALL: [Class; 7] = [
-        Class::Other,
-        Class::Dns,
-        Class::Dtls,
-        Class::Tls,
-        Class::IcmpError,
-        Class::TcpSyn,
-        Class::LargeDf,
-    ];
+    pub const ALL: [Class; 7] =
+        [Class::Other, Class::Dns, Class::Dtls, Class::Tls, Class::IcmpError, Class::TcpSyn, Class::LargeDf];
 
     /// The name used in JSON, metrics labels and the CLI.
     pub const fn name(self) -> &'static str {

@@ -41,7 +41,13 @@ impl KernelConfig {
     pub const fn new() -> Self {
         let mut dns_ports = [0u64; DNS_PORT_WORDS];
         dns_ports[0] |= 1 << DNS_PORT_BIT;
-        KernelConfig { dns_ports, large_packet_bytes: DEFAULT_LARGE_PACKET_BYTES, verifier_barrier: 0, flags: 0, _pad: 0 }
+        KernelConfig {
+            dns_ports,
+            large_packet_bytes: DEFAULT_LARGE_PACKET_BYTES,
+            verifier_barrier: 0,
+            flags: 0,
+            _pad: 0,
+        }
     }
 
     /// Marks `port` as a DNS port.

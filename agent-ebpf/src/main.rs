@@ -14,7 +14,7 @@ mod packet;
 mod parse;
 mod tcp;
 
-use agent_common::{class, stats, Direction};
+use agent_common::{Direction, class, stats};
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
     macros::{classifier, xdp},

@@ -158,9 +158,7 @@ impl Packet for SkbPacket<'_> {
     }
     #[inline(always)]
     fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
-        unsafe {
-            bpf_skb_load_bytes(self.ctx.skb.skb as *const c_void, offset, dst as *mut c_void, len) == 0
-        }
+        unsafe { bpf_skb_load_bytes(self.ctx.skb.skb as *const c_void, offset, dst as *mut c_void, len) == 0 }
     }
     /// Only for packets this host originated (`ingress_ifindex == 0`) or that came in
     /// on an interface we do not watch: a forwarded packet already raised its event

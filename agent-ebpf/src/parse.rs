@@ -18,7 +18,6 @@ use crate::{
     tcp,
 };
 
-
 /// The result of the header walk: only what the packet path needs, so that a packet
 /// that raises no event costs as little as possible. The event writer reads the rest
 /// (ports, TCP and ICMP fields) from the packet again, off the common path.

@@ -1,12 +1,7 @@
 //! TCP: DNS over TCP (counted only), TLS ClientHello/ServerHello, SYN with its MSS,
 //! and retransmissions of large segments (the PMTU black-hole symptom).
 
-use agent_common::{
-    Class, EventKind, FlowKey, FlowState, KernelConfig,
-    event::IP_FLAG_DF,
-    proto::*,
-    stats,
-};
+use agent_common::{Class, EventKind, FlowKey, FlowState, KernelConfig, event::IP_FLAG_DF, proto::*, stats};
 
 use crate::{
     maps::{FLOWS, stat},
@@ -15,7 +10,14 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn parse_tcp<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l4_off: usize, end: usize, claimed_end: usize) {
+pub fn parse_tcp<P: Packet>(
+    pkt: &P,
+    cfg: &KernelConfig,
+    p: &mut Parsed,
+    l4_off: usize,
+    end: usize,
+    claimed_end: usize,
+) {
     let Some(hdr) = pkt.ptr_at::<[u8; 20]>(l4_off) else {
         p.truncated = true;
         return;
@@ -123,7 +125,7 @@ pub fn mss_option<P: Packet>(pkt: &P, off: usize, end: usize) -> u16 {
     }
     #[allow(unused_assignments, reason = "the last step's `next` is not read")]
     {
-    step!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38);
+        step!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38);
     }
     0
 }
@@ -132,14 +134,8 @@ pub fn mss_option<P: Packet>(pkt: &P, off: usize, end: usize) -> u16 {
 /// sequence already sent becomes a `TcpLargeRetransmit` event.
 #[inline(always)]
 fn track_large_segment<P: Packet>(pkt: &P, p: &mut Parsed, seq: u32, seg_len: u16, src_port: u16, dst_port: u16) {
-    let mut key = FlowKey {
-        src_addr: [0; 16],
-        dst_addr: [0; 16],
-        src_port,
-        dst_port,
-        ip_version: p.ip_version,
-        _pad: [0; 3],
-    };
+    let mut key =
+        FlowKey { src_addr: [0; 16], dst_addr: [0; 16], src_port, dst_port, ip_version: p.ip_version, _pad: [0; 3] };
     if !read_addrs(pkt, p, &mut key.src_addr, &mut key.dst_addr) {
         return;
     }

@@ -12,16 +12,15 @@ pub const CAP_BPF: u32 = 39;
 /// What the agent needs: load programs and maps (CAP_BPF), attach to interfaces
 /// (CAP_NET_ADMIN), and the pointer arithmetic on packets the verifier allows only to
 /// "perfmon" programs (CAP_PERFMON).
-pub const NEEDED: [(u32, &str); 3] = [(CAP_BPF, "CAP_BPF"), (CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_PERFMON, "CAP_PERFMON")];
+pub const NEEDED: [(u32, &str); 3] =
+    [(CAP_BPF, "CAP_BPF"), (CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_PERFMON, "CAP_PERFMON")];
 
 /// The effective capability set, from /proc/self/status.
 pub fn effective() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            s.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         })
         .unwrap_or(0)
 }
@@ -31,11 +30,7 @@ pub fn effective() -> u64 {
 pub fn missing() -> Vec<&'static str> {
     let eff = effective();
     let has = |c: u32| eff & (1u64 << c) != 0;
-    NEEDED
-        .iter()
-        .filter(|(c, _)| !(has(*c) || (*c != CAP_NET_ADMIN && has(CAP_SYS_ADMIN))))
-        .map(|(_, n)| *n)
-        .collect()
+    NEEDED.iter().filter(|(c, _)| !(has(*c) || (*c != CAP_NET_ADMIN && has(CAP_SYS_ADMIN)))).map(|(_, n)| *n).collect()
 }
 
 /// Drops every capability except CAP_BPF and CAP_NET_ADMIN (kept to attach to

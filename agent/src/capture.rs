@@ -6,7 +6,10 @@
 //! interface's `if_tsresol` says, and refuses pcap records longer than the header's
 //! snaplen (several public captures have snaplen 0), so the raw records are used.
 
-use std::{fs::File, path::{Path, PathBuf}};
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
 
 use memmap2::Mmap;
 use pcap_file::{
@@ -115,7 +118,10 @@ impl Capture {
         let bytes = self.bytes();
         let magic = bytes.get(..4).unwrap_or(bytes);
         let kind = match magic {
-            [0xd4, 0xc3, 0xb2, 0xa1] | [0xa1, 0xb2, 0xc3, 0xd4] | [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d] => {
+            [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0x4d, 0x3c, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d] => {
                 let (rest, parser) = PcapParser::new(bytes).map_err(|e| self.corrupt(1, 0, &e))?;
                 Kind::Pcap { parser, rest }
             }
@@ -137,7 +143,9 @@ impl Capture {
 
     fn corrupt(&self, frame: u64, offset: u64, e: &PcapError) -> CaptureError {
         let reason = match e {
-            PcapError::IncompleteBuffer => "the record runs past the end of the file (file cut short, or a length field that lies)".to_string(),
+            PcapError::IncompleteBuffer => {
+                "the record runs past the end of the file (file cut short, or a length field that lies)".to_string()
+            }
             other => format!("malformed record: {other}"),
         };
         CaptureError::Corrupt { path: self.path.clone(), frame, offset, reason }
@@ -157,7 +165,11 @@ impl Interface {
         let mut units_per_sec = 1_000_000;
         for opt in &idb.options {
             if let InterfaceDescriptionOption::IfTsResol(r) = opt {
-                units_per_sec = if r & 0x80 != 0 { 1u64.checked_shl((r & 0x7f) as u32).unwrap_or(0) } else { 10u64.checked_pow((r & 0x7f) as u32).unwrap_or(0) };
+                units_per_sec = if r & 0x80 != 0 {
+                    1u64.checked_shl((r & 0x7f) as u32).unwrap_or(0)
+                } else {
+                    10u64.checked_pow((r & 0x7f) as u32).unwrap_or(0)
+                };
             }
         }
         Interface { linktype: u32::from(idb.linktype), units_per_sec: units_per_sec.max(1) }
@@ -166,7 +178,8 @@ impl Interface {
     fn ts_ns(&self, units: u64) -> u64 {
         let secs = units / self.units_per_sec;
         let frac = units % self.units_per_sec;
-        secs.saturating_mul(1_000_000_000).saturating_add((frac as u128 * 1_000_000_000 / self.units_per_sec as u128) as u64)
+        secs.saturating_mul(1_000_000_000)
+            .saturating_add((frac as u128 * 1_000_000_000 / self.units_per_sec as u128) as u64)
     }
 }
 
@@ -282,7 +295,14 @@ impl<'a> Frames<'a> {
                 std::borrow::Cow::Borrowed(d) => d,
                 std::borrow::Cow::Owned(_) => unreachable!("the parser borrows from the map"),
             };
-            return Some(Ok(Frame { ts_ns: interface.ts_ns(units), link, data, orig_len, number: self.number, offset }));
+            return Some(Ok(Frame {
+                ts_ns: interface.ts_ns(units),
+                link,
+                data,
+                orig_len,
+                number: self.number,
+                offset,
+            }));
         }
     }
 }

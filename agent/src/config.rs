@@ -341,7 +341,12 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError { path: crate::printable::path(path), line, column, message: crate::printable::text(e.message().trim_end()) }
+            ConfigError {
+                path: crate::printable::path(path),
+                line,
+                column,
+                message: crate::printable::text(e.message().trim_end()),
+            }
         })
     }
 
@@ -433,7 +438,10 @@ mod tests {
 
     #[test]
     fn extra_dns_ports_and_known_probes_reach_their_users() {
-        let c = parse("[dns]\nports = [5353]\n[[dns.known_probes]]\nqname = \"Probe.Example\"\nname = \"p\"\nremedy = \"r\"\n").unwrap();
+        let c = parse(
+            "[dns]\nports = [5353]\n[[dns.known_probes]]\nqname = \"Probe.Example\"\nname = \"p\"\nremedy = \"r\"\n",
+        )
+        .unwrap();
         assert!(c.kernel_config().is_dns_port(5353));
         let names = c.known_probe_names();
         assert!(names.iter().any(|(n, p)| *n == DnsName::from_dotted("probe.example") && p.name == "p"));

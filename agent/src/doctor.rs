@@ -29,7 +29,8 @@ impl Report {
 
 fn kernel_release() -> (String, (u32, u32)) {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse().unwrap_or(0));
+    let mut parts =
+        release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(|p| p.parse().unwrap_or(0));
     (release.clone(), (parts.next().unwrap_or(0), parts.next().unwrap_or(0)))
 }
 
@@ -49,13 +50,23 @@ pub fn main() -> u8 {
             Some("use kernel 6.6 or newer, or run with --no-egress"),
         );
     } else {
-        r.line("FAIL", "kernel", &format!("{release}: the programs need 5.18+ (bpf_xdp_load_bytes)"), Some("upgrade the kernel to 6.6 or newer"));
+        r.line(
+            "FAIL",
+            "kernel",
+            &format!("{release}: the programs need 5.18+ (bpf_xdp_load_bytes)"),
+            Some("upgrade the kernel to 6.6 or newer"),
+        );
     }
 
     if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
         r.line("ok", "BTF", "/sys/kernel/btf/vmlinux present", None);
     } else {
-        r.line("warn", "BTF", "/sys/kernel/btf/vmlinux missing (not needed by pathwatch, useful for bpftool)", Some("build the kernel with CONFIG_DEBUG_INFO_BTF=y"));
+        r.line(
+            "warn",
+            "BTF",
+            "/sys/kernel/btf/vmlinux missing (not needed by pathwatch, useful for bpftool)",
+            Some("build the kernel with CONFIG_DEBUG_INFO_BTF=y"),
+        );
     }
 
     let missing = caps::missing();
@@ -72,15 +83,29 @@ pub fn main() -> u8 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit.
     unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-    let memlock = if lim.rlim_cur == libc::RLIM_INFINITY { "unlimited".to_string() } else { format!("{} KiB", lim.rlim_cur / 1024) };
+    let memlock = if lim.rlim_cur == libc::RLIM_INFINITY {
+        "unlimited".to_string()
+    } else {
+        format!("{} KiB", lim.rlim_cur / 1024)
+    };
     if version >= (5, 11) || lim.rlim_cur == libc::RLIM_INFINITY {
         r.line("ok", "memlock", &format!("{memlock} (BPF memory is charged to the cgroup since 5.11)"), None);
     } else {
-        r.line("FAIL", "memlock", &format!("{memlock}: too low for the maps on this kernel"), Some("`ulimit -l unlimited`, or LimitMEMLOCK=infinity in the unit"));
+        r.line(
+            "FAIL",
+            "memlock",
+            &format!("{memlock}: too low for the maps on this kernel"),
+            Some("`ulimit -l unlimited`, or LimitMEMLOCK=infinity in the unit"),
+        );
     }
 
     if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled") {
-        r.line("ok", "unprivileged BPF", &format!("kernel.unprivileged_bpf_disabled = {} (pathwatch needs capabilities either way)", v.trim()), None);
+        r.line(
+            "ok",
+            "unprivileged BPF",
+            &format!("kernel.unprivileged_bpf_disabled = {} (pathwatch needs capabilities either way)", v.trim()),
+            None,
+        );
     }
 
     let kernel = match Kernel::load(&LoadOptions::default(), &KernelConfig::new()) {
@@ -105,11 +130,21 @@ pub fn main() -> u8 {
             let driver = driver_name(&name).unwrap_or_else(|| "unknown".into());
             let busy = crate::run::ifindex(&name).map(crate::run::xdp_holder).unwrap_or_default();
             if !busy.is_empty() {
-                r.line("warn", &format!("XDP on {name}"), &format!("an XDP program is attached{busy}"), Some("pathwatch cannot share the interface; stop that program or watch another one"));
+                r.line(
+                    "warn",
+                    &format!("XDP on {name}"),
+                    &format!("an XDP program is attached{busy}"),
+                    Some("pathwatch cannot share the interface; stop that program or watch another one"),
+                );
             } else if NATIVE_XDP_DRIVERS.contains(&driver.as_str()) {
                 r.line("ok", &format!("XDP on {name}"), &format!("native (driver {driver})"), None);
             } else {
-                r.line("warn", &format!("XDP on {name}"), &format!("generic (skb) mode (driver {driver} has no native XDP)"), Some("fine for lower rates; --xdp-mode auto falls back by itself"));
+                r.line(
+                    "warn",
+                    &format!("XDP on {name}"),
+                    &format!("generic (skb) mode (driver {driver} has no native XDP)"),
+                    Some("fine for lower rates; --xdp-mode auto falls back by itself"),
+                );
             }
         }
     }
@@ -124,9 +159,37 @@ pub fn main() -> u8 {
 
 /// Drivers with native XDP support in mainline Linux 6.x.
 const NATIVE_XDP_DRIVERS: &[&str] = &[
-    "mlx5_core", "mlx4_en", "i40e", "ice", "ixgbe", "ixgbevf", "igb", "igc", "ena", "virtio_net", "veth", "tun",
-    "bnxt_en", "nfp", "qede", "sfc", "thunder-nicvf", "mvneta", "mvpp2", "stmmac", "dpaa2-eth", "enetc", "fec",
-    "hv_netvsc", "netdevsim", "gve", "octeontx2-nicpf", "lan966x-switch", "cpsw", "mana", "idpf",
+    "mlx5_core",
+    "mlx4_en",
+    "i40e",
+    "ice",
+    "ixgbe",
+    "ixgbevf",
+    "igb",
+    "igc",
+    "ena",
+    "virtio_net",
+    "veth",
+    "tun",
+    "bnxt_en",
+    "nfp",
+    "qede",
+    "sfc",
+    "thunder-nicvf",
+    "mvneta",
+    "mvpp2",
+    "stmmac",
+    "dpaa2-eth",
+    "enetc",
+    "fec",
+    "hv_netvsc",
+    "netdevsim",
+    "gve",
+    "octeontx2-nicpf",
+    "lan966x-switch",
+    "cpsw",
+    "mana",
+    "idpf",
 ];
 
 /// The interface's driver (ETHTOOL_GDRVINFO), as `ethtool -i` shows it.

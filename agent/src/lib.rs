@@ -5,9 +5,9 @@
 //! kernel programs' twin), the kernel loader and BPF_PROG_TEST_RUN driver, the event
 //! decoders, the detectors, and the commands.
 
-pub mod capture;
 pub mod bench;
 pub mod caps;
+pub mod capture;
 pub mod classify;
 pub mod cli;
 pub mod config;

@@ -165,7 +165,9 @@ fn render_evidence(evidence: &Map<String, Value>) -> String {
             Value::Null => continue,
             Value::Object(m) if m.is_empty() => continue,
             Value::String(s) => s.clone(),
-            Value::Object(m) => format!("{{{}}}", m.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(",")),
+            Value::Object(m) => {
+                format!("{{{}}}", m.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(","))
+            }
             Value::Array(a) => format!("[{}]", a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")),
             other => other.to_string(),
         };

@@ -36,7 +36,9 @@ pub fn event_line(ev: &Event) -> String {
             let i = icmp::decode(h.info.icmp_type, h.info.icmp_code, h.info.icmp_mtu, &ev.snap);
             let quoted = i
                 .quoted
-                .map(|q| format!(" quoting {}:{} > {}:{}", q.src, q.src_port.unwrap_or(0), q.dst, q.dst_port.unwrap_or(0)))
+                .map(|q| {
+                    format!(" quoting {}:{} > {}:{}", q.src, q.src_port.unwrap_or(0), q.dst, q.dst_port.unwrap_or(0))
+                })
                 .unwrap_or_default();
             format!(
                 "icmp error {} {} > {} type {} code {} mtu {}{quoted}",

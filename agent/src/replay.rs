@@ -18,7 +18,10 @@ use crate::{
     counts::EventCounts,
     detect::{Detectors, Emission, finding::rfc3339},
     event::Event,
-    kernel::{KernelError, testrun::{Hook, MAX_FRAME, MIN_FRAME, TestRunner}},
+    kernel::{
+        KernelError,
+        testrun::{Hook, MAX_FRAME, MIN_FRAME, TestRunner},
+    },
     output::Output,
     report,
 };
@@ -135,14 +138,16 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
         .collect();
 
     let total_bytes: u64 = captures.iter().map(|c| c.bytes().len() as u64).sum();
-    let progress = (out.human_is_terminal() && std::io::IsTerminal::is_terminal(&std::io::stderr()) && total_bytes > 16 << 20)
-        .then(|| {
-            let pb = ProgressBar::new(total_bytes);
-            pb.set_style(
-                ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {eta}").expect("static template"),
-            );
-            pb
-        });
+    let progress =
+        (out.human_is_terminal() && std::io::IsTerminal::is_terminal(&std::io::stderr()) && total_bytes > 16 << 20)
+            .then(|| {
+                let pb = ProgressBar::new(total_bytes);
+                pb.set_style(
+                    ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {eta}")
+                        .expect("static template"),
+                );
+                pb
+            });
 
     let mut detectors = Detectors::new(&args.config, Emission::AtEnd);
     let mut counts = EventCounts::default();
@@ -220,9 +225,13 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
     if errors.is_empty() { 0 } else { 2 }
 }
 
-
 /// Moves the next frame of `file` onto the heap (or ends the file, keeping its error).
-fn pull<'a>(file: usize, iters: &mut [Option<Frames<'a>>], heap: &mut BinaryHeap<Reverse<Head<'a>>>, errors: &mut Vec<String>) {
+fn pull<'a>(
+    file: usize,
+    iters: &mut [Option<Frames<'a>>],
+    heap: &mut BinaryHeap<Reverse<Head<'a>>>,
+    errors: &mut Vec<String>,
+) {
     let Some(it) = iters[file].as_mut() else { return };
     match it.next() {
         Some(Ok(frame)) => heap.push(Reverse(Head { frame, file })),

@@ -97,7 +97,9 @@ pub fn render_summary(packets: u64, classes: &[u64; 8], counts: &EventCounts, d:
     for f in dns::fleet(&findings) {
         lines.push(format!(
             "fleet: {} clients storm on {} {}",
-            f["clients"], f["qtype"].as_str().unwrap_or(""), f["qname"].as_str().unwrap_or("")
+            f["clients"],
+            f["qtype"].as_str().unwrap_or(""),
+            f["qname"].as_str().unwrap_or("")
         ));
     }
     lines

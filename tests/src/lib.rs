@@ -72,7 +72,11 @@ pub fn bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
     let bin = dir.join("pathwatch");
-    assert!(bin.exists(), "{} is missing: run the tests with `cargo test --workspace` (or `cargo xtask test`)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo xtask test`)",
+        bin.display()
+    );
     bin
 }
 
@@ -124,7 +128,9 @@ pub fn write_pcap(path: &Path, frames: impl IntoIterator<Item = (u64, Vec<u8>)>)
 
 /// An Ethernet/IPv4/UDP frame.
 pub fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src, dst, 64).udp(sport, dport);
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, dst, 64)
+        .udp(sport, dport);
     let mut out = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut out, payload).expect("build frame");
     out

@@ -124,6 +124,13 @@ fn kernel_and_userspace_agree_on_every_frame() {
             }
         }
     }
-    eprintln!("{frames} frame runs compared, {events} kernel events; {cut} cut to {MAX_FRAME} bytes, {skipped} shorter than {MIN_FRAME}");
-    assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.iter().take(20).cloned().collect::<Vec<_>>().join("\n"));
+    eprintln!(
+        "{frames} frame runs compared, {events} kernel events; {cut} cut to {MAX_FRAME} bytes, {skipped} shorter than {MIN_FRAME}"
+    );
+    assert!(
+        problems.is_empty(),
+        "{} differences:\n{}",
+        problems.len(),
+        problems.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
 }

@@ -154,11 +154,8 @@ fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> u64 {
         if n != name {
             continue;
         }
-        let pairs: Vec<(&str, &str)> = labels
-            .split(',')
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k, v.trim_matches('"')))
-            .collect();
+        let pairs: Vec<(&str, &str)> =
+            labels.split(',').filter_map(|p| p.split_once('=')).map(|(k, v)| (k, v.trim_matches('"'))).collect();
         if want.iter().all(|w| pairs.contains(w)) {
             sum += value.parse::<f64>().unwrap_or(0.0);
         }
@@ -313,7 +310,8 @@ fn bpf_fds(pid: u32) -> Vec<BpfFd> {
     for fd in fds.flatten() {
         let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
         let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
-        let num = |k: &str| field(k).and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok())).unwrap_or(0);
+        let num =
+            |k: &str| field(k).and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok())).unwrap_or(0);
         if let Some(t) = field("link_type:") {
             out.push(BpfFd::Link(t, num("link_id:"), num("prog_id:"), num("ifindex:")));
         } else if field("map_id:").is_some() {
@@ -371,7 +369,10 @@ fn bpftool() -> Option<&'static str> {
 /// anywhere: asked of bpftool when there is one, else of every process's fdinfo.
 fn bpf_object_exists(what: &str, id: u32) -> bool {
     if let Some(tool) = bpftool() {
-        return Command::new(tool).args([what, "show", "id", &id.to_string()]).output().is_ok_and(|o| o.status.success());
+        return Command::new(tool)
+            .args([what, "show", "id", &id.to_string()])
+            .output()
+            .is_ok_and(|o| o.status.success());
     }
     let Ok(procs) = std::fs::read_dir("/proc") else { return false };
     procs.flatten().filter_map(|p| p.file_name().to_string_lossy().parse::<u32>().ok()).any(|pid| {
@@ -403,12 +404,16 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
 /// What `ip -d link` shows of XDP on `iface` in `ns`, and `bpftool net` of tcx.
 fn shown_attached(ns: &NetNs, iface: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let link = ns.exec("ip", &["-d", "link", "show", "dev", iface]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let link =
+        ns.exec("ip", &["-d", "link", "show", "dev", iface]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     if link.as_ref().is_ok_and(|l| l.contains("xdp")) {
         found.push(format!("ip link: {}", link.unwrap()));
     }
     if let Some(tool) = bpftool() {
-        let net = ns.exec(tool, &["net", "show", "dev", iface]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let net = ns
+            .exec(tool, &["net", "show", "dev", iface])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
         if net.contains("tcx") || net.lines().any(|l| l.contains(iface) && l.contains("id ")) {
             found.push(format!("bpftool net: {net}"));
         }
@@ -462,7 +467,11 @@ fn kill_9_leaves_no_link_program_map_or_pin_and_a_new_agent_starts_at_once() {
     let pins_after = tree(Path::new("/sys/fs/bpf"));
     let new_pins: Vec<_> = pins_after.iter().filter(|x| !pins_before.contains(x)).collect();
     assert!(new_pins.is_empty(), "new entries under /sys/fs/bpf: {new_pins:?}");
-    eprintln!("kill -9: {} bpf objects ({ids:?}) all released; /sys/fs/bpf unchanged ({} entries)", ids.len(), pins_after.len());
+    eprintln!(
+        "kill -9: {} bpf objects ({ids:?}) all released; /sys/fs/bpf unchanged ({} entries)",
+        ids.len(),
+        pins_after.len()
+    );
 
     // A new agent on the same interfaces, at once.
     let t0 = Instant::now();
@@ -583,7 +592,11 @@ fn an_interface_that_goes_and_comes_back_counts_on_in_its_slot() {
     let s = summary_of(&std::fs::read_to_string(&json).unwrap());
     eprintln!("summary interfaces: {}", s["interfaces"]);
     assert_eq!(u(&s["interfaces"][&p.a_if]["ingress"]["packets"]["dns"]), 7);
-    assert_eq!(u(&s["interfaces"][&a1]["ingress"]["packets"]["dns"]), 8, "the re-created interface counts on in its slot");
+    assert_eq!(
+        u(&s["interfaces"][&a1]["ingress"]["packets"]["dns"]),
+        8,
+        "the re-created interface counts on in its slot"
+    );
     assert_eq!(u(&s["interfaces"][&a1]["ifindex"]), new_index as u64);
     assert_eq!(u(&s["events"]["dns_query"]), 15);
 }
@@ -664,7 +677,11 @@ fn a_stalled_consumer_loses_events_exactly_and_resumes() {
     )
     .unwrap();
     let json = dir.0.join("agent.json");
-    let mut a = agent(&p.a, &["run", "-i", &p.a_if, "--config", config.to_str().unwrap(), "--json", json.to_str().unwrap()], &dir.0);
+    let mut a = agent(
+        &p.a,
+        &["run", "-i", &p.a_if, "--config", config.to_str().unwrap(), "--json", json.to_str().unwrap()],
+        &dir.0,
+    );
 
     let (from, to) = (p.b_ip, p.a_ip);
     let t0 = Instant::now();
@@ -686,13 +703,18 @@ fn a_stalled_consumer_loses_events_exactly_and_resumes() {
     std::thread::sleep(Duration::from_millis(1500));
     a.signal(libc::SIGSTOP);
     let stopped = Instant::now();
-    assert!(wait_for(Duration::from_secs(2), || status_field(a.pid(), "State").is_some_and(|s| s.starts_with('T'))), "not stopped");
+    assert!(
+        wait_for(Duration::from_secs(2), || status_field(a.pid(), "State").is_some_and(|s| s.starts_with('T'))),
+        "not stopped"
+    );
     std::thread::sleep(Duration::from_secs(5));
     a.signal(libc::SIGCONT);
     let resumed_after = stopped.elapsed();
     let lines_at_resume = std::fs::read_to_string(&json).unwrap_or_default().lines().count();
     // A new name after the stall: its storm can only come from events read after it.
-    let after = spawn_in_netns(p.b.name(), move || send_queries(from, to, "after.test", AFTER, Duration::from_millis(150), 0x8000));
+    let after = spawn_in_netns(p.b.name(), move || {
+        send_queries(from, to, "after.test", AFTER, Duration::from_millis(150), 0x8000)
+    });
     let sent = steady.join().unwrap() + after.join().unwrap();
     // The last timeouts (0.5 s) and a tick of the detectors.
     std::thread::sleep(Duration::from_millis(1500));
@@ -725,13 +747,20 @@ fn a_stalled_consumer_loses_events_exactly_and_resumes() {
 
     // Detection resumed: a storm for the name sent after the stall, and the stats
     // lines written after it count on.
-    let storm = lines.iter().find(|l| l["type"] == "finding" && l["kind"] == "dns_probe_storm" && l["subject"]["qname"] == "after.test");
+    let storm = lines
+        .iter()
+        .find(|l| l["type"] == "finding" && l["kind"] == "dns_probe_storm" && l["subject"]["qname"] == "after.test");
     assert!(storm.is_some(), "no dns_probe_storm for after.test:\n{}", a.logs());
     eprintln!("after the stall: {}", storm.unwrap()["summary"]);
-    let later: Vec<u64> =
-        lines.iter().skip(lines_at_resume).filter(|l| l["type"] == "stats").map(|l| u(&l["events"]["dns_query"])).collect();
+    let later: Vec<u64> = lines
+        .iter()
+        .skip(lines_at_resume)
+        .filter(|l| l["type"] == "stats")
+        .map(|l| u(&l["events"]["dns_query"]))
+        .collect();
     assert!(later.len() >= 2 && later.last() > later.first(), "dns_query in stats lines after SIGCONT: {later:?}");
-    let stats_lost: Vec<u64> = lines.iter().filter(|l| l["type"] == "stats").map(|l| u(&l["events_lost"]["ringbuf"])).collect();
+    let stats_lost: Vec<u64> =
+        lines.iter().filter(|l| l["type"] == "stats").map(|l| u(&l["events_lost"]["ringbuf"])).collect();
     assert!(stats_lost.windows(2).all(|w| w[0] <= w[1]) && stats_lost.last() == Some(&lost), "{stats_lost:?}");
 }
 
@@ -750,7 +779,11 @@ fn keeps_counting(p: &Pair, a: &mut Proc, port: u16, stats_lines: &dyn Fn(&Proc)
         dns_in(&ns, port, &p.a_if),
         a.logs()
     );
-    assert!(wait_for(Duration::from_secs(3), || stats_lines(a) >= before + 2), "human stats lines stopped:\n{}", a.logs());
+    assert!(
+        wait_for(Duration::from_secs(3), || stats_lines(a) >= before + 2),
+        "human stats lines stopped:\n{}",
+        a.logs()
+    );
     assert!(a.running(), "{}", a.logs());
 }
 
@@ -808,7 +841,11 @@ fn json_into_a_closed_pipe_is_reported_and_the_agent_keeps_counting() {
     // The reader goes away before the first line.
     drop(a.child.as_mut().unwrap().stdout.take());
     let want = "error: cannot write JSON lines to standard output: Broken pipe";
-    assert!(wait_for(Duration::from_secs(20), || a.stderr().contains(want) || !a.running()), "no {want:?}:\n{}", a.logs());
+    assert!(
+        wait_for(Duration::from_secs(20), || a.stderr().contains(want) || !a.running()),
+        "no {want:?}:\n{}",
+        a.logs()
+    );
     assert!(a.running(), "the agent died writing into a closed pipe:\n{}", a.logs());
     assert!(a.stderr().contains("JSON output stopped, the agent keeps running"), "{}", a.logs());
     eprintln!("{}", a.stderr().lines().find(|l| l.contains("cannot write JSON")).unwrap());
@@ -848,7 +885,8 @@ impl Rng {
 
     fn name(&mut self) -> String {
         const ALPHA: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        let mut label = |n: usize| (0..n).map(|_| ALPHA[(self.next() % ALPHA.len() as u64) as usize] as char).collect::<String>();
+        let mut label =
+            |n: usize| (0..n).map(|_| ALPHA[(self.next() % ALPHA.len() as u64) as usize] as char).collect::<String>();
         format!("{}.{}.flood.test", label(12), label(6))
     }
 }
@@ -860,7 +898,8 @@ const FLOOD_DST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x66, 0x99];
 
 fn dns_frame(r: &mut Rng, dst: [u8; 4]) -> Vec<u8> {
     let payload = dns_query(r.next() as u16, &r.name());
-    let b = etherparse::PacketBuilder::ethernet2(FLOOD_SRC_MAC, FLOOD_DST_MAC).ipv4(r.addr(), dst, 64).udp(r.port(), 53);
+    let b =
+        etherparse::PacketBuilder::ethernet2(FLOOD_SRC_MAC, FLOOD_DST_MAC).ipv4(r.addr(), dst, 64).udp(r.port(), 53);
     let mut out = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut out, &payload).unwrap();
     out
@@ -949,7 +988,11 @@ fn an_adversarial_flood_stays_within_the_caps_and_memory() {
     )
     .unwrap();
     let json = dir.0.join("agent.json");
-    let mut a = agent(&p.a, &["run", "-i", &p.a_if, "--config", config.to_str().unwrap(), "--json", json.to_str().unwrap()], &dir.0);
+    let mut a = agent(
+        &p.a,
+        &["run", "-i", &p.a_if, "--config", config.to_str().unwrap(), "--json", json.to_str().unwrap()],
+        &dir.0,
+    );
     let rss_idle = peak_rss_kib(a.pid());
 
     // Random queries from random clients, and large DF segments of random flows, each
@@ -1015,7 +1058,11 @@ fn an_adversarial_flood_stays_within_the_caps_and_memory() {
     assert_eq!(u(&s["interfaces"][&p.a_if]["ingress"]["packets"]["dns"]), NAMES as u64, "every query counted");
     let decoded_q = u(&s["events"]["dns_query"]);
     let decoded_r = u(&s["events"]["tcp_large_retransmit"]);
-    assert!(decoded_q > 2000 && decoded_r > 1000, "too few events reached the detectors to test the caps: {}", s["events"]);
+    assert!(
+        decoded_q > 2000 && decoded_r > 1000,
+        "too few events reached the detectors to test the caps: {}",
+        s["events"]
+    );
     for (table, cap) in [("dns_names", 1000), ("dns_transactions", 2000), ("tcp_flows", 1000)] {
         let held = u(&tracked[table]);
         let evicted = u(&evictions[table]);
@@ -1051,7 +1098,11 @@ fn an_idle_agent_uses_almost_no_cpu() {
     let (ticks1, sw1, elapsed) = (cpu_ticks(pid), switches(), t0.elapsed().as_secs_f64());
     let share = (ticks1 - ticks0) as f64 / hz / elapsed;
     let wakeups = (sw1 - sw0) as f64 / elapsed;
-    eprintln!("idle: {:.2} % of a CPU ({} ticks at {hz} Hz in {elapsed:.2} s), {wakeups:.1} wakeups/s", share * 100.0, ticks1 - ticks0);
+    eprintln!(
+        "idle: {:.2} % of a CPU ({} ticks at {hz} Hz in {elapsed:.2} s), {wakeups:.1} wakeups/s",
+        share * 100.0,
+        ticks1 - ticks0
+    );
     assert!(share < 0.05, "idle CPU {:.2} %", share * 100.0);
     // The detectors' 250 ms tick and little else: no busy polling.
     assert!(wakeups < 20.0, "{wakeups:.1} wakeups/s while idle");

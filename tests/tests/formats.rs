@@ -19,17 +19,38 @@ fn sll2_pcap_from_tcpdump_and_pcapng_from_tshark_replay_alike() {
         .spawn(
             "dnsmasq",
             "dnsmasq",
-            &["--no-daemon", "--no-resolv", "--no-hosts", "--listen-address=198.18.50.1", "--bind-interfaces", "--address=/ok.test/198.18.50.9", "--user=root", "--pid-file="],
+            &[
+                "--no-daemon",
+                "--no-resolv",
+                "--no-hosts",
+                "--listen-address=198.18.50.1",
+                "--bind-interfaces",
+                "--address=/ok.test/198.18.50.9",
+                "--user=root",
+                "--pid-file=",
+            ],
             None,
         )
         .unwrap();
     let pcap = dir.0.join("any.pcap");
     let pcapng = dir.0.join("any.pcapng");
     let (td_log, ts_log) = (dir.0.join("tcpdump.log"), dir.0.join("tshark.log"));
-    let mut td = ns.spawn("tcpdump", "tcpdump", &["-i", "any", "--immediate-mode", "-U", "-n", "-w", pcap.to_str().unwrap(), "udp port 53"], Some(&td_log)).unwrap();
-    let mut ts = ns.spawn("tshark", "tshark", &["-i", "any", "-f", "udp port 53", "-w", pcapng.to_str().unwrap()], Some(&ts_log)).unwrap();
+    let mut td = ns
+        .spawn(
+            "tcpdump",
+            "tcpdump",
+            &["-i", "any", "--immediate-mode", "-U", "-n", "-w", pcap.to_str().unwrap(), "udp port 53"],
+            Some(&td_log),
+        )
+        .unwrap();
+    let mut ts = ns
+        .spawn("tshark", "tshark", &["-i", "any", "-f", "udp port 53", "-w", pcapng.to_str().unwrap()], Some(&ts_log))
+        .unwrap();
     let says = |p: &std::path::Path, what: &str| std::fs::read_to_string(p).unwrap_or_default().contains(what);
-    assert!(wait_for(Duration::from_secs(30), || says(&td_log, "listening on") && says(&ts_log, "Capturing on")), "capture tools did not start");
+    assert!(
+        wait_for(Duration::from_secs(30), || says(&td_log, "listening on") && says(&ts_log, "Capturing on")),
+        "capture tools did not start"
+    );
     for _ in 0..3 {
         ns.exec("dig", &["+tries=1", "+time=2", "@198.18.50.1", "ok.test"]).unwrap();
     }
@@ -42,7 +63,10 @@ fn sll2_pcap_from_tcpdump_and_pcapng_from_tshark_replay_alike() {
         let (code, out, err) = pathwatch(&["replay", "--json", "-", f.to_str().unwrap()]);
         assert_eq!(code, 0, "{}: {err}", f.display());
         let summary = json_lines(&out).pop().unwrap();
-        counts.push((summary["events"]["dns_query"].as_u64().unwrap(), summary["events"]["dns_response"].as_u64().unwrap()));
+        counts.push((
+            summary["events"]["dns_query"].as_u64().unwrap(),
+            summary["events"]["dns_response"].as_u64().unwrap(),
+        ));
     }
     // Each datagram is seen once, on lo: a query and its answer. (tcpdump needs
     // --immediate-mode: without it, packets still in the capture ring when it is

@@ -124,7 +124,8 @@ fn block(kind: u32, body: &[u8], lie: Option<u32>) -> Vec<u8> {
 /// A pcapng file: section header, one Ethernet interface (microseconds), then an
 /// enhanced packet block per frame (`units`: the timestamp in microseconds).
 fn pcapng(frames: &[(u64, Vec<u8>)]) -> Vec<u8> {
-    let mut f = block(0x0a0d0d0a, &[0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], None);
+    let mut f =
+        block(0x0a0d0d0a, &[0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], None);
     f.extend(block(1, &[1, 0, 0, 0, 0xff, 0xff, 0, 0], None));
     for (units, data) in frames {
         f.extend(epb(0, *units, data, None));
@@ -194,7 +195,14 @@ fn table() -> Vec<Case> {
 
     // Names with terminal escapes, quotes, backslashes, NUL, DEL, C1 and non-UTF-8
     // bytes, failing four times: a storm whose finding carries the escaped name.
-    cases.push(Case { qname: Some(HOSTILE_QNAME), ..good("escape-storm.pcap", pcap_bytes(storm(&question(&hostile_name()), [1, 0, 0, 0], 4)), &["dns_probe_storm"]) });
+    cases.push(Case {
+        qname: Some(HOSTILE_QNAME),
+        ..good(
+            "escape-storm.pcap",
+            pcap_bytes(storm(&question(&hostile_name()), [1, 0, 0, 0], 4)),
+            &["dns_probe_storm"],
+        )
+    });
 
     // One query each for names a terminal would act on.
     let names: [&[&[u8]]; 5] = [
@@ -220,14 +228,22 @@ fn table() -> Vec<Case> {
         question(&[0x3f, b'a', b'b']),                   // label longer than the message
         vec![0x05, b'a'],                                // question cut inside its name
     ];
-    let frames = bodies.iter().enumerate().map(|(i, b)| (T0 + i as u64 * S, udp4(CLIENT, RESOLVER, 40001, 53, &dns_msg(i as u16, 0x0100, [1, 0, 0, 0], b))));
+    let frames = bodies.iter().enumerate().map(|(i, b)| {
+        (T0 + i as u64 * S, udp4(CLIENT, RESOLVER, 40001, 53, &dns_msg(i as u16, 0x0100, [1, 0, 0, 0], b)))
+    });
     cases.push(good("long-names.pcap", pcap_bytes(frames.collect()), &[]));
 
     // Compression loops (to itself, after a label, mutual through bytes after the
     // question) and a pointer past the end, each failing four times: no question can
     // be read, so no storm.
     let mutual = [question(&[0xc0, 0x12]), vec![0xc0, 0x0c]].concat();
-    let bodies = [question(&[0xc0, 0x0c]), question(&[0x01, b'a', 0xc0, 0x0c]), question(&[0x01, b'b', 0xc0, 0x0e]), mutual, question(&[0xc0, 0xff])];
+    let bodies = [
+        question(&[0xc0, 0x0c]),
+        question(&[0x01, b'a', 0xc0, 0x0c]),
+        question(&[0x01, b'b', 0xc0, 0x0e]),
+        mutual,
+        question(&[0xc0, 0xff]),
+    ];
     let mut frames = Vec::new();
     for (i, body) in bodies.iter().enumerate() {
         frames.extend(storm(body, [1, 0, 0, 0], 4).into_iter().map(|(t, f)| (t + i as u64, f)));
@@ -237,7 +253,11 @@ fn table() -> Vec<Case> {
 
     // Counts that lie: 65535 questions, answers and authorities promised, one given.
     // Only the first question is read, so the failing name is still a storm.
-    cases.push(good("lying-counts.pcap", pcap_bytes(storm(&question(&wire_name(&[b"liar", b"example"])), [0xffff, 0xffff, 0xffff, 0xffff], 4)), &["dns_probe_storm"]));
+    cases.push(good(
+        "lying-counts.pcap",
+        pcap_bytes(storm(&question(&wire_name(&[b"liar", b"example"])), [0xffff, 0xffff, 0xffff, 0xffff], 4)),
+        &["dns_probe_storm"],
+    ));
 
     // TCP options that would loop or overrun: zero and one-byte lengths, 40 NOPs, an
     // MSS past the last start the kernel looks at, a length past the header, and a
@@ -246,10 +266,17 @@ fn table() -> Vec<Case> {
     opts_39_nops.push(2);
     let mut cut = syn(&[1; 40]);
     cut.truncate(14 + 20 + 30);
-    let frames = [syn(&[3, 0, 2, 4, 5, 0xb4]), syn(&[8, 1, 2, 4, 5, 0xb4]), syn(&[1; 40]), syn(&opts_39_nops), syn(&[5, 0xff, 2, 4]), cut]
-        .into_iter()
-        .enumerate()
-        .map(|(i, f)| (T0 + i as u64 * S, f));
+    let frames = [
+        syn(&[3, 0, 2, 4, 5, 0xb4]),
+        syn(&[8, 1, 2, 4, 5, 0xb4]),
+        syn(&[1; 40]),
+        syn(&opts_39_nops),
+        syn(&[5, 0xff, 2, 4]),
+        cut,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, f)| (T0 + i as u64 * S, f));
     cases.push(good("tcp-options.pcap", pcap_bytes(frames.collect()), &[]));
 
     // IPv6 extension chains longer than the kernel walks (6), around a DNS query,
@@ -265,7 +292,8 @@ fn table() -> Vec<Case> {
         rest.extend_from_slice(&query);
         ipv6(60, &rest)
     };
-    let frames = [chain(7, 0), chain(40, 0), chain(3, 0xff)].into_iter().enumerate().map(|(i, f)| (T0 + i as u64 * S, f));
+    let frames =
+        [chain(7, 0), chain(40, 0), chain(3, 0xff)].into_iter().enumerate().map(|(i, f)| (T0 + i as u64 * S, f));
     cases.push(good("ipv6-ext-chain.pcap", pcap_bytes(frames.collect()), &[]));
 
     // ICMP errors quoting garbage: not IP, an IPv4 header cut at 12 bytes, an IPv6
@@ -294,7 +322,12 @@ fn table() -> Vec<Case> {
     cases.push(bad("bad-magic.pcap", b"GIF89a\x01\x00\x01\x00\x00\xff\x00,".to_vec(), &[], None));
     cases.push(bad("empty.pcap", Vec::new(), &[], None));
     let frame = udp4(CLIENT, RESOLVER, 40000, 53, &dns_query(1, "user0.example"));
-    cases.push(bad("unknown-linktype.pcap", pcap_raw(147, &[(frame.len() as u32, frame)]), &[], Some(Damage { frame: 1, offset: 24 })));
+    cases.push(bad(
+        "unknown-linktype.pcap",
+        pcap_raw(147, &[(frame.len() as u32, frame)]),
+        &[],
+        Some(Damage { frame: 1, offset: 24 }),
+    ));
 
     let storm_frames = storm(&question(&wire_name(&[b"before", b"damage"])), [1, 0, 0, 0], 4);
     let mut huge = pcap_bytes(storm_frames.clone());
@@ -311,12 +344,22 @@ fn table() -> Vec<Case> {
     let mut ng = pcapng(&micros);
     let lie_at = ng.len();
     ng.extend(epb(0, T0 / 1000, &micros[0].1, Some(0x7fff_fff0)));
-    cases.push(bad("pcapng-lying-block-length.pcapng", ng, &["dns_probe_storm"], Some(Damage { frame: 9, offset: lie_at })));
+    cases.push(bad(
+        "pcapng-lying-block-length.pcapng",
+        ng,
+        &["dns_probe_storm"],
+        Some(Damage { frame: 9, offset: lie_at }),
+    ));
 
     let mut ng = pcapng(&micros);
     let stranger_at = ng.len();
     ng.extend(epb(5, T0 / 1000, &micros[0].1, None));
-    cases.push(bad("pcapng-unknown-interface.pcapng", ng, &["dns_probe_storm"], Some(Damage { frame: 9, offset: stranger_at })));
+    cases.push(bad(
+        "pcapng-unknown-interface.pcapng",
+        ng,
+        &["dns_probe_storm"],
+        Some(Damage { frame: 9, offset: stranger_at }),
+    ));
     cases
 }
 
@@ -345,7 +388,12 @@ fn hostile_captures_give_clean_output_and_the_table_s_findings() {
         let path = dir.0.join(case.name);
         std::fs::write(&path, &case.bytes).unwrap();
         let p = path.to_str().unwrap();
-        for mode in [&["replay", p][..], &["replay", "--json", "-", p], &["replay", "-v", p], &["replay", "-v", "--json", "-", p]] {
+        for mode in [
+            &["replay", p][..],
+            &["replay", "--json", "-", p],
+            &["replay", "-v", p],
+            &["replay", "-v", "--json", "-", p],
+        ] {
             let label = mode[1..mode.len() - 1].join(" ");
             let (code, stdout, stderr) = run(mode);
             assert_clean(case.name, &label, "stdout", &stdout);
@@ -357,14 +405,18 @@ fn hostile_captures_give_clean_output_and_the_table_s_findings() {
             if let Some(d) = case.damage {
                 let want = format!("frame {} at byte offset {}", d.frame, d.offset);
                 if !(stderr.contains(case.name) && stderr.contains(&want)) {
-                    problems.push(format!("{} ({label}): stderr does not name the file and `{want}`: {stderr}", case.name));
+                    problems
+                        .push(format!("{} ({label}): stderr does not name the file and `{want}`: {stderr}", case.name));
                 }
             } else if case.exit == 2 && !stderr.contains(case.name) {
                 problems.push(format!("{} ({label}): stderr does not name the file: {stderr}", case.name));
             }
             let human = if mode.contains(&"--json") { &stderr } else { &stdout };
             if let Some(q) = case.qname.filter(|q| !human.contains(q)) {
-                problems.push(format!("{} ({label}): the escaped name {q} is not in the human output:\n{human}", case.name));
+                problems.push(format!(
+                    "{} ({label}): the escaped name {q} is not in the human output:\n{human}",
+                    case.name
+                ));
             }
             if mode.contains(&"-v") && case.exit == 0 && !case.kinds.is_empty() && !human.contains("dns query") {
                 problems.push(format!("{} ({label}): no decoded event lines:\n{human}", case.name));
@@ -373,12 +425,15 @@ fn hostile_captures_give_clean_output_and_the_table_s_findings() {
                 continue;
             }
             let lines = json_lines(&stdout);
-            let mut kinds: Vec<&str> = lines.iter().filter(|l| l["type"] == "finding").map(|l| l["kind"].as_str().unwrap()).collect();
+            let mut kinds: Vec<&str> =
+                lines.iter().filter(|l| l["type"] == "finding").map(|l| l["kind"].as_str().unwrap()).collect();
             kinds.sort_unstable();
             if kinds != case.kinds {
                 problems.push(format!("{} ({label}): findings {kinds:?}, expected {:?}", case.name, case.kinds));
             }
-            if let Some(q) = case.qname.filter(|q| !lines.iter().any(|l| l["type"] == "finding" && l["subject"]["qname"] == *q)) {
+            if let Some(q) =
+                case.qname.filter(|q| !lines.iter().any(|l| l["type"] == "finding" && l["subject"]["qname"] == *q))
+            {
                 problems.push(format!("{} ({label}): no finding with qname {q}", case.name));
             }
             let last = lines.last().map(|l| l["type"].clone());

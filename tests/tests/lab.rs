@@ -20,10 +20,7 @@ fn lab_lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn kinds(s: &Value) -> Vec<&str> {
-    s["found"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|f| f["kind"].as_str()).collect())
-        .unwrap_or_default()
+    s["found"].as_array().map(|a| a.iter().filter_map(|f| f["kind"].as_str()).collect()).unwrap_or_default()
 }
 
 #[test]
@@ -37,74 +34,34 @@ fn lab_all_scenarios() {
     let took = t0.elapsed();
     eprintln!("{stderr}");
     let lines = json_lines(&stdout);
-    let scenarios: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["type"] == "lab_scenario")
-        .collect();
-    let names: Vec<&str> = scenarios
-        .iter()
-        .filter_map(|s| s["scenario"].as_str())
-        .collect();
+    let scenarios: Vec<&Value> = lines.iter().filter(|l| l["type"] == "lab_scenario").collect();
+    let names: Vec<&str> = scenarios.iter().filter_map(|s| s["scenario"].as_str()).collect();
     assert_eq!(
         names,
-        [
-            "dns-probe-storm",
-            "vpn-ok",
-            "dtls-blocked",
-            "dtls-port-mismatch",
-            "pmtu-black-hole",
-            "pmtu-ok"
-        ],
+        ["dns-probe-storm", "vpn-ok", "dtls-blocked", "dtls-port-mismatch", "pmtu-black-hole", "pmtu-ok"],
         "{stdout}"
     );
     for s in &scenarios {
         let name = s["scenario"].as_str().unwrap_or("?");
         let found = kinds(s);
-        assert_eq!(
-            s["pass"], true,
-            "{name} did not meet its expectation: {s:#}"
-        );
+        assert_eq!(s["pass"], true, "{name} did not meet its expectation: {s:#}");
         for k in s["expected"]["kinds"].as_array().expect("expected.kinds") {
-            assert!(
-                found.contains(&k.as_str().unwrap_or("")),
-                "{name}: {k} not found in {found:?}"
-            );
+            assert!(found.contains(&k.as_str().unwrap_or("")), "{name}: {k} not found in {found:?}");
         }
         for k in s["expected"]["absent"].as_array().expect("expected.absent") {
-            assert!(
-                !found.contains(&k.as_str().unwrap_or("")),
-                "{name}: {k} found: {s:#}"
-            );
+            assert!(!found.contains(&k.as_str().unwrap_or("")), "{name}: {k} found: {s:#}");
         }
     }
-    let vpn_ok = scenarios
-        .iter()
-        .find(|s| s["scenario"] == "vpn-ok")
-        .expect("vpn-ok");
-    assert!(
-        kinds(vpn_ok)
-            .iter()
-            .all(|k| !k.starts_with("dtls_") && *k != "vpn_reconnect_loop"),
-        "{vpn_ok:#}"
-    );
-    let pmtu_ok = scenarios
-        .iter()
-        .find(|s| s["scenario"] == "pmtu-ok")
-        .expect("pmtu-ok");
+    let vpn_ok = scenarios.iter().find(|s| s["scenario"] == "vpn-ok").expect("vpn-ok");
+    assert!(kinds(vpn_ok).iter().all(|k| !k.starts_with("dtls_") && *k != "vpn_reconnect_loop"), "{vpn_ok:#}");
+    let pmtu_ok = scenarios.iter().find(|s| s["scenario"] == "pmtu-ok").expect("pmtu-ok");
     assert!(!kinds(pmtu_ok).contains(&"pmtu_black_hole"), "{pmtu_ok:#}");
     let summary = lines.last().expect("a summary line");
     assert_eq!(summary["type"], "lab_summary");
     assert_eq!(summary["pass"], true, "{summary:#}");
     assert_eq!(code, 0, "exit code");
-    assert!(
-        netns::netns_with_prefix(PREFIX).is_empty(),
-        "namespaces left: {:?}",
-        netns::netns_with_prefix(PREFIX)
-    );
-    assert!(
-        took < Duration::from_secs(180),
-        "the lab took {took:?} (limit 3 minutes)"
-    );
+    assert!(netns::netns_with_prefix(PREFIX).is_empty(), "namespaces left: {:?}", netns::netns_with_prefix(PREFIX));
+    assert!(took < Duration::from_secs(180), "the lab took {took:?} (limit 3 minutes)");
 }
 
 /// A stale process in a leftover namespace, killed by PID if the test ends early.
@@ -135,55 +92,23 @@ fn lab_removes_the_leftovers_of_a_dead_run() {
         .spawn()
         .expect("sleep in pwlab-gw");
     let mut stale = Stale(Some(child));
-    assert!(netns::wait_for(Duration::from_secs(5), || !netns::pids_in(
-        "pwlab-gw"
-    )
-    .is_empty()));
+    assert!(netns::wait_for(Duration::from_secs(5), || !netns::pids_in("pwlab-gw").is_empty()));
 
     let (code, stdout, stderr) = pathwatch(&["lab", "dns-probe-storm", "--json", "-"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stderr.contains("removed leftovers") && stderr.contains("pwlab-gw"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("removed leftovers") && stderr.contains("pwlab-gw"), "{stderr}");
     let lines = json_lines(&stdout);
-    assert_eq!(
-        lines
-            .iter()
-            .filter(|l| l["type"] == "lab_scenario" && l["pass"] == true)
-            .count(),
-        1,
-        "{stdout}"
-    );
-    let exited = stale
-        .0
-        .as_mut()
-        .expect("child")
-        .try_wait()
-        .expect("try_wait");
-    assert!(
-        exited.is_some(),
-        "the stale process in pwlab-gw is still running"
-    );
-    assert!(
-        netns::netns_with_prefix(PREFIX).is_empty(),
-        "namespaces left: {:?}",
-        netns::netns_with_prefix(PREFIX)
-    );
+    assert_eq!(lines.iter().filter(|l| l["type"] == "lab_scenario" && l["pass"] == true).count(), 1, "{stdout}");
+    let exited = stale.0.as_mut().expect("child").try_wait().expect("try_wait");
+    assert!(exited.is_some(), "the stale process in pwlab-gw is still running");
+    assert!(netns::netns_with_prefix(PREFIX).is_empty(), "namespaces left: {:?}", netns::netns_with_prefix(PREFIX));
 }
 
 #[test]
 fn lab_names_the_scenarios_when_given_an_unknown_one() {
     let (code, _, stderr) = pathwatch(&["lab", "no-such-scenario"]);
     assert_eq!(code, 2, "{stderr}");
-    for name in [
-        "dns-probe-storm",
-        "vpn-ok",
-        "dtls-blocked",
-        "dtls-port-mismatch",
-        "pmtu-black-hole",
-        "pmtu-ok",
-    ] {
+    for name in ["dns-probe-storm", "vpn-ok", "dtls-blocked", "dtls-port-mismatch", "pmtu-black-hole", "pmtu-ok"] {
         assert!(stderr.contains(name), "{stderr}");
     }
 }

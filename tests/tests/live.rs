@@ -40,13 +40,17 @@ fn topology(tag: &str) -> Net {
 fn agent(ns: &NetNs, args: &[&str], log: &Path) -> Daemon {
     let bin = bin();
     let mut a = ns.spawn("pathwatch", bin.to_str().unwrap(), args, Some(log)).unwrap();
-    let ready = wait_for(Duration::from_secs(10), || std::fs::read_to_string(log).unwrap_or_default().contains("watching"));
+    let ready =
+        wait_for(Duration::from_secs(10), || std::fs::read_to_string(log).unwrap_or_default().contains("watching"));
     assert!(ready && a.running(), "agent did not start:\n{}", std::fs::read_to_string(log).unwrap_or_default());
     a
 }
 
 fn tshark_count(pcap: &Path, filter: &str) -> u64 {
-    let out = Command::new("tshark").args(["-r", pcap.to_str().unwrap(), "-Y", filter, "-T", "fields", "-e", "frame.number"]).output().unwrap();
+    let out = Command::new("tshark")
+        .args(["-r", pcap.to_str().unwrap(), "-Y", filter, "-T", "fields", "-e", "frame.number"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).count() as u64
 }
@@ -54,7 +58,19 @@ fn tshark_count(pcap: &Path, filter: &str) -> u64 {
 fn self_signed(dir: &Path) -> (String, String) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=pathwatch-test"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=pathwatch-test",
+        ])
         .args(["-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()])
         .output()
         .unwrap();
@@ -75,18 +91,42 @@ fn live_counts_equal_tcpdump_on_the_same_interface() {
         .spawn(
             "dnsmasq",
             "dnsmasq",
-            &["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=198.18.12.2", "--address=/ok.test/198.18.12.9", "--user=root", "--pid-file="],
+            &[
+                "--no-daemon",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=198.18.12.2",
+                "--address=/ok.test/198.18.12.9",
+                "--user=root",
+                "--pid-file=",
+            ],
             Some(&dir.0.join("dnsmasq.log")),
         )
         .unwrap();
     let _dtls = net
         .server
-        .spawn("openssl s_server", "openssl", &["s_server", "-dtls1_2", "-accept", "4433", "-cert", &cert, "-key", &key, "-quiet"], Some(&dir.0.join("s_server.log")))
+        .spawn(
+            "openssl s_server",
+            "openssl",
+            &["s_server", "-dtls1_2", "-accept", "4433", "-cert", &cert, "-key", &key, "-quiet"],
+            Some(&dir.0.join("s_server.log")),
+        )
         .unwrap();
     let pcap = dir.0.join("g0.pcap");
     let tcpdump_log = dir.0.join("tcpdump.log");
-    let mut tcpdump = net.gw.spawn("tcpdump", "tcpdump", &["-i", "g0", "--immediate-mode", "-U", "-n", "-w", pcap.to_str().unwrap()], Some(&tcpdump_log)).unwrap();
-    assert!(wait_for(Duration::from_secs(10), || std::fs::read_to_string(&tcpdump_log).unwrap_or_default().contains("listening on")));
+    let mut tcpdump = net
+        .gw
+        .spawn(
+            "tcpdump",
+            "tcpdump",
+            &["-i", "g0", "--immediate-mode", "-U", "-n", "-w", pcap.to_str().unwrap()],
+            Some(&tcpdump_log),
+        )
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || std::fs::read_to_string(&tcpdump_log)
+        .unwrap_or_default()
+        .contains("listening on")));
     let json = dir.0.join("agent.json");
     let log = dir.0.join("agent.log");
     let mut agent = agent(&net.gw, &["run", "-i", "g0", "--json", json.to_str().unwrap()], &log);
@@ -96,28 +136,46 @@ fn live_counts_equal_tcpdump_on_the_same_interface() {
         let _ = net.client.exec("dig", &["+tries=1", "+time=2", "@198.18.12.2", name]);
     }
     for _ in 0..2 {
-        let _ = net.client.cmd("timeout").args(["5", "openssl", "s_client", "-dtls1_2", "-connect", "198.18.12.2:4433"]).stdin(std::process::Stdio::null()).output();
+        let _ = net
+            .client
+            .cmd("timeout")
+            .args(["5", "openssl", "s_client", "-dtls1_2", "-connect", "198.18.12.2:4433"])
+            .stdin(std::process::Stdio::null())
+            .output();
     }
     let _ = net.client.exec("ping", &["-M", "do", "-s", "1472", "-c", "3", "-i", "0.3", "-W", "1", "198.18.12.2"]);
     std::thread::sleep(Duration::from_secs(1));
 
-    assert_eq!(agent.stop(libc::SIGTERM, Duration::from_secs(10)), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+    assert_eq!(
+        agent.stop(libc::SIGTERM, Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     tcpdump.stop(libc::SIGINT, Duration::from_secs(5));
 
     let lines = json_lines(&std::fs::read_to_string(&json).unwrap());
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "summary");
     let g0 = &summary["interfaces"]["g0"];
-    let both = |class: &str| g0["ingress"]["packets"][class].as_u64().unwrap() + g0["egress"]["packets"][class].as_u64().unwrap();
+    let both = |class: &str| {
+        g0["ingress"]["packets"][class].as_u64().unwrap() + g0["egress"]["packets"][class].as_u64().unwrap()
+    };
     let dns = tshark_count(&pcap, "udp.port == 53");
     let dtls = tshark_count(&pcap, "dtls && !icmp");
     let frag_needed = tshark_count(&pcap, "icmp.type == 3 && icmp.code == 4");
     eprintln!("tcpdump: dns {dns}, dtls {dtls}, frag-needed {frag_needed}; agent: {g0}");
-    assert!(dns >= 10 && dtls >= 4 && frag_needed >= 1, "the traffic did not happen: dns {dns} dtls {dtls} frag {frag_needed}");
+    assert!(
+        dns >= 10 && dtls >= 4 && frag_needed >= 1,
+        "the traffic did not happen: dns {dns} dtls {dtls} frag {frag_needed}"
+    );
     assert_eq!(both("dns"), dns, "DNS packets");
     assert_eq!(both("dtls"), dtls, "DTLS datagrams");
     assert_eq!(summary["events"]["icmp_frag_needed"].as_u64().unwrap(), frag_needed, "ICMP frag-needed");
-    assert_eq!(summary["events"]["dns_query"].as_u64().unwrap() + summary["events"]["dns_response"].as_u64().unwrap(), dns);
+    assert_eq!(
+        summary["events"]["dns_query"].as_u64().unwrap() + summary["events"]["dns_response"].as_u64().unwrap(),
+        dns
+    );
     assert_eq!(summary["events"]["events_lost"], 0);
 }
 
@@ -143,12 +201,18 @@ fn links_on(ifindex: u32) -> Vec<String> {
 /// What `ip link` and `tc filter` show of programs on `iface`.
 fn shown_by_iproute(ns: &NetNs, iface: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let link = ns.exec("ip", &["-d", "link", "show", "dev", iface]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let link = ns
+        .exec("ip", &["-d", "link", "show", "dev", iface])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     if link.contains("xdp") {
         found.push(format!("ip link: {link}"));
     }
     for dir in ["ingress", "egress"] {
-        let tc = ns.exec("tc", &["filter", "show", "dev", iface, dir]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let tc = ns
+            .exec("tc", &["filter", "show", "dev", iface, dir])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
         if !tc.trim().is_empty() {
             found.push(format!("tc filter {dir}: {tc}"));
         }
@@ -175,7 +239,10 @@ fn kill_9_leaves_nothing_attached_and_a_new_agent_starts_at_once() {
     let pid = first.pid();
     let held = links_on(k0);
     assert!(shown_by_iproute(&a, "k0").iter().any(|l| l.starts_with("ip link")), "XDP shows in ip link while running");
-    assert!(held.iter().any(|l| l.starts_with("xdp")) && held.iter().any(|l| l.starts_with("tcx")), "xdp and tcx links while running: {held:?}");
+    assert!(
+        held.iter().any(|l| l.starts_with("xdp")) && held.iter().any(|l| l.starts_with("tcx")),
+        "xdp and tcx links while running: {held:?}"
+    );
     first.signal(libc::SIGKILL);
     drop(first);
     assert!(

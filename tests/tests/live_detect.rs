@@ -41,40 +41,22 @@ impl Live {
     fn new(tag: &str) -> Live {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         lab_tools();
-        let dir = WorkDir::at(
-            &std::env::temp_dir().join(format!("pathwatch-live-{tag}-{}", std::process::id())),
-        )
-        .expect("work dir");
+        let dir = WorkDir::at(&std::env::temp_dir().join(format!("pathwatch-live-{tag}-{}", std::process::id())))
+            .expect("work dir");
         std::fs::write(dir.path().join("agent.toml"), AGENT_CONFIG).expect("agent config");
         let prefix = format!("pwt-{tag}-");
         let topo = Topology::build(&prefix).expect("topology");
-        Live {
-            agent: None,
-            topo,
-            dir,
-            prefix,
-            _serial: serial,
-        }
+        Live { agent: None, topo, dir, prefix, _serial: serial }
     }
 
     /// Tears the lab down and checks that nothing of it is left.
     fn finish(self) {
-        let Live {
-            agent,
-            topo,
-            dir,
-            prefix,
-            _serial,
-        } = self;
+        let Live { agent, topo, dir, prefix, _serial } = self;
         let path = dir.path().to_path_buf();
         drop(agent);
         drop(topo);
         drop(dir);
-        assert!(
-            netns_with_prefix(&prefix).is_empty(),
-            "namespaces left: {:?}",
-            netns_with_prefix(&prefix)
-        );
+        assert!(netns_with_prefix(&prefix).is_empty(), "namespaces left: {:?}", netns_with_prefix(&prefix));
         assert!(!path.exists(), "{} left", path.display());
     }
 
@@ -85,10 +67,7 @@ impl Live {
     fn start_agent(&mut self) {
         let config = self.dir.path().join("agent.toml");
         let ifs = self.topo.gw_interfaces();
-        self.agent = Some(
-            Agent::start(&self.topo.gw, &bin(), &ifs, Some(&config), self.dir.path())
-                .expect("agent"),
-        );
+        self.agent = Some(Agent::start(&self.topo.gw, &bin(), &ifs, Some(&config), self.dir.path()).expect("agent"));
     }
 
     fn stop_agent(&mut self) -> AgentReport {
@@ -100,9 +79,7 @@ impl Live {
 }
 
 fn secs_since_epoch(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs_f64()
+    t.duration_since(SystemTime::UNIX_EPOCH).expect("clock").as_secs_f64()
 }
 
 #[test]
@@ -111,22 +88,13 @@ fn servfail_every_second_is_a_periodic_dns_probe_storm_within_ten_seconds() {
         return;
     }
     let mut live = Live::new("dns");
-    let resolver =
-        Resolver::start(&live.topo.server, &live.path(), SERVER_V4).expect("unbound + dnsmasq");
+    let resolver = Resolver::start(&live.topo.server, &live.path(), SERVER_V4).expect("unbound + dnsmasq");
     live.start_agent();
     let (first_wall, first) = (SystemTime::now(), Instant::now());
     let (digs, seen) = std::thread::scope(|s| {
         let client = &live.topo.client;
-        let digger = s.spawn(move || {
-            traffic::dig_every(
-                client,
-                SERVER_V4,
-                "probe.example.com",
-                "A",
-                Duration::from_secs(1),
-                10,
-            )
-        });
+        let digger = s
+            .spawn(move || traffic::dig_every(client, SERVER_V4, "probe.example.com", "A", Duration::from_secs(1), 10));
         let seen = live
             .agent
             .as_mut()
@@ -138,8 +106,7 @@ fn servfail_every_second_is_a_periodic_dns_probe_storm_within_ten_seconds() {
         (digger.join().expect("dig thread").expect("dig"), seen)
     });
     assert!(digs.iter().all(|d| d.status == "SERVFAIL"), "{digs:?}");
-    let (line, at) =
-        seen.expect("no periodic dns_probe_storm finding within 10 s of the first query");
+    let (line, at) = seen.expect("no periodic dns_probe_storm finding within 10 s of the first query");
     let after = at.duration_since(first);
     assert!(after <= Duration::from_secs(10), "finding after {after:?}");
     assert_eq!(line["subject"]["client"], CLIENT_V4);
@@ -147,14 +114,9 @@ fn servfail_every_second_is_a_periodic_dns_probe_storm_within_ten_seconds() {
     let period = line["evidence"]["period_s"].as_f64().expect("period_s");
     assert!((period - 1.0).abs() <= 0.1, "period_s {period}");
     // The line's own time agrees: first_seen is the first query, on the wall clock.
-    let first_seen =
-        rfc3339_secs(line["first_seen"].as_str().expect("first_seen")).expect("RFC 3339");
+    let first_seen = rfc3339_secs(line["first_seen"].as_str().expect("first_seen")).expect("RFC 3339");
     let skew = first_seen - secs_since_epoch(first_wall);
-    assert!(
-        (-0.5..=1.0).contains(&skew),
-        "first_seen {} is {skew:.3} s from the first query",
-        line["first_seen"]
-    );
+    assert!((-0.5..=1.0).contains(&skew), "first_seen {} is {skew:.3} s from the first query", line["first_seen"]);
     let report = live.stop_agent();
     let storm = report.of_kind("dns_probe_storm");
     assert_eq!(storm.len(), 1, "{:#?}", report.findings);
@@ -162,23 +124,14 @@ fn servfail_every_second_is_a_periodic_dns_probe_storm_within_ten_seconds() {
     assert_eq!(e["queries"], 10);
     assert_eq!(e["rcodes"]["SERVFAIL"], 10);
     assert_eq!(e["pattern"], "periodic");
-    assert!(
-        (e["period_s"].as_f64().unwrap_or(0.0) - 1.0).abs() <= 0.1,
-        "{e}"
-    );
+    assert!((e["period_s"].as_f64().unwrap_or(0.0) - 1.0).abs() <= 0.1, "{e}");
     drop(resolver);
     live.finish();
 }
 
 /// Waits for a finding of `kind` for port `port`, while `openssl s_client` sends
 /// DTLS ClientHellos for `hello_for` from the client.
-fn dtls_finding(
-    live: &mut Live,
-    port: u16,
-    hello_for: Duration,
-    kind: &str,
-    wait: Duration,
-) -> Option<Value> {
+fn dtls_finding(live: &mut Live, port: u16, hello_for: Duration, kind: &str, wait: Duration) -> Option<Value> {
     std::thread::scope(|s| {
         let client = &live.topo.client;
         let hellos = s.spawn(move || traffic::dtls_hellos(client, SERVER_V4, port, hello_for));
@@ -188,10 +141,7 @@ fn dtls_finding(
             .expect("agent running")
             .wait_finding(wait, |f| f["kind"] == kind && f["subject"]["port"] == port)
             .expect("agent running");
-        hellos
-            .join()
-            .expect("openssl thread")
-            .expect("openssl s_client");
+        hellos.join().expect("openssl thread").expect("openssl s_client");
         seen.map(|(f, _)| f)
     })
 }
@@ -205,32 +155,16 @@ fn dtls_hellos_dropped_on_the_path_are_dtls_blocked() {
     nft::apply(&live.topo.gw, &nft::drop_udp_forward(4433)).expect("nft");
     live.start_agent();
     let t0 = Instant::now();
-    let f = dtls_finding(
-        &mut live,
-        4433,
-        Duration::from_secs(6),
-        "dtls_blocked",
-        Duration::from_secs(12),
-    )
-    .expect("no dtls_blocked finding");
+    let f = dtls_finding(&mut live, 4433, Duration::from_secs(6), "dtls_blocked", Duration::from_secs(12))
+        .expect("no dtls_blocked finding");
     assert!(t0.elapsed() < Duration::from_secs(12));
     assert_eq!(f["subject"]["client"], CLIENT_V4);
     assert_eq!(f["subject"]["server"], SERVER_V4);
     assert_eq!(f["evidence"]["server_records"], 0);
-    assert!(
-        f["evidence"]["client_hellos"].as_u64().unwrap_or(0) >= 2,
-        "{f:#}"
-    );
-    assert!(
-        nft::counters(&live.topo.gw).iter().sum::<u64>() >= 2,
-        "the gateway dropped nothing"
-    );
+    assert!(f["evidence"]["client_hellos"].as_u64().unwrap_or(0) >= 2, "{f:#}");
+    assert!(nft::counters(&live.topo.gw).iter().sum::<u64>() >= 2, "the gateway dropped nothing");
     let report = live.stop_agent();
-    assert!(
-        report.of_kind("dtls_port_unreachable").is_empty(),
-        "{:#?}",
-        report.findings
-    );
+    assert!(report.of_kind("dtls_port_unreachable").is_empty(), "{:#?}", report.findings);
     assert!(report.event("dtls_client_hello") >= 2);
     live.finish();
 }
@@ -243,29 +177,16 @@ fn dtls_hellos_to_a_closed_port_are_dtls_port_unreachable() {
     let mut live = Live::new("dtu");
     live.start_agent();
     // Nothing listens on UDP 4434 at the server: its kernel answers ICMP port unreachable.
-    let f = dtls_finding(
-        &mut live,
-        4434,
-        Duration::from_secs(3),
-        "dtls_port_unreachable",
-        Duration::from_secs(8),
-    )
-    .expect("no dtls_port_unreachable finding");
+    let f = dtls_finding(&mut live, 4434, Duration::from_secs(3), "dtls_port_unreachable", Duration::from_secs(8))
+        .expect("no dtls_port_unreachable finding");
     assert_eq!(f["subject"]["client"], CLIENT_V4);
     assert_eq!(f["subject"]["server"], SERVER_V4);
     assert_eq!(f["evidence"]["icmp_from"], SERVER_V4);
-    assert!(
-        f["evidence"]["icmp_count"].as_u64().unwrap_or(0) >= 1,
-        "{f:#}"
-    );
+    assert!(f["evidence"]["icmp_count"].as_u64().unwrap_or(0) >= 1, "{f:#}");
     // Past dtls.timeout_s (3 s in the test config) the flow must not turn "blocked".
     std::thread::sleep(Duration::from_millis(3500));
     let report = live.stop_agent();
-    assert!(
-        report.of_kind("dtls_blocked").is_empty(),
-        "{:#?}",
-        report.findings
-    );
+    assert!(report.of_kind("dtls_blocked").is_empty(), "{:#?}", report.findings);
     assert!(report.event("icmp_port_unreachable") >= 1);
     live.finish();
 }
@@ -273,10 +194,7 @@ fn dtls_hellos_to_a_closed_port_are_dtls_port_unreachable() {
 const FAR_MTU: u32 = 1400;
 
 fn upload(live: &Live) -> traffic::Transfer {
-    live.topo
-        .client
-        .ip(&["route", "flush", "cache"])
-        .expect("flush route cache");
+    live.topo.client.ip(&["route", "flush", "cache"]).expect("flush route cache");
     traffic::bulk_upload(
         &live.topo.client,
         &live.topo.server,
@@ -308,15 +226,8 @@ fn a_bulk_upload_whose_frag_needed_is_dropped_is_a_pmtu_black_hole() {
     assert_eq!(holes[0]["subject"]["receiver"], SERVER_V4);
     assert_eq!(e["icmp_seen"], false);
     assert!(e["retransmissions"].as_u64().unwrap_or(0) >= 3, "{e}");
-    assert!(
-        e["segment_size"].as_u64().unwrap_or(0) > u64::from(FAR_MTU - 40),
-        "{e}"
-    );
-    assert!(
-        report.of_kind("pmtu_signal").is_empty(),
-        "{:#?}",
-        report.findings
-    );
+    assert!(e["segment_size"].as_u64().unwrap_or(0) > u64::from(FAR_MTU - 40), "{e}");
+    assert!(report.of_kind("pmtu_signal").is_empty(), "{:#?}", report.findings);
     live.finish();
 }
 
@@ -335,11 +246,7 @@ fn a_bulk_upload_with_frag_needed_allowed_is_a_pmtu_signal_and_completes() {
     assert_eq!(signals.len(), 1, "{:#?}", report.findings);
     assert_eq!(signals[0]["evidence"]["next_hop_mtu"], FAR_MTU);
     assert_eq!(signals[0]["subject"]["sender"], CLIENT_V4);
-    assert!(
-        report.of_kind("pmtu_black_hole").is_empty(),
-        "{:#?}",
-        report.findings
-    );
+    assert!(report.of_kind("pmtu_black_hole").is_empty(), "{:#?}", report.findings);
     assert!(report.event("icmp_frag_needed") >= 1);
     live.finish();
 }

@@ -96,11 +96,24 @@ fn http_get(ns: &str, addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
 
 /// Sends UDP datagrams from `from` (inside `ns`) to `to`, `gap` apart; with `reply`,
 /// waits that long for one answer to each. Returns the number of answers.
-fn udp_send(ns: &str, from: Ipv4Addr, to: SocketAddr, payloads: Vec<Vec<u8>>, reply: Option<Duration>, gap: Duration) -> usize {
+fn udp_send(
+    ns: &str,
+    from: Ipv4Addr,
+    to: SocketAddr,
+    payloads: Vec<Vec<u8>>,
+    reply: Option<Duration>,
+    gap: Duration,
+) -> usize {
     in_netns(ns, move || udp_send_here(from, to, &payloads, reply, gap))
 }
 
-fn udp_send_here(from: Ipv4Addr, to: SocketAddr, payloads: &[Vec<u8>], reply: Option<Duration>, gap: Duration) -> usize {
+fn udp_send_here(
+    from: Ipv4Addr,
+    to: SocketAddr,
+    payloads: &[Vec<u8>],
+    reply: Option<Duration>,
+    gap: Duration,
+) -> usize {
     let sock = UdpSocket::bind(SocketAddrV4::new(from, 0)).expect("bind UDP");
     let mut answers = 0;
     let mut buf = [0u8; 2048];
@@ -265,7 +278,8 @@ fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> u64 {
 
 /// The path of `tool`, installing Debian `package` with apt-get when it is missing.
 fn ensure_tool(tool: &str, package: &str) -> String {
-    let find = || ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists());
+    let find =
+        || ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists());
     if let Some(p) = find() {
         return p.display().to_string();
     }
@@ -283,8 +297,10 @@ fn ensure_tool(tool: &str, package: &str) -> String {
             .is_ok_and(|s| s.success())
     };
     if !install() {
-        let _ =
-            Command::new("timeout").args(["900", "apt-get", "update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive").status();
+        let _ = Command::new("timeout")
+            .args(["900", "apt-get", "update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
         assert!(install(), "apt-get install {package} failed");
     }
     find().unwrap_or_else(|| panic!("installed {package} but {tool} is still missing")).display().to_string()
@@ -409,7 +425,11 @@ fn scraped(n: u8, dir: &Path) -> Scraped {
     let listening = wait_for(Duration::from_secs(10), || {
         net.a.exec("ss", &["-Hlun"]).is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{a_ip}:53")))
     });
-    assert!(listening, "dnsmasq is not listening:\n{}", std::fs::read_to_string(dir.join("dnsmasq.log")).unwrap_or_default());
+    assert!(
+        listening,
+        "dnsmasq is not listening:\n{}",
+        std::fs::read_to_string(dir.join("dnsmasq.log")).unwrap_or_default()
+    );
     let json = dir.join("agent.json");
     let target = SocketAddr::from((net.a_ip, METRICS_PORT));
     let agent = agent(
@@ -441,7 +461,14 @@ fn scraped(n: u8, dir: &Path) -> Scraped {
         Duration::ZERO,
     );
     assert_eq!(answers, QUERIES, "dnsmasq answered {answers} of {QUERIES} queries");
-    udp_send(net.b.name(), net.b_ip, SocketAddr::from((net.a_ip, 9)), vec![b"not dns".to_vec(); 3], None, Duration::ZERO);
+    udp_send(
+        net.b.name(),
+        net.b_ip,
+        SocketAddr::from((net.a_ip, 9)),
+        vec![b"not dns".to_vec(); 3],
+        None,
+        Duration::ZERO,
+    );
 
     // Two scrapes after the traffic.
     let t0 = unix_now();
@@ -489,7 +516,11 @@ fn prometheus_scrapes_the_live_agent() {
     let metrics_addr = SocketAddr::from((s.net.a_ip, METRICS_PORT));
     let (status, text) = http_get(&ns, metrics_addr, "/metrics").unwrap();
     assert_eq!(status, 200);
-    assert_eq!(metric(&text, "pathwatch_packets_total", &[("class", "dns")]), dns_prom, "/metrics and Prometheus disagree");
+    assert_eq!(
+        metric(&text, "pathwatch_packets_total", &[("class", "dns")]),
+        dns_prom,
+        "/metrics and Prometheus disagree"
+    );
     let mut check = Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -512,7 +543,8 @@ fn prometheus_scrapes_the_live_agent() {
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "summary");
     let i = &summary["interfaces"][&iface];
-    let dns_summary = i["ingress"]["packets"]["dns"].as_u64().unwrap() + i["egress"]["packets"]["dns"].as_u64().unwrap();
+    let dns_summary =
+        i["ingress"]["packets"]["dns"].as_u64().unwrap() + i["egress"]["packets"]["dns"].as_u64().unwrap();
     assert_eq!(dns_summary, dns_prom, "summary vs Prometheus, DNS packets on {iface}");
     assert_eq!(summary["classes"]["dns"].as_u64(), Some(dns_prom));
     assert_eq!(summary["events"]["dns_query"].as_u64(), Some(queries));
@@ -587,7 +619,8 @@ fn dashboard_and_rules_run_on_the_live_agent() {
     // its interface.
     for v in dashboard["templating"]["list"].as_array().unwrap().iter().filter(|v| v["type"] == "query") {
         let query = v["query"].as_str().or_else(|| v["query"]["query"].as_str()).expect("variable query");
-        let inner = query.trim().strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')).expect("label_values(...)");
+        let inner =
+            query.trim().strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')).expect("label_values(...)");
         let (selector, label) = inner.rsplit_once(',').expect("label_values(SELECTOR, LABEL)");
         let (selector, label) = (substitute(selector.trim()), label.trim());
         let r = prom_query(&ns, &selector);
@@ -621,8 +654,10 @@ fn dashboard_and_rules_run_on_the_live_agent() {
     }
     // The recording rule for packets carries the live interface.
     let recorded = wait_for(Duration::from_secs(10), || {
-        prom_query(&ns, &format!("iface_direction_class:pathwatch_packets:rate5m{{class=\"dns\",iface=\"{}\"}} > 0", s.net.a_if))
-            ["data"]["result"]
+        prom_query(
+            &ns,
+            &format!("iface_direction_class:pathwatch_packets:rate5m{{class=\"dns\",iface=\"{}\"}} > 0", s.net.a_if),
+        )["data"]["result"]
             .as_array()
             .is_some_and(|r| !r.is_empty())
     });
@@ -784,14 +819,23 @@ fn sighup_reloads_dns_ports_without_reattaching() {
     let config = dir.0.join("pathwatch.toml");
     std::fs::write(&config, "[dns]\nports = []\n").unwrap();
     let cfg = config.to_str().unwrap().to_string();
-    let mut a =
-        agent(&net.a, &[], &bin(), &["run", "-i", &net.a_if, "--metrics", &METRICS_PORT.to_string(), "--config", &cfg], &dir.0);
+    let mut a = agent(
+        &net.a,
+        &[],
+        &bin(),
+        &["run", "-i", &net.a_if, "--metrics", &METRICS_PORT.to_string(), "--config", &cfg],
+        &dir.0,
+    );
     let ns = net.a.name().to_string();
     let metrics_at = SocketAddr::from((Ipv4Addr::LOCALHOST, METRICS_PORT));
     let count = |class: &str| {
         let (status, text) = http_get(&ns, metrics_at, "/metrics").expect("GET /metrics");
         assert_eq!(status, 200);
-        metric(&text, "pathwatch_packets_total", &[("iface", net.a_if.as_str()), ("direction", "ingress"), ("class", class)])
+        metric(
+            &text,
+            "pathwatch_packets_total",
+            &[("iface", net.a_if.as_str()), ("direction", "ingress"), ("class", class)],
+        )
     };
     let to = SocketAddr::from((net.a_ip, 5353));
     let mut id = 0x500u16;
@@ -807,7 +851,11 @@ fn sighup_reloads_dns_ports_without_reattaching() {
 
     // Port 5353 is not DNS yet.
     send(3);
-    assert!(wait_for(Duration::from_secs(3), || count("other") >= 3), "5353 traffic not counted as other: {}", count("other"));
+    assert!(
+        wait_for(Duration::from_secs(3), || count("other") >= 3),
+        "5353 traffic not counted as other: {}",
+        count("other")
+    );
     assert_eq!(count("dns"), 0, "5353 is not a DNS port yet");
     let links = links_of(a.pid());
     assert!(links.iter().any(|l| l.starts_with("xdp")) && links.iter().any(|l| l.starts_with("tcx")), "{links:?}");
@@ -831,7 +879,11 @@ fn sighup_reloads_dns_ports_without_reattaching() {
     let took = took.unwrap_or_else(|| panic!("5353 never counted as DNS after SIGHUP:\n{}", a.logs()));
     eprintln!("5353 classified as DNS {} ms after SIGHUP", took.as_millis());
     assert!(took < Duration::from_secs(1), "took {took:?}");
-    assert!(wait_for(Duration::from_secs(2), || a.stderr().contains(&format!("notice: SIGHUP: reloaded {cfg}"))), "{}", a.logs());
+    assert!(
+        wait_for(Duration::from_secs(2), || a.stderr().contains(&format!("notice: SIGHUP: reloaded {cfg}"))),
+        "{}",
+        a.logs()
+    );
     assert_eq!(links_of(a.pid()), links, "the bpf links changed across SIGHUP");
 
     // A broken file: reported with line and column, old settings kept.
@@ -947,7 +999,10 @@ fn completions_and_man_page() {
     assert_eq!(code, 0, "man: {err}");
     // clap_mangen puts two string definitions (`.ie`/`.el .ds Aq`) before `.TH`.
     let th = man.lines().position(|l| l.starts_with(".TH pathwatch 1")).unwrap_or_else(|| panic!("no .TH:\n{man}"));
-    assert!(th <= 2 && man.lines().take(th).all(|l| l.starts_with(".ie") || l.starts_with(".el")), "before .TH:\n{man}");
+    assert!(
+        th <= 2 && man.lines().take(th).all(|l| l.starts_with(".ie") || l.starts_with(".el")),
+        "before .TH:\n{man}"
+    );
     for section in [".SH NAME", ".SH SYNOPSIS", ".SH SUBCOMMANDS"] {
         assert!(man.contains(section), "the man page has no {section}");
     }
@@ -976,7 +1031,10 @@ fn completions_and_man_page() {
                 .unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "man {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            assert!(text.contains("NAME") && text.contains("SYNOPSIS") && text.contains("pathwatch"), "man {args:?}:\n{text}");
+            assert!(
+                text.contains("NAME") && text.contains("SYNOPSIS") && text.contains("pathwatch"),
+                "man {args:?}:\n{text}"
+            );
         }
     }
 }

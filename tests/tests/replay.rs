@@ -75,7 +75,11 @@ fn windows_seed_is_two_backoff_storms_with_timeouts_and_pending() {
         assert_eq!(e["pattern"], "backoff", "{qname}");
         assert_eq!(e["responses"], 0);
         assert_eq!(e["known_probe"], Value::Null);
-        assert_eq!((e["queries"].as_u64(), e["timeouts"].as_u64(), e["pending"].as_u64()), (Some(queries), Some(timeouts), Some(pending)), "{qname}");
+        assert_eq!(
+            (e["queries"].as_u64(), e["timeouts"].as_u64(), e["pending"].as_u64()),
+            (Some(queries), Some(timeouts), Some(pending)),
+            "{qname}"
+        );
     }
 }
 
@@ -86,15 +90,25 @@ type Expectation = (&'static str, Vec<(&'static str, &'static str, &'static str)
 
 fn expectations() -> Vec<Expectation> {
     vec![
-        ("seed/anyconnect-mus-servfail.pcap", vec![("dns_probe_storm", "qname", "mus.cisco.com")], "8 queries every 15 s, all SERVFAIL"),
+        (
+            "seed/anyconnect-mus-servfail.pcap",
+            vec![("dns_probe_storm", "qname", "mus.cisco.com")],
+            "8 queries every 15 s, all SERVFAIL",
+        ),
         (
             "seed/windows-backoff-timeout.pcap",
-            vec![("dns_probe_storm", "qname", "sls.update.microsoft.com"), ("dns_probe_storm", "qname", "settings-win.data.microsoft.com")],
+            vec![
+                ("dns_probe_storm", "qname", "sls.update.microsoft.com"),
+                ("dns_probe_storm", "qname", "settings-win.data.microsoft.com"),
+            ],
             "two names retried 1-2-4 s, never answered",
         ),
         (
             "dns/suricata-sip-srv-backoff.pcap",
-            vec![("dns_probe_storm", "qname", "_sip._udp.sip.cybercity.dk"), ("dns_probe_storm", "qname", "_sip._udp.voip.brujula.net")],
+            vec![
+                ("dns_probe_storm", "qname", "_sip._udp.sip.cybercity.dk"),
+                ("dns_probe_storm", "qname", "_sip._udp.voip.brujula.net"),
+            ],
             "tshark: SRV re-asked for 26 min, 0 answers",
         ),
         (
@@ -104,17 +118,52 @@ fn expectations() -> Vec<Expectation> {
         ),
         (
             "dns/suricata-windows-dns-no-response.pcap",
-            vec![("dns_probe_storm", "qname", "geo-prod.do.dsp.mp.microsoft.com"), ("dns_probe_storm", "qname", "sls.update.microsoft.com")],
+            vec![
+                ("dns_probe_storm", "qname", "geo-prod.do.dsp.mp.microsoft.com"),
+                ("dns_probe_storm", "qname", "sls.update.microsoft.com"),
+            ],
             "tshark: 357 queries, 0 responses, ids retried +1 +1 +2 +4 s",
         ),
-        ("misc/ndpi-fuzz-2006-06-26-2594.pcap", vec![("dns_probe_storm", "qname", "_sip._udp.sip.cybercity.dk")], "the SIP capture above, fuzzed"),
-        ("dtls/ndpi-dtls.pcap", vec![("dtls_blocked", "client", "192.168.13.203")], "tshark: 2 ClientHellos from 192.168.13.203, no answer"),
-        ("dtls/ndpi-stun-turn-dtls.pcap", vec![("dtls_blocked", "port", "8801")], "tshark: ClientHello to UDP 8801, no DTLS back"),
-        ("dtls/zeek-dtls13-cid.pcap", vec![("dtls_blocked", "client", "10.168.36.147")], "tshark: 3 flows' ClientHellos retried +1 +3 +7 s, unanswered"),
-        ("icmp/suricata-frag-needed-mtu1500.pcap", vec![("pmtu_signal", "sender", "172.16.133.54")], "tshark: 6 frag-needed, MTU 1500"),
-        ("icmp/suricata-icmp6-toobig-atomic-frag.pcap", vec![("pmtu_signal", "reporter", "2001:db8:2::2")], "tshark: packet too big, MTU 1200"),
-        ("icmp/zeek-icmp6-toobig.pcap", vec![("pmtu_signal", "reporter", "fe80::dead")], "tshark: packet too big, MTU 1280"),
-        ("icmp/zeek-smtp-pmtud-frag-needed.pcap", vec![("pmtu_signal", "reporter", "192.168.1.1")], "tshark: 4 frag-needed, MTU 1492; the sender adapts (no black hole)"),
+        (
+            "misc/ndpi-fuzz-2006-06-26-2594.pcap",
+            vec![("dns_probe_storm", "qname", "_sip._udp.sip.cybercity.dk")],
+            "the SIP capture above, fuzzed",
+        ),
+        (
+            "dtls/ndpi-dtls.pcap",
+            vec![("dtls_blocked", "client", "192.168.13.203")],
+            "tshark: 2 ClientHellos from 192.168.13.203, no answer",
+        ),
+        (
+            "dtls/ndpi-stun-turn-dtls.pcap",
+            vec![("dtls_blocked", "port", "8801")],
+            "tshark: ClientHello to UDP 8801, no DTLS back",
+        ),
+        (
+            "dtls/zeek-dtls13-cid.pcap",
+            vec![("dtls_blocked", "client", "10.168.36.147")],
+            "tshark: 3 flows' ClientHellos retried +1 +3 +7 s, unanswered",
+        ),
+        (
+            "icmp/suricata-frag-needed-mtu1500.pcap",
+            vec![("pmtu_signal", "sender", "172.16.133.54")],
+            "tshark: 6 frag-needed, MTU 1500",
+        ),
+        (
+            "icmp/suricata-icmp6-toobig-atomic-frag.pcap",
+            vec![("pmtu_signal", "reporter", "2001:db8:2::2")],
+            "tshark: packet too big, MTU 1200",
+        ),
+        (
+            "icmp/zeek-icmp6-toobig.pcap",
+            vec![("pmtu_signal", "reporter", "fe80::dead")],
+            "tshark: packet too big, MTU 1280",
+        ),
+        (
+            "icmp/zeek-smtp-pmtud-frag-needed.pcap",
+            vec![("pmtu_signal", "reporter", "192.168.1.1")],
+            "tshark: 4 frag-needed, MTU 1492; the sender adapts (no black hole)",
+        ),
     ]
 }
 
@@ -141,7 +190,8 @@ fn every_capture_gives_the_findings_tshark_predicts_and_healthy_ones_none() {
                 for (kind, field, value) in wanted {
                     let hit = got.iter().any(|f| {
                         f["kind"] == *kind
-                            && (f["subject"][*field] == *value || f["subject"][*field].as_u64().is_some_and(|n| n.to_string() == *value))
+                            && (f["subject"][*field] == *value
+                                || f["subject"][*field].as_u64().is_some_and(|n| n.to_string() == *value))
                     });
                     if !hit {
                         problems.push(format!("{name}: expected {kind} with {field}={value} ({why})"));
@@ -228,12 +278,16 @@ fn a_million_distinct_names_stay_within_the_table_caps() {
         &pcap,
         (0..n).map(|i| {
             let name = format!("n{i}.flood.example");
-            (1_600_000_000_000_000_000 + i * 10_000, udp4([198, 18, 0, 2], [198, 18, 0, 1], 40000 + (i % 1000) as u16, 53, &dns_query(i as u16, &name)))
+            (
+                1_600_000_000_000_000_000 + i * 10_000,
+                udp4([198, 18, 0, 2], [198, 18, 0, 1], 40000 + (i % 1000) as u16, 53, &dns_query(i as u16, &name)),
+            )
         }),
     );
     let cfg = dir.0.join("caps.toml");
     std::fs::write(&cfg, "[dns]\nnames_cap = 5000\ntransactions_cap = 20000\n").unwrap();
-    let (code, out, err) = pathwatch(&["replay", "--json", "-", "--config", cfg.to_str().unwrap(), pcap.to_str().unwrap()]);
+    let (code, out, err) =
+        pathwatch(&["replay", "--json", "-", "--config", cfg.to_str().unwrap(), pcap.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let summary = json_lines(&out).pop().unwrap();
     assert_eq!(summary["events"]["dns_query"], n);

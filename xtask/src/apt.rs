@@ -70,22 +70,13 @@ pub fn installed_set(dpkg_output: &str) -> HashSet<&str> {
 /// `wanted`'s order.
 pub fn missing<'a>(wanted: &[&'a str], dpkg_output: &str) -> Vec<&'a str> {
     let installed = installed_set(dpkg_output);
-    wanted
-        .iter()
-        .copied()
-        .filter(|p| !installed.contains(p))
-        .collect()
+    wanted.iter().copied().filter(|p| !installed.contains(p)).collect()
 }
 
 /// Runs dpkg-query for `pkgs`; `None` when dpkg-query does not exist (not Debian).
 /// Unknown packages are simply absent from the output (dpkg-query then exits 1).
 pub fn query(pkgs: &[&str]) -> Result<Option<String>> {
-    let out = match Command::new("dpkg-query")
-        .arg("-W")
-        .arg("-f=${Package}\t${Status}\n")
-        .args(pkgs)
-        .output()
-    {
+    let out = match Command::new("dpkg-query").arg("-W").arg("-f=${Package}\t${Status}\n").args(pkgs).output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).context("cannot run dpkg-query"),
@@ -95,17 +86,12 @@ pub fn query(pkgs: &[&str]) -> Result<Option<String>> {
 
 /// The commands a root user would run to install `pkgs`, for error messages.
 pub fn root_commands(pkgs: &[&str]) -> String {
-    format!(
-        "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {}",
-        pkgs.join(" ")
-    )
+    format!("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {}", pkgs.join(" "))
 }
 
 fn apt_get() -> Command {
     let mut cmd = Command::new("apt-get");
-    cmd.env("DEBIAN_FRONTEND", "noninteractive")
-        .args(APT_OPTIONS)
-        .stdin(Stdio::null());
+    cmd.env("DEBIAN_FRONTEND", "noninteractive").args(APT_OPTIONS).stdin(Stdio::null());
     cmd
 }
 
@@ -122,19 +108,12 @@ pub fn update(prefix: &str) -> Result<()> {
 
 /// Preseeds debconf so that installing tshark (wireshark-common) cannot ask.
 pub fn preseed_wireshark(prefix: &str) -> Result<()> {
-    println!(
-        "{prefix}  $ debconf-set-selections <<< '{}'",
-        WIRESHARK_PRESEED.trim()
-    );
+    println!("{prefix}  $ debconf-set-selections <<< '{}'", WIRESHARK_PRESEED.trim());
     let mut child = Command::new("debconf-set-selections")
         .stdin(Stdio::piped())
         .spawn()
         .context("cannot start debconf-set-selections")?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(WIRESHARK_PRESEED.as_bytes())?;
+    child.stdin.take().expect("piped stdin").write_all(WIRESHARK_PRESEED.as_bytes())?;
     let status = child.wait()?;
     if !status.success() {
         bail!("debconf-set-selections failed ({status})");
@@ -167,26 +146,13 @@ mod tests {
     fn missing_keeps_order_and_ignores_other_lines() {
         let out = "dnsmasq\tinstall ok installed\nunbound\tdeinstall ok config-files\n\
                    tshark\tunknown ok not-installed\nsocat\thold ok installed\n";
-        let wanted = [
-            "rustc-web",
-            "dnsmasq",
-            "unbound",
-            "tshark",
-            "socat",
-            "prometheus",
-        ];
-        assert_eq!(
-            missing(&wanted, out),
-            ["rustc-web", "unbound", "tshark", "prometheus"]
-        );
+        let wanted = ["rustc-web", "dnsmasq", "unbound", "tshark", "socat", "prometheus"];
+        assert_eq!(missing(&wanted, out), ["rustc-web", "unbound", "tshark", "prometheus"]);
     }
 
     #[test]
     fn nothing_missing_when_all_installed() {
-        let out: String = RUNTIME
-            .iter()
-            .map(|p| format!("{p}\tinstall ok installed\n"))
-            .collect();
+        let out: String = RUNTIME.iter().map(|p| format!("{p}\tinstall ok installed\n")).collect();
         assert!(missing(RUNTIME, &out).is_empty());
         assert_eq!(missing(RUNTIME, ""), RUNTIME);
     }
@@ -194,11 +160,7 @@ mod tests {
     #[test]
     fn root_commands_name_every_package() {
         let text = root_commands(&["llvm-22-dev", "tshark"]);
-        assert!(
-            text.starts_with(
-                "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-            )
-        );
+        assert!(text.starts_with("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "));
         assert!(text.ends_with("llvm-22-dev tshark"));
     }
 }

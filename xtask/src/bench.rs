@@ -41,7 +41,8 @@ pub fn run(args: &Args) -> Result<()> {
     for w in &which {
         let t = Instant::now();
         eprintln!("bench: {w}");
-        let out = Command::new(&bin).args([w, "--json"]).output().with_context(|| format!("running {}", bin.display()))?;
+        let out =
+            Command::new(&bin).args([w, "--json"]).output().with_context(|| format!("running {}", bin.display()))?;
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
         if !out.status.success() {
             bail!("{w} benchmark failed ({})", out.status);
@@ -64,7 +65,10 @@ pub fn run(args: &Args) -> Result<()> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -84,7 +88,8 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
     let mut o = String::new();
     let date = sh::capture("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     let _ = writeln!(o, "# pathwatch benchmarks\n");
-    let _ = writeln!(o, "Measured {} on {} with `cargo xtask bench` ({secs:.0} s for all five).", date.trim(), machine());
+    let _ =
+        writeln!(o, "Measured {} on {} with `cargo xtask bench` ({secs:.0} s for all five).", date.trim(), machine());
     let _ = writeln!(o, "Every figure is measured side by side with its peer or baseline in the same run;");
     let _ = writeln!(o, "the machine is shared, so ratios matter more than absolute numbers. Rerun one");
     let _ = writeln!(o, "benchmark with `cargo xtask bench kernel|flood|replay|consumer|memory [--json]`.\n");
@@ -93,7 +98,11 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
             "kernel" => {
                 let base = f(&v["baseline_ns"]);
                 let _ = writeln!(o, "## Kernel cost per packet\n");
-                let _ = writeln!(o, "BPF_PROG_TEST_RUN through `pathwatch_xdp`, {} repeats, minimum of {} runs, beside an XDP program that only returns XDP_PASS (**{base:.0} ns**). Evented kinds are measured with a thread draining the ring buffer (reservations failed: {}).\n", v["repeats"], v["rounds"], v["ringbuf_full"]);
+                let _ = writeln!(
+                    o,
+                    "BPF_PROG_TEST_RUN through `pathwatch_xdp`, {} repeats, minimum of {} runs, beside an XDP program that only returns XDP_PASS (**{base:.0} ns**). Evented kinds are measured with a thread draining the ring buffer (reservations failed: {}).\n",
+                    v["repeats"], v["rounds"], v["ringbuf_full"]
+                );
                 let _ = writeln!(o, "| packet | ns/packet | over XDP_PASS | goal | met |\n|---|---:|---:|---:|---|");
                 for (k, ns) in v["ns"].as_object().into_iter().flatten() {
                     let evented = !matches!(k.as_str(), "tcp_nonmatch" | "udp_nonmatch" | "dtls_app_data");
@@ -108,16 +117,41 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
             }
             "flood" => {
                 let _ = writeln!(o, "## Live flood on veth\n");
-                let _ = writeln!(o, "DNS-shaped UDP (sendmmsg) from one namespace to another for a fixed time; delivered = datagrams that reached the receiver's UDP layer (InDatagrams + RcvbufErrors), so the reader's speed does not count.\n");
-                let _ = writeln!(o, "| setup | sent | delivered | packets/s | vs no agent | counted | lost events / kernel drops |\n|---|---:|---:|---:|---:|---:|---|");
+                let _ = writeln!(
+                    o,
+                    "DNS-shaped UDP (sendmmsg) from one namespace to another for a fixed time; delivered = datagrams that reached the receiver's UDP layer (InDatagrams + RcvbufErrors), so the reader's speed does not count.\n"
+                );
+                let _ = writeln!(
+                    o,
+                    "| setup | sent | delivered | packets/s | vs no agent | counted | lost events / kernel drops |\n|---|---:|---:|---:|---:|---:|---|"
+                );
                 let none = f(&v["none"]["pps"]);
-                for (k, label) in [("none", "no agent"), ("native", "pathwatch, native XDP"), ("skb", "pathwatch, skb XDP"), ("tcpdump", "tcpdump -w /dev/null 'udp port 53'")] {
+                for (k, label) in [
+                    ("none", "no agent"),
+                    ("native", "pathwatch, native XDP"),
+                    ("skb", "pathwatch, skb XDP"),
+                    ("tcpdump", "tcpdump -w /dev/null 'udp port 53'"),
+                ] {
                     let r = &v[k];
                     let counted = r.get("counted_dns").map(|c| c.to_string()).unwrap_or_else(|| "-".into());
-                    let lost = r.get("events_lost").or_else(|| r.get("dropped_by_kernel")).map(|c| c.to_string()).unwrap_or_else(|| "-".into());
-                    let _ = writeln!(o, "| {label} | {} | {} | {:.0} | {:+.1} % | {counted} | {lost} |", r["sent"], r["delivered"], f(&r["pps"]), (f(&r["pps"]) / none - 1.0) * 100.0);
+                    let lost = r
+                        .get("events_lost")
+                        .or_else(|| r.get("dropped_by_kernel"))
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    let _ = writeln!(
+                        o,
+                        "| {label} | {} | {} | {:.0} | {:+.1} % | {counted} | {lost} |",
+                        r["sent"],
+                        r["delivered"],
+                        f(&r["pps"]),
+                        (f(&r["pps"]) / none - 1.0) * 100.0
+                    );
                 }
-                let _ = writeln!(o, "\nConsumer: events lost at each offered event rate (pathwatch native XDP):\n\n| offered events/s | sent/s | lost |\n|---:|---:|---:|");
+                let _ = writeln!(
+                    o,
+                    "\nConsumer: events lost at each offered event rate (pathwatch native XDP):\n\n| offered events/s | sent/s | lost |\n|---:|---:|---:|"
+                );
                 for c in v["consumer"].as_array().into_iter().flatten() {
                     let _ = writeln!(o, "| {} | {:.0} | {} |", c["offered"], f(&c["sent_per_s"]), c["events_lost"]);
                 }
@@ -125,21 +159,39 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
             }
             "replay" => {
                 let ratio = f(&v["ratio"]);
-                let _ = writeln!(o, "## Replay\n\n`pathwatch replay` vs `tshark -r FILE -Y 'dns || dtls || icmp'` on the same generated capture of {} mixed frames, each pinned to one core (CPU time).\n", v["frames"]);
+                let _ = writeln!(
+                    o,
+                    "## Replay\n\n`pathwatch replay` vs `tshark -r FILE -Y 'dns || dtls || icmp'` on the same generated capture of {} mixed frames, each pinned to one core (CPU time).\n",
+                    v["frames"]
+                );
                 let _ = writeln!(o, "| tool | packets/s | goal | met |\n|---|---:|---|---|");
-                let _ = writeln!(o, "| pathwatch replay | {:.2} M | >= 3 M | {} |", f(&v["replay_pps"]) / 1e6, met(f(&v["replay_pps"]) >= 3e6));
+                let _ = writeln!(
+                    o,
+                    "| pathwatch replay | {:.2} M | >= 3 M | {} |",
+                    f(&v["replay_pps"]) / 1e6,
+                    met(f(&v["replay_pps"]) >= 3e6)
+                );
                 let _ = writeln!(o, "| tshark | {:.0} k | | |", f(&v["tshark_pps"]) / 1e3);
                 let _ = writeln!(o, "| ratio | {ratio:.0}x | >= 20x | {} |\n", met(ratio >= 20.0));
             }
             "consumer" => {
                 let r = f(&v["events_per_s"]);
-                let _ = writeln!(o, "## Userspace consumer\n\nRing-buffer records decoded and fed through the counters and every detector on one core (CPU time), findings built once per 1024-event drain as `run` does: **{:.2} M events/s** (goal >= 2 M: {}).\n", r / 1e6, met(r >= 2e6));
+                let _ = writeln!(
+                    o,
+                    "## Userspace consumer\n\nRing-buffer records decoded and fed through the counters and every detector on one core (CPU time), findings built once per 1024-event drain as `run` does: **{:.2} M events/s** (goal >= 2 M: {}).\n",
+                    r / 1e6,
+                    met(r >= 2e6)
+                );
             }
             "memory" => {
                 let (n, fl) = (f(&v["names_peak_rss_mib"]), f(&v["flows_peak_rss_mib"]));
-                let _ = writeln!(o, "## Memory\n\nPeak RSS with the default caps, each in a fresh process:\n\n| after | peak RSS | budget | met |\n|---|---:|---:|---|");
+                let _ = writeln!(
+                    o,
+                    "## Memory\n\nPeak RSS with the default caps, each in a fresh process:\n\n| after | peak RSS | budget | met |\n|---|---:|---:|---|"
+                );
                 let _ = writeln!(o, "| 1 M distinct DNS names | {n:.1} MiB | 128 MiB | {} |", met(n <= 128.0));
-                let _ = writeln!(o, "| 1 M distinct flows (DTLS + TCP) | {fl:.1} MiB | 128 MiB | {} |\n", met(fl <= 128.0));
+                let _ =
+                    writeln!(o, "| 1 M distinct flows (DTLS + TCP) | {fl:.1} MiB | 128 MiB | {} |\n", met(fl <= 128.0));
             }
             _ => {}
         }

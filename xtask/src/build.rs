@@ -14,16 +14,7 @@ use crate::{setup, sh};
 pub fn run() -> Result<()> {
     let start = Instant::now();
     let ready = setup::run()?;
-    sh::run(
-        "build:",
-        sh::cargo().args([
-            "build",
-            "--release",
-            "--workspace",
-            "--exclude",
-            "agent-ebpf",
-        ]),
-    )?;
+    sh::run("build:", sh::cargo().args(["build", "--release", "--workspace", "--exclude", "agent-ebpf"]))?;
     let bin = sh::target_dir().join("release/pathwatch");
     println!(
         "build: {} (eBPF programs by {} rustc {}, bpf-linker {}); {}",

@@ -42,48 +42,13 @@ struct Target {
 }
 
 const TARGETS: [Target; 7] = [
-    Target {
-        name: "capture",
-        max_len: 65536,
-        dict: None,
-        needs_bpf: false,
-    },
-    Target {
-        name: "classify",
-        max_len: 4096,
-        dict: None,
-        needs_bpf: false,
-    },
-    Target {
-        name: "decoders",
-        max_len: 1024,
-        dict: None,
-        needs_bpf: false,
-    },
-    Target {
-        name: "event",
-        max_len: 1024,
-        dict: None,
-        needs_bpf: false,
-    },
-    Target {
-        name: "config",
-        max_len: 4096,
-        dict: Some("config.dict"),
-        needs_bpf: false,
-    },
-    Target {
-        name: "detectors",
-        max_len: 16384,
-        dict: None,
-        needs_bpf: false,
-    },
-    Target {
-        name: "differential",
-        max_len: 4096,
-        dict: None,
-        needs_bpf: true,
-    },
+    Target { name: "capture", max_len: 65536, dict: None, needs_bpf: false },
+    Target { name: "classify", max_len: 4096, dict: None, needs_bpf: false },
+    Target { name: "decoders", max_len: 1024, dict: None, needs_bpf: false },
+    Target { name: "event", max_len: 1024, dict: None, needs_bpf: false },
+    Target { name: "config", max_len: 4096, dict: Some("config.dict"), needs_bpf: false },
+    Target { name: "detectors", max_len: 16384, dict: None, needs_bpf: false },
+    Target { name: "differential", max_len: 4096, dict: None, needs_bpf: true },
 ];
 
 /// Arguments for `cargo xtask fuzz`.
@@ -115,24 +80,14 @@ struct Choice {
 fn choose(override_name: Option<&str>, versions: &[(&str, Option<String>)]) -> Option<Choice> {
     let is_nightly = |v: &Option<String>| v.as_deref().is_some_and(|v| v.contains("-nightly"));
     if let Some(name) = override_name {
-        let version = versions
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| v.clone());
-        return Some(Choice {
-            name: name.to_string(),
-            bootstrap: !is_nightly(&version),
-            asan: true,
-        });
+        let version = versions.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.clone());
+        return Some(Choice { name: name.to_string(), bootstrap: !is_nightly(&version), asan: true });
     }
-    versions
-        .iter()
-        .find(|(_, v)| v.is_some())
-        .map(|(name, v)| Choice {
-            name: name.to_string(),
-            bootstrap: !is_nightly(v),
-            asan: true,
-        })
+    versions.iter().find(|(_, v)| v.is_some()).map(|(name, v)| Choice {
+        name: name.to_string(),
+        bootstrap: !is_nightly(v),
+        asan: true,
+    })
 }
 
 /// What libFuzzer's final report said.
@@ -152,20 +107,14 @@ impl Stats {
     fn line(&mut self, line: &str) {
         let field = |key: &str| {
             let mut words = line.split_whitespace();
-            words
-                .find(|w| *w == key)
-                .and(words.next())
-                .map(str::to_string)
+            words.find(|w| *w == key).and(words.next()).map(str::to_string)
         };
         if line.contains(" cov: ") && line.starts_with('#') {
             self.cov = field("cov:").and_then(|v| v.parse().ok());
             self.ft = field("ft:").and_then(|v| v.parse().ok()).or(self.ft);
             self.corpus = field("corp:").or(self.corpus.take());
         }
-        let stat = |key: &str| {
-            line.strip_prefix(key)
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
+        let stat = |key: &str| line.strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok());
         self.execs = stat("stat::number_of_executed_units:").or(self.execs);
         self.exec_per_sec = stat("stat::average_exec_per_sec:").or(self.exec_per_sec);
         self.new_units = stat("stat::new_units_added:").or(self.new_units);
@@ -191,42 +140,25 @@ pub fn run(args: &Args) -> Result<()> {
         .map(|n| (n, sh::capture("rustup", &["run", n, "rustc", "-V"])))
         .collect();
     let Some(mut choice) = choose(override_name.as_deref(), &versions) else {
-        bail!(
-            "no toolchain for cargo-fuzz: none of {} is installed (run `cargo xtask setup`)",
-            CANDIDATES.join(", ")
-        );
+        bail!("no toolchain for cargo-fuzz: none of {} is installed (run `cargo xtask setup`)", CANDIDATES.join(", "));
     };
     choice.asan = has_asan_runtime(&choice.name);
     println!(
         "{P} toolchain {}{}{} ({})",
         choice.name,
-        if choice.bootstrap {
-            " with RUSTC_BOOTSTRAP=1"
-        } else {
-            ""
-        },
-        if choice.asan {
-            ""
-        } else {
-            ", no AddressSanitizer runtime: --sanitizer none"
-        },
+        if choice.bootstrap { " with RUSTC_BOOTSTRAP=1" } else { "" },
+        if choice.asan { "" } else { ", no AddressSanitizer runtime: --sanitizer none" },
         match &override_name {
             Some(_) => TOOLCHAIN_ENV.to_string(),
             None => format!("first present of {}", CANDIDATES.join(", ")),
         }
     );
-    let targets: Vec<&Target> = TARGETS
-        .iter()
-        .filter(|t| args.target.as_deref().is_none_or(|n| n == t.name))
-        .collect();
+    let targets: Vec<&Target> = TARGETS.iter().filter(|t| args.target.as_deref().is_none_or(|n| n == t.name)).collect();
     let mut runnable = Vec::new();
     for t in targets {
         if t.needs_bpf && !sh::is_root() {
             if std::env::var_os("PATHWATCH_REQUIRE_BPF").is_some() {
-                bail!(
-                    "target {} loads the kernel programs: run as root (PATHWATCH_REQUIRE_BPF is set)",
-                    t.name
-                );
+                bail!("target {} loads the kernel programs: run as root (PATHWATCH_REQUIRE_BPF is set)", t.name);
             }
             println!(
                 "{P} SKIP {}: loads the kernel programs and needs root; set PATHWATCH_REQUIRE_BPF=1 to make this a failure",
@@ -301,16 +233,7 @@ pub fn run(args: &Args) -> Result<()> {
 fn cargo_fuzz(choice: &Choice, subcommand: &str) -> Command {
     let mut cmd = Command::new("rustup");
     cmd.current_dir(sh::workspace_root());
-    cmd.args([
-        "run",
-        &choice.name,
-        "cargo",
-        "fuzz",
-        subcommand,
-        "--fuzz-dir",
-        "tests/fuzz",
-        "-a",
-    ]);
+    cmd.args(["run", &choice.name, "cargo", "fuzz", subcommand, "--fuzz-dir", "tests/fuzz", "-a"]);
     if !choice.asan {
         cmd.args(["--sanitizer", "none"]);
     }
@@ -322,8 +245,7 @@ fn cargo_fuzz(choice: &Choice, subcommand: &str) -> Command {
 
 /// Whether `toolchain`'s sysroot has `librustc-*_rt.asan.a` for some target.
 fn has_asan_runtime(toolchain: &str) -> bool {
-    let Some(sysroot) = sh::capture("rustup", &["run", toolchain, "rustc", "--print", "sysroot"])
-    else {
+    let Some(sysroot) = sh::capture("rustup", &["run", toolchain, "rustc", "--print", "sysroot"]) else {
         return false;
     };
     let Ok(targets) = std::fs::read_dir(Path::new(&sysroot).join("lib/rustlib")) else {
@@ -331,10 +253,7 @@ fn has_asan_runtime(toolchain: &str) -> bool {
     };
     targets.flatten().any(|t| {
         std::fs::read_dir(t.path().join("lib"))
-            .map(|libs| {
-                libs.flatten()
-                    .any(|l| l.file_name().to_string_lossy().ends_with("_rt.asan.a"))
-            })
+            .map(|libs| libs.flatten().any(|l| l.file_name().to_string_lossy().ends_with("_rt.asan.a")))
             .unwrap_or(false)
     })
 }
@@ -345,8 +264,7 @@ fn fuzz_one(choice: &Choice, t: &Target, fuzz_dir: &Path, args: &Args) -> Result
     let artifacts = fuzz_dir.join("artifacts").join(t.name);
     std::fs::create_dir_all(&artifacts)?;
     let log_path = artifacts.join("fuzz.log");
-    let mut log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut cmd = cargo_fuzz(choice, "run");
     cmd.arg(t.name).arg("--").args([
         format!("-max_total_time={}", args.time),
@@ -355,46 +273,31 @@ fn fuzz_one(choice: &Choice, t: &Target, fuzz_dir: &Path, args: &Args) -> Result
         "-print_final_stats=1".into(),
     ]);
     if let Some(dict) = t.dict {
-        cmd.arg(format!(
-            "-dict={}",
-            fuzz_dir.join("dicts").join(dict).display()
-        ));
+        cmd.arg(format!("-dict={}", fuzz_dir.join("dicts").join(dict).display()));
     }
     cmd.args(&args.libfuzzer_args);
     println!("{P} == {} for {} s ==", t.name, args.time);
     println!("{P}  $ {}", sh::display(&cmd));
-    let mut child = cmd
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting cargo fuzz run")?;
+    let mut child = cmd.stderr(Stdio::piped()).spawn().context("starting cargo fuzz run")?;
     let mut stats = Stats::default();
     for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
         let line = line.unwrap_or_default();
         writeln!(log, "{line}")?;
         stats.line(&line);
         // Every new input prints a NEW / REDUCE (/ NEW_FUNC) line: thousands in a long run.
-        let noise = (line.starts_with('#')
-            && (line.contains("\tNEW ") || line.contains("\tREDUCE ")))
+        let noise = (line.starts_with('#') && (line.contains("\tNEW ") || line.contains("\tREDUCE ")))
             || line.trim_start().starts_with("NEW_FUNC[");
         if !noise {
             println!("{P}   {line}");
         }
     }
     let status = child.wait()?;
-    println!(
-        "{P} {} {} (log: {})",
-        t.name,
-        if status.success() { "done" } else { "FAILED" },
-        rel(&log_path)
-    );
+    println!("{P} {} {} (log: {})", t.name, if status.success() { "done" } else { "FAILED" }, rel(&log_path));
     Ok((status.success(), stats))
 }
 
 fn rel(p: &Path) -> String {
-    p.strip_prefix(sh::workspace_root())
-        .unwrap_or(p)
-        .display()
-        .to_string()
+    p.strip_prefix(sh::workspace_root()).unwrap_or(p).display().to_string()
 }
 
 /// Installs cargo-fuzz unless `cargo fuzz --version` works.
@@ -424,59 +327,20 @@ mod tests {
             ("stable", v("rustc 1.95.0 (x)")),
             ("debian-web", v("rustc 1.96.0")),
         ];
-        assert_eq!(
-            choose(None, &all),
-            Some(Choice {
-                name: "nightly".into(),
-                bootstrap: false,
-                asan: true
-            })
-        );
-        assert_eq!(
-            choose(None, &all[1..]),
-            Some(Choice {
-                name: "stable".into(),
-                bootstrap: true,
-                asan: true
-            })
-        );
-        let debian_only = [
-            ("nightly", None),
-            ("stable", None),
-            ("debian-web", v("rustc 1.96.0")),
-        ];
-        assert_eq!(
-            choose(None, &debian_only),
-            Some(Choice {
-                name: "debian-web".into(),
-                bootstrap: true,
-                asan: true
-            })
-        );
+        assert_eq!(choose(None, &all), Some(Choice { name: "nightly".into(), bootstrap: false, asan: true }));
+        assert_eq!(choose(None, &all[1..]), Some(Choice { name: "stable".into(), bootstrap: true, asan: true }));
+        let debian_only = [("nightly", None), ("stable", None), ("debian-web", v("rustc 1.96.0"))];
+        assert_eq!(choose(None, &debian_only), Some(Choice { name: "debian-web".into(), bootstrap: true, asan: true }));
         assert_eq!(choose(None, &[("nightly", None), ("stable", None)]), None);
     }
 
     #[test]
     fn override_wins_and_bootstraps_unless_nightly() {
-        let all = [
-            ("nightly", v("rustc 1.97.0-nightly (x)")),
-            ("stable", v("rustc 1.95.0 (x)")),
-        ];
-        assert_eq!(
-            choose(Some("stable"), &all),
-            Some(Choice {
-                name: "stable".into(),
-                bootstrap: true,
-                asan: true
-            })
-        );
+        let all = [("nightly", v("rustc 1.97.0-nightly (x)")), ("stable", v("rustc 1.95.0 (x)"))];
+        assert_eq!(choose(Some("stable"), &all), Some(Choice { name: "stable".into(), bootstrap: true, asan: true }));
         assert_eq!(
             choose(Some("nightly"), &all),
-            Some(Choice {
-                name: "nightly".into(),
-                bootstrap: false,
-                asan: true
-            })
+            Some(Choice { name: "nightly".into(), bootstrap: false, asan: true })
         );
         assert!(choose(Some("1.95.0"), &all).unwrap().bootstrap);
     }
@@ -488,12 +352,9 @@ mod tests {
             #[command(flatten)]
             args: Args,
         }
-        let parse = |a: &[&str]| {
-            <Cli as clap::Parser>::try_parse_from(std::iter::once("fuzz").chain(a.iter().copied()))
-        };
-        let a = parse(&["capture", "--time", "600", "--", "-jobs=2"])
-            .unwrap()
-            .args;
+        let parse =
+            |a: &[&str]| <Cli as clap::Parser>::try_parse_from(std::iter::once("fuzz").chain(a.iter().copied()));
+        let a = parse(&["capture", "--time", "600", "--", "-jobs=2"]).unwrap().args;
         assert_eq!(
             (a.target.as_deref(), a.time, a.libfuzzer_args.as_slice()),
             (Some("capture"), 600, &["-jobs=2".to_string()][..])

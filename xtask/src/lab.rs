@@ -14,11 +14,7 @@ use crate::{setup, sh};
 #[derive(clap::Args)]
 pub struct Args {
     /// Passed to `pathwatch lab` unchanged (scenarios, `--json PATH|-`, `--keep`).
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "ARGS"
-    )]
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
     pub(crate) args: Vec<String>,
 }
 
@@ -26,20 +22,11 @@ pub struct Args {
 /// `target/release/pathwatch lab ARGS...`, whose exit code becomes ours.
 pub fn run(args: &Args) -> Result<()> {
     setup::run()?;
-    sh::run(
-        "lab:",
-        sh::cargo().args(["build", "--release", "-p", "pathwatch"]),
-    )?;
+    sh::run("lab:", sh::cargo().args(["build", "--release", "-p", "pathwatch"]))?;
     let bin = sh::target_dir().join("release/pathwatch");
     let mut cmd = Command::new(&bin);
     cmd.arg("lab").args(&args.args);
-    println!(
-        "lab:  $ {} {}",
-        bin.display(),
-        sh::display(&cmd)
-            .split_once(' ')
-            .map_or("", |(_, rest)| rest)
-    );
+    println!("lab:  $ {} {}", bin.display(), sh::display(&cmd).split_once(' ').map_or("", |(_, rest)| rest));
     let err = cmd.exec();
     bail!("cannot run {}: {err}", bin.display())
 }

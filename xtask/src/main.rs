@@ -22,13 +22,7 @@ use clap::{Parser, Subcommand};
 
 /// pathwatch developer commands.
 #[derive(Parser)]
-#[command(
-    name = "xtask",
-    bin_name = "cargo xtask",
-    version,
-    about,
-    propagate_version = true
-)]
+#[command(name = "xtask", bin_name = "cargo xtask", version, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,40 +71,26 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Command {
-        Cli::try_parse_from(std::iter::once("cargo xtask").chain(args.iter().copied()))
-            .unwrap()
-            .command
+        Cli::try_parse_from(std::iter::once("cargo xtask").chain(args.iter().copied())).unwrap().command
     }
 
     #[test]
     fn test_args_after_double_dash_reach_the_test_binaries() {
-        let Command::Test(t) = parse(&["test", "--", "--skip", "live", "--nocapture"]) else {
-            panic!()
-        };
+        let Command::Test(t) = parse(&["test", "--", "--skip", "live", "--nocapture"]) else { panic!() };
         assert_eq!(t.test_args, ["--skip", "live", "--nocapture"]);
-        let Command::Test(t) = parse(&["test"]) else {
-            panic!()
-        };
+        let Command::Test(t) = parse(&["test"]) else { panic!() };
         assert!(t.test_args.is_empty());
     }
 
     #[test]
     fn lab_args_pass_through_unchanged() {
-        let Command::Lab(l) = parse(&["lab", "dns", "--json", "-", "--keep"]) else {
-            panic!()
-        };
+        let Command::Lab(l) = parse(&["lab", "dns", "--json", "-", "--keep"]) else { panic!() };
         assert_eq!(l.args, ["dns", "--json", "-", "--keep"]);
-        let Command::Lab(l) = parse(&["lab", "--json", "-", "pmtu"]) else {
-            panic!()
-        };
+        let Command::Lab(l) = parse(&["lab", "--json", "-", "pmtu"]) else { panic!() };
         assert_eq!(l.args, ["--json", "-", "pmtu"]);
-        let Command::Lab(l) = parse(&["lab", "--", "--help"]) else {
-            panic!()
-        };
+        let Command::Lab(l) = parse(&["lab", "--", "--help"]) else { panic!() };
         assert_eq!(l.args, ["--help"]);
-        let Command::Lab(l) = parse(&["lab"]) else {
-            panic!()
-        };
+        let Command::Lab(l) = parse(&["lab"]) else { panic!() };
         assert!(l.args.is_empty());
     }
 }

@@ -13,10 +13,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     apt, sh,
-    toolchain::{
-        self, BPF_LINKER_VERSION, Choice, DEBIAN_PREFIX, DEBIAN_TOOLCHAIN, LLVM_BIN, NIGHTLY,
-        OVERRIDE_ENV,
-    },
+    toolchain::{self, BPF_LINKER_VERSION, Choice, DEBIAN_PREFIX, DEBIAN_TOOLCHAIN, LLVM_BIN, NIGHTLY, OVERRIDE_ENV},
 };
 
 const P: &str = "setup:";
@@ -47,10 +44,7 @@ fn step<T>(what: &str, f: impl FnOnce() -> Result<(Did, T)>) -> Result<T> {
         Did::Skipped(d) => ("skip ", d),
         Did::Checked(d) => ("check", d),
     };
-    println!(
-        "{P} {verb} {what}: {detail} ({})",
-        sh::fmt_duration(start.elapsed())
-    );
+    println!("{P} {verb} {what}: {detail} ({})", sh::fmt_duration(start.elapsed()));
     Ok(value)
 }
 
@@ -65,43 +59,26 @@ pub fn run() -> Result<Ready> {
         wanted.extend(apt::COMPILER);
     }
     wanted.extend(apt::RUNTIME);
-    step("Debian packages", || {
-        ensure_packages(&wanted, choice.needs_debian_compiler())
-    })?;
+    step("Debian packages", || ensure_packages(&wanted, choice.needs_debian_compiler()))?;
 
     if let Choice::DebianWeb { link } = choice {
-        step(
-            &format!("rustup toolchain link {DEBIAN_TOOLCHAIN} {DEBIAN_PREFIX}"),
-            || {
-                if !link {
-                    return Ok((Did::Skipped("already linked".into()), ()));
-                }
-                sh::run(
-                    P,
-                    std::process::Command::new("rustup").args([
-                        "toolchain",
-                        "link",
-                        DEBIAN_TOOLCHAIN,
-                        DEBIAN_PREFIX,
-                    ]),
-                )?;
-                Ok((Did::Done("linked".into()), ()))
-            },
-        )?;
+        step(&format!("rustup toolchain link {DEBIAN_TOOLCHAIN} {DEBIAN_PREFIX}"), || {
+            if !link {
+                return Ok((Did::Skipped("already linked".into()), ()));
+            }
+            sh::run(
+                P,
+                std::process::Command::new("rustup").args(["toolchain", "link", DEBIAN_TOOLCHAIN, DEBIAN_PREFIX]),
+            )?;
+            Ok((Did::Done("linked".into()), ()))
+        })?;
     }
     let name = choice.name().to_string();
     let rustc = step(&format!("{name} compiler"), || verify_compiler(&name))?;
     let linker = step("bpf-linker", ensure_bpf_linker)?;
 
-    println!(
-        "{P} eBPF toolchain {name} (rustc {rustc}), bpf-linker {linker}; {}",
-        sh::fmt_duration(start.elapsed())
-    );
-    Ok(Ready {
-        toolchain: name,
-        rustc,
-        linker,
-    })
+    println!("{P} eBPF toolchain {name} (rustc {rustc}), bpf-linker {linker}; {}", sh::fmt_duration(start.elapsed()));
+    Ok(Ready { toolchain: name, rustc, linker })
 }
 
 /// Probes rustup and decides, saying why and that agent/build.rs will agree.
@@ -119,32 +96,22 @@ fn detect(override_name: Option<&str>) -> Result<(Did, Choice)> {
         (None, Some(s)) if nightly_src => format!("nightly has rust-src in {}", s.display()),
         (None, Some(s)) => format!("nightly has no rust-src in {}", s.display()),
     };
-    let linked_note = if linked {
-        "debian-web linked"
-    } else {
-        "debian-web not linked yet"
-    };
-    let detail = format!(
-        "{} ({why}; {linked_note}); agent/build.rs makes the same choice",
-        choice.name()
-    );
+    let linked_note = if linked { "debian-web linked" } else { "debian-web not linked yet" };
+    let detail = format!("{} ({why}; {linked_note}); agent/build.rs makes the same choice", choice.name());
     Ok((Did::Checked(detail), choice))
 }
 
 /// Installs the missing packages of `wanted` (and a too-old rustc-web), as root only.
 fn ensure_packages(wanted: &[&'static str], debian_compiler: bool) -> Result<(Did, ())> {
     let Some(status) = apt::query(wanted)? else {
-        let detail = format!(
-            "no dpkg-query (not Debian): make sure the equivalents of {} are installed",
-            wanted.join(" ")
-        );
+        let detail =
+            format!("no dpkg-query (not Debian): make sure the equivalents of {} are installed", wanted.join(" "));
         return Ok((Did::Skipped(detail), ()));
     };
     let mut todo = apt::missing(wanted, &status);
     let mut why = String::new();
     if debian_compiler && !todo.contains(&"rustc-web") {
-        let version =
-            sh::capture("/usr/bin/rustc", &["-V"]).and_then(|v| toolchain::parse_version(&v));
+        let version = sh::capture("/usr/bin/rustc", &["-V"]).and_then(|v| toolchain::parse_version(&v));
         if let Some(v) = version.filter(|v| *v < toolchain::MIN_DEBIAN_RUSTC) {
             why = format!(
                 " (rustc-web {} is older than {})",
@@ -159,14 +126,7 @@ fn ensure_packages(wanted: &[&'static str], debian_compiler: bool) -> Result<(Di
         }
     }
     if todo.is_empty() {
-        return Ok((
-            Did::Skipped(format!(
-                "all {} installed: {}",
-                wanted.len(),
-                wanted.join(" ")
-            )),
-            (),
-        ));
+        return Ok((Did::Skipped(format!("all {} installed: {}", wanted.len(), wanted.join(" "))), ()));
     }
     if !sh::is_root() {
         bail!(
@@ -175,11 +135,7 @@ fn ensure_packages(wanted: &[&'static str], debian_compiler: bool) -> Result<(Di
             apt::root_commands(&todo)
         );
     }
-    println!(
-        "{P} installing {} missing package(s){why}: {}",
-        todo.len(),
-        todo.join(" ")
-    );
+    println!("{P} installing {} missing package(s){why}: {}", todo.len(), todo.join(" "));
     let t = Instant::now();
     apt::update(P)?;
     println!("{P}  apt-get update took {}", sh::fmt_duration(t.elapsed()));
@@ -189,10 +145,7 @@ fn ensure_packages(wanted: &[&'static str], debian_compiler: bool) -> Result<(Di
     apt::install(P, &todo)?;
     let still = apt::missing(wanted, &apt::query(wanted)?.unwrap_or_default());
     if !still.is_empty() {
-        bail!(
-            "apt-get install finished but these are still not installed: {}",
-            still.join(" ")
-        );
+        bail!("apt-get install finished but these are still not installed: {}", still.join(" "));
     }
     Ok((Did::Done(format!("installed {}{why}", todo.join(" "))), ()))
 }
@@ -205,9 +158,7 @@ fn verify_compiler(name: &str) -> Result<(Did, String)> {
     if !toolchain::has_core_src(&sysroot) {
         let hint = match name {
             DEBIAN_TOOLCHAIN => "install rust-web-src".to_string(),
-            _ => format!(
-                "`rustup component add rust-src --toolchain {name}`, or unset {OVERRIDE_ENV}"
-            ),
+            _ => format!("`rustup component add rust-src --toolchain {name}`, or unset {OVERRIDE_ENV}"),
         };
         bail!(
             "{} is missing, so `{name}` cannot build core for bpfel: {hint}",
@@ -215,29 +166,16 @@ fn verify_compiler(name: &str) -> Result<(Did, String)> {
         );
     }
     let line = toolchain::rustc_version(name).unwrap_or_default();
-    let version = toolchain::parse_version(&line)
-        .map(toolchain::version_string)
-        .unwrap_or_else(|| "unknown".into());
-    Ok((
-        Did::Checked(format!("{line}; core sources under {}", sysroot.display())),
-        version,
-    ))
+    let version = toolchain::parse_version(&line).map(toolchain::version_string).unwrap_or_else(|| "unknown".into());
+    Ok((Did::Checked(format!("{line}; core sources under {}", sysroot.display())), version))
 }
 
 /// Installs bpf-linker 0.13.0 (built on LLVM 22) unless `bpf-linker --version` says so.
 fn ensure_bpf_linker() -> Result<(Did, String)> {
     let current = toolchain::bpf_linker_version();
-    if current
-        .as_deref()
-        .is_some_and(|v| toolchain::linker_is(v, BPF_LINKER_VERSION))
-    {
-        let at = sh::which("bpf-linker")
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        return Ok((
-            Did::Skipped(format!("{BPF_LINKER_VERSION} already at {at}")),
-            BPF_LINKER_VERSION.into(),
-        ));
+    if current.as_deref().is_some_and(|v| toolchain::linker_is(v, BPF_LINKER_VERSION)) {
+        let at = sh::which("bpf-linker").map(|p| p.display().to_string()).unwrap_or_default();
+        return Ok((Did::Skipped(format!("{BPF_LINKER_VERSION} already at {at}")), BPF_LINKER_VERSION.into()));
     }
     if !Path::new(LLVM_BIN).join("llvm-config").exists() {
         bail!(
@@ -247,12 +185,9 @@ fn ensure_bpf_linker() -> Result<(Did, String)> {
         );
     }
     let had = current.unwrap_or_else(|| "none".into());
-    println!(
-        "{P} installing bpf-linker {BPF_LINKER_VERSION} (found: {had}); this builds for about a minute"
-    );
+    println!("{P} installing bpf-linker {BPF_LINKER_VERSION} (found: {had}); this builds for about a minute");
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let path =
-        std::env::join_paths(std::iter::once(LLVM_BIN.into()).chain(std::env::split_paths(&path)))?;
+    let path = std::env::join_paths(std::iter::once(LLVM_BIN.into()).chain(std::env::split_paths(&path)))?;
     let install = |locked: bool| {
         let mut cmd = sh::cargo();
         cmd.args([
@@ -276,15 +211,10 @@ fn ensure_bpf_linker() -> Result<(Did, String)> {
     }
     let now = toolchain::bpf_linker_version().unwrap_or_default();
     if !toolchain::linker_is(&now, BPF_LINKER_VERSION) {
-        let at = sh::which("bpf-linker")
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "nowhere on PATH".into());
+        let at = sh::which("bpf-linker").map(|p| p.display().to_string()).unwrap_or_else(|| "nowhere on PATH".into());
         bail!(
             "after cargo install, `bpf-linker --version` says `{now}` (from {at}); another bpf-linker comes first on PATH"
         );
     }
-    Ok((
-        Did::Done(format!("installed {BPF_LINKER_VERSION}")),
-        BPF_LINKER_VERSION.into(),
-    ))
+    Ok((Did::Done(format!("installed {BPF_LINKER_VERSION}")), BPF_LINKER_VERSION.into()))
 }

@@ -11,10 +11,7 @@ use anyhow::{Context, Result, bail};
 
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives inside the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives inside the workspace").to_path_buf()
 }
 
 /// Cargo's target directory: `CARGO_TARGET_DIR` if set, else `<root>/target`.
@@ -22,11 +19,7 @@ pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) if !d.is_empty() => {
             let d = PathBuf::from(d);
-            if d.is_absolute() {
-                d
-            } else {
-                workspace_root().join(d)
-            }
+            if d.is_absolute() { d } else { workspace_root().join(d) }
         }
         _ => workspace_root().join("target"),
     }
@@ -42,11 +35,7 @@ pub fn cargo() -> Command {
 
 /// The command line of `cmd`, for logs.
 pub fn display(cmd: &Command) -> String {
-    let mut s = Path::new(cmd.get_program())
-        .file_name()
-        .unwrap_or(cmd.get_program())
-        .to_string_lossy()
-        .into_owned();
+    let mut s = Path::new(cmd.get_program()).file_name().unwrap_or(cmd.get_program()).to_string_lossy().into_owned();
     for a in cmd.get_args() {
         s.push(' ');
         s.push_str(&a.to_string_lossy());
@@ -58,9 +47,7 @@ pub fn display(cmd: &Command) -> String {
 pub fn run(prefix: &str, cmd: &mut Command) -> Result<()> {
     let line = display(cmd);
     println!("{prefix}  $ {line}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start `{line}`"))?;
+    let status = cmd.status().with_context(|| format!("cannot start `{line}`"))?;
     if !status.success() {
         bail!("`{line}` failed ({status})");
     }
@@ -70,22 +57,13 @@ pub fn run(prefix: &str, cmd: &mut Command) -> Result<()> {
 /// Runs `program args...` quietly and returns its trimmed stdout, or `None` if it
 /// could not start or exited non-zero.
 pub fn capture(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program)
-        .args(args)
-        .env("RUSTUP_AUTO_INSTALL", "0")
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = Command::new(program).args(args).env("RUSTUP_AUTO_INSTALL", "0").output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Whether this process runs with effective uid 0.
 pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| effective_uid(&s))
-        == Some(0)
+    std::fs::read_to_string("/proc/self/status").ok().and_then(|s| effective_uid(&s)) == Some(0)
 }
 
 /// The effective uid from the text of `/proc/self/status` (`Uid: real effective ...`).
@@ -111,8 +89,7 @@ pub fn ensure_cargo_bin_on_path() {
     if std::env::split_paths(&path).any(|p| p == bin) {
         return;
     }
-    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))
-        .unwrap_or(path);
+    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path))).unwrap_or(path);
     // SAFETY: called at the start of main, before any other thread exists.
     unsafe { std::env::set_var("PATH", joined) };
 }
@@ -120,9 +97,7 @@ pub fn ensure_cargo_bin_on_path() {
 /// Locates `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// A duration the way a person reads it: `0.4s`, `12.3s`, `3m12s`, `1h02m`.
@@ -153,10 +128,7 @@ mod tests {
 
     #[test]
     fn effective_uid_is_the_second_field() {
-        assert_eq!(
-            effective_uid("Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\n"),
-            Some(0)
-        );
+        assert_eq!(effective_uid("Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\n"), Some(0));
         assert_eq!(effective_uid("Uid:\t0\t1000\t1000\t1000\n"), Some(1000));
         assert_eq!(effective_uid("Name:\tx\n"), None);
     }

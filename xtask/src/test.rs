@@ -48,36 +48,21 @@ pub fn run(args: &Args) -> Result<()> {
     println!("{P} phase timings:");
     for p in &phases {
         let status = if p.ok { "ok" } else { "FAILED" };
-        println!(
-            "{P}   {:<6} {:>8}  {status}{}",
-            p.name,
-            sh::fmt_duration(p.took),
-            p.note
-        );
+        println!("{P}   {:<6} {:>8}  {status}{}", p.name, sh::fmt_duration(p.took), p.note);
     }
-    println!(
-        "{P}   {:<6} {:>8}",
-        "total",
-        sh::fmt_duration(start.elapsed())
-    );
+    println!("{P}   {:<6} {:>8}", "total", sh::fmt_duration(start.elapsed()));
     result
 }
 
 fn run_phases(args: &Args, phases: &mut Vec<Phase>) -> Result<()> {
     timed(phases, "setup", || {
         let r = setup::run()?;
-        Ok(format!(
-            "  (eBPF: {}, rustc {}, bpf-linker {})",
-            r.toolchain, r.rustc, r.linker
-        ))
+        Ok(format!("  (eBPF: {}, rustc {}, bpf-linker {})", r.toolchain, r.rustc, r.linker))
     })?;
     timed(phases, "build", || {
         // The integration tests run target/debug/pathwatch: build the binaries first.
         sh::run(P, sh::cargo().arg("build").args(WORKSPACE).arg("--bins"))?;
-        Ok(format!(
-            "  ({})",
-            sh::target_dir().join("debug/pathwatch").display()
-        ))
+        Ok(format!("  ({})", sh::target_dir().join("debug/pathwatch").display()))
     })?;
     timed(phases, "test", || {
         let mut cmd = sh::cargo();
@@ -94,30 +79,18 @@ fn run_phases(args: &Args, phases: &mut Vec<Phase>) -> Result<()> {
 
 /// Runs `f` as phase `name`, recording its time and outcome.
 /// `f` returns a note for the timings table.
-fn timed(
-    phases: &mut Vec<Phase>,
-    name: &'static str,
-    f: impl FnOnce() -> Result<String>,
-) -> Result<()> {
+fn timed(phases: &mut Vec<Phase>, name: &'static str, f: impl FnOnce() -> Result<String>) -> Result<()> {
     println!("{P} == {name} ==");
     let start = Instant::now();
     let result = f();
     let took = start.elapsed();
     let note = result.as_ref().map(String::clone).unwrap_or_default();
-    phases.push(Phase {
-        name,
-        took,
-        ok: result.is_ok(),
-        note,
-    });
+    phases.push(Phase { name, took, ok: result.is_ok(), note });
     match result {
         Ok(_) => {
             println!("{P} {name} ok ({})", sh::fmt_duration(took));
             Ok(())
         }
-        Err(e) => bail!(
-            "phase `{name}` failed after {}: {e:#}",
-            sh::fmt_duration(took)
-        ),
+        Err(e) => bail!("phase `{name}` failed after {}: {e:#}", sh::fmt_duration(took)),
     }
 }

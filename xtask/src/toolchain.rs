@@ -58,29 +58,20 @@ impl Choice {
 /// The decision: an explicit override wins; otherwise nightly if its sysroot has the
 /// `core` sources, else Debian's compiler (linked now if it is not yet).
 /// agent/build.rs makes the same choice once setup has installed Debian's compiler.
-pub fn choose(
-    override_name: Option<&str>,
-    nightly_has_src: bool,
-    debian_web_linked: bool,
-) -> Choice {
+pub fn choose(override_name: Option<&str>, nightly_has_src: bool, debian_web_linked: bool) -> Choice {
     match override_name {
         Some(NIGHTLY) => Choice::Nightly,
-        Some(DEBIAN_TOOLCHAIN) => Choice::DebianWeb {
-            link: !debian_web_linked,
-        },
+        Some(DEBIAN_TOOLCHAIN) => Choice::DebianWeb { link: !debian_web_linked },
         Some(other) => Choice::Other(other.to_string()),
         None if nightly_has_src => Choice::Nightly,
-        None => Choice::DebianWeb {
-            link: !debian_web_linked,
-        },
+        None => Choice::DebianWeb { link: !debian_web_linked },
     }
 }
 
 /// Whether `rustup toolchain list` output names `name` (lines look like
 /// `debian-web`, `stable-x86_64-unknown-linux-gnu (active, default)`).
 pub fn toolchain_listed(list: &str, name: &str) -> bool {
-    list.lines()
-        .any(|l| l.split_whitespace().next() == Some(name))
+    list.lines().any(|l| l.split_whitespace().next() == Some(name))
 }
 
 /// The first `X.Y.Z` in a `--version` line (`rustc 1.97.0-nightly (...)` → 1.97.0).
@@ -147,15 +138,9 @@ mod tests {
 
     #[test]
     fn override_wins() {
-        assert_eq!(
-            choose(Some("debian-web"), true, false),
-            Choice::DebianWeb { link: true }
-        );
+        assert_eq!(choose(Some("debian-web"), true, false), Choice::DebianWeb { link: true });
         assert_eq!(choose(Some("nightly"), false, true), Choice::Nightly);
-        assert_eq!(
-            choose(Some("nightly-2026-05-01"), true, true),
-            Choice::Other("nightly-2026-05-01".into())
-        );
+        assert_eq!(choose(Some("nightly-2026-05-01"), true, true), Choice::Other("nightly-2026-05-01".into()));
         assert!(!choose(Some("nightly-2026-05-01"), false, false).needs_debian_compiler());
         assert!(choose(None, false, true).needs_debian_compiler());
     }
@@ -177,10 +162,7 @@ mod tests {
             parse_version("rustc 1.96.0 (ac68faa20 2026-05-25) (built from a source tarball)"),
             Some((1, 96, 0))
         );
-        assert_eq!(
-            parse_version("rustc 1.97.0-nightly (e50aa6fba 2026-05-19)"),
-            Some((1, 97, 0))
-        );
+        assert_eq!(parse_version("rustc 1.97.0-nightly (e50aa6fba 2026-05-19)"), Some((1, 97, 0)));
         assert_eq!(parse_version("bpf-linker 0.13.0"), Some((0, 13, 0)));
         assert_eq!(parse_version("1.85.0+dfsg3-1~deb12u3"), Some((1, 85, 0)));
         assert_eq!(parse_version("no version here 2026-05-19"), None);

@@ -149,7 +149,12 @@ impl Flood {
 
 /// Runs one flood between the namespaces with `bench` (this binary).
 pub fn flood(tb: &Testbed, bench: &Path, secs: f64, pps: Option<u64>) -> std::io::Result<Flood> {
-    let rx_out = tb.rx.cmd(bench.to_str().unwrap()).args(["flood-recv", "--secs", &format!("{}", secs + 1.0)]).stdout(std::process::Stdio::piped()).spawn()?;
+    let rx_out = tb
+        .rx
+        .cmd(bench.to_str().unwrap())
+        .args(["flood-recv", "--secs", &format!("{}", secs + 1.0)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
     std::thread::sleep(Duration::from_millis(300));
     let mut send_args = vec!["flood-send".to_string(), "--secs".into(), format!("{secs}")];
     if let Some(p) = pps {

@@ -90,21 +90,27 @@ pub fn dtls_client_hello() -> Vec<u8> {
     let mut hs = vec![1, 0, 0, body_len as u8, 0, 0, 0, 0, 0, 0, 0, body_len as u8];
     hs.extend_from_slice(&[0xfe, 0xfd]);
     hs.resize(12 + body_len, 0x42);
-    build!(PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(CLIENT, SERVER, 64).udp(40000, 443), &dtls_record(22, 0, &hs))
+    build!(
+        PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(CLIENT, SERVER, 64).udp(40000, 443),
+        &dtls_record(22, 0, &hs)
+    )
 }
 
 /// A DTLS application-data record of 1200 bytes: class dtls, no event.
 pub fn dtls_app_data() -> Vec<u8> {
-    build!(PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(CLIENT, SERVER, 64).udp(40000, 443), &dtls_record(23, 1, &[0x77; 1200]))
+    build!(
+        PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(CLIENT, SERVER, 64).udp(40000, 443),
+        &dtls_record(23, 1, &[0x77; 1200])
+    )
 }
 
 /// An ICMP frag-needed (next-hop MTU 1400) quoting a DF TCP segment.
 pub fn icmp_frag_needed() -> Vec<u8> {
     let quoted = &tcp_large_df_retransmit()[14..14 + 28];
     let b = PacketBuilder::ethernet2(DST_MAC, SRC_MAC).ipv4([198, 18, 1, 1], CLIENT, 64).icmpv4(
-        etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
-            next_hop_mtu: 1400,
-        }),
+        etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ),
     );
     build!(b, quoted)
 }
@@ -158,7 +164,16 @@ pub fn all() -> Vec<(&'static str, Vec<u8>)> {
 
 /// Kinds that raise an event (the others must cost almost nothing).
 pub fn evented(key: &str) -> bool {
-    matches!(key, "dns_query" | "dns_response" | "dtls_client_hello" | "icmp_frag_needed" | "ipv6_dns" | "vlan_dns" | "tcp_large_df_retransmit")
+    matches!(
+        key,
+        "dns_query"
+            | "dns_response"
+            | "dtls_client_hello"
+            | "icmp_frag_needed"
+            | "ipv6_dns"
+            | "vlan_dns"
+            | "tcp_large_df_retransmit"
+    )
 }
 
 #[cfg(test)]
@@ -184,6 +199,10 @@ mod tests {
         assert_eq!(class(&dtls_app_data()), (Class::Dtls, false));
         assert_eq!(class(&icmp_frag_needed()), (Class::IcmpError, true));
         assert_eq!(class(&tcp_large_df_retransmit()), (Class::LargeDf, false));
-        assert_eq!(class(&tcp_large_df_retransmit()), (Class::LargeDf, true), "the same segment again is a retransmission");
+        assert_eq!(
+            class(&tcp_large_df_retransmit()),
+            (Class::LargeDf, true),
+            "the same segment again is a retransmission"
+        );
     }
 }

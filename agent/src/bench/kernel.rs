@@ -42,7 +42,11 @@ pub struct KernelBench {
 fn min_ns(kernel: &mut Kernel, hook: Hook, frame: &[u8]) -> anyhow::Result<f64> {
     let mut best = f64::MAX;
     for _ in 0..ROUNDS {
-        let opts = aya::programs::TestRunOptions { data_in: Some(frame), repeat: REPEATS, ..aya::programs::TestRunOptions::new() };
+        let opts = aya::programs::TestRunOptions {
+            data_in: Some(frame),
+            repeat: REPEATS,
+            ..aya::programs::TestRunOptions::new()
+        };
         let res = match hook {
             Hook::Xdp => aya::programs::TestRun::test_run(kernel.xdp(), opts),
             Hook::Baseline => aya::programs::TestRun::test_run(kernel.xdp_baseline(), opts),
@@ -114,7 +118,10 @@ impl KernelBench {
     /// A table: kind, ns, over baseline, goal, met.
     pub fn table(&self) -> Vec<String> {
         let mut out = vec![
-            format!("XDP_PASS baseline: {:.1} ns/packet (BPF_PROG_TEST_RUN, {REPEATS} repeats, min of {ROUNDS})", self.baseline_ns),
+            format!(
+                "XDP_PASS baseline: {:.1} ns/packet (BPF_PROG_TEST_RUN, {REPEATS} repeats, min of {ROUNDS})",
+                self.baseline_ns
+            ),
             format!("{:<26} {:>8} {:>10} {:>8} {:>5}", "kind", "ns", "+baseline", "goal", "met"),
         ];
         for (k, v) in self.ns.iter().chain(self.extra.iter()) {
@@ -124,7 +131,13 @@ impl KernelBench {
             out.push(format!(
                 "{k:<26} {v:>8.1} {over:>+10.1} {:>8} {:>5}",
                 if fixed { format!("+{goal:.0}") } else { "-".into() },
-                if !fixed { "" } else if over <= goal { "yes" } else { "NO" }
+                if !fixed {
+                    ""
+                } else if over <= goal {
+                    "yes"
+                } else {
+                    "NO"
+                }
             ));
         }
         out.push(format!("ring buffer: {} events drained, {} reservations failed", self.drained, self.ringbuf_full));

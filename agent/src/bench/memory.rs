@@ -15,7 +15,11 @@ use crate::{
 pub fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -25,7 +29,15 @@ fn v4(i: u32) -> [u8; 16] {
     a
 }
 
-fn header(kind: EventKind, ts: u64, src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, info: EventInfo) -> EventHeader {
+fn header(
+    kind: EventKind,
+    ts: u64,
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    info: EventInfo,
+) -> EventHeader {
     EventHeader {
         ts_ns: ts,
         kind: kind as u8,
@@ -51,7 +63,15 @@ pub fn names(n: u32) -> (u64, Detectors) {
             snap.extend_from_slice(label.as_bytes());
         }
         snap.extend_from_slice(&[0, 0, 1, 0, 1]);
-        let mut h = header(EventKind::Dns, 1_700_000_000_000_000_000 + i as u64 * 1000, v4(i & 0xffff), v4(0x1_0001), 40000, 53, EventInfo::default());
+        let mut h = header(
+            EventKind::Dns,
+            1_700_000_000_000_000_000 + i as u64 * 1000,
+            v4(i & 0xffff),
+            v4(0x1_0001),
+            40000,
+            53,
+            EventInfo::default(),
+        );
         h.snap_len = snap.len() as u16;
         let ev = Event { header: h, snap };
         counts.count(&ev);
@@ -68,10 +88,18 @@ pub fn flows(n: u32) -> (u64, Detectors) {
     for i in 0..n {
         let ts = 1_700_000_000_000_000_000 + i as u64 * 1000;
         let (src, dst, sport) = (v4(i), v4(0x1_0000 | (i >> 16)), (i % 50_000) as u16 + 10_000);
-        let hello = EventInfo { handshake_mask: 1 << HS_CLIENT_HELLO, dtls_records: 1, dtls_content_mask: 4, ..Default::default() };
+        let hello = EventInfo {
+            handshake_mask: 1 << HS_CLIENT_HELLO,
+            dtls_records: 1,
+            dtls_content_mask: 4,
+            ..Default::default()
+        };
         d.on_event(&Event { header: header(EventKind::Dtls, ts, src, dst, sport, 443, hello), snap: Vec::new() });
         let retx = EventInfo { seg_len: 1448, retransmits: 1, ..Default::default() };
-        d.on_event(&Event { header: header(EventKind::TcpLargeRetransmit, ts, src, dst, sport, 5001, retx), snap: Vec::new() });
+        d.on_event(&Event {
+            header: header(EventKind::TcpLargeRetransmit, ts, src, dst, sport, 5001, retx),
+            snap: Vec::new(),
+        });
         let _ = d.take_due();
     }
     (peak_rss_kib(), d)

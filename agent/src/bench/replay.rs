@@ -13,8 +13,11 @@ use super::frames;
 pub fn write_capture(path: &Path, n: u32) -> std::io::Result<()> {
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
     let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut w = PcapWriter::with_header(file, PcapHeader { ts_resolution: pcap_file::TsResolution::NanoSecond, ..Default::default() })
-        .map_err(std::io::Error::other)?;
+    let mut w = PcapWriter::with_header(
+        file,
+        PcapHeader { ts_resolution: pcap_file::TsResolution::NanoSecond, ..Default::default() },
+    )
+    .map_err(std::io::Error::other)?;
     let mix = [
         frames::tcp_nonmatch(),
         frames::tcp_nonmatch(),
@@ -29,7 +32,8 @@ pub fn write_capture(path: &Path, n: u32) -> std::io::Result<()> {
     ];
     for i in 0..n {
         let f = &mix[i as usize % mix.len()];
-        let pkt = PcapPacket::new(Duration::from_nanos(1_700_000_000_000_000_000 + i as u64 * 10_000), f.len() as u32, f);
+        let pkt =
+            PcapPacket::new(Duration::from_nanos(1_700_000_000_000_000_000 + i as u64 * 10_000), f.len() as u32, f);
         w.write_packet(&pkt).map_err(std::io::Error::other)?;
     }
     Ok(())

@@ -170,7 +170,10 @@ fn run(which: Which) -> anyhow::Result<()> {
                 json,
                 json!({"frames": frames, "replay_s": ours, "replay_pps": pps.round(), "tshark_s": tshark, "tshark_pps": tpps.round(), "ratio": pps / tpps}),
                 vec![
-                    format!("pathwatch replay: {frames} frames in {ours:.2} s = {:.2} M packets/s (one core; goal >= 3 M/s)", pps / 1e6),
+                    format!(
+                        "pathwatch replay: {frames} frames in {ours:.2} s = {:.2} M packets/s (one core; goal >= 3 M/s)",
+                        pps / 1e6
+                    ),
                     format!("tshark -Y 'dns || dtls || icmp': {tshark:.2} s = {:.0} k packets/s", tpps / 1e3),
                     format!("ratio: {:.1}x (goal >= 20x)", pps / tpps),
                 ],
@@ -203,7 +206,12 @@ fn flood_all(secs: f64) -> anyhow::Result<(Value, Vec<String>)> {
     let mut out = serde_json::Map::new();
 
     let base = flood::flood(&tb, &bench, secs, None)?;
-    table.push(format!("no agent:          sent {:>9}, delivered {:>9} = {:>8.0} pps", base.sent, base.delivered, base.pps()));
+    table.push(format!(
+        "no agent:          sent {:>9}, delivered {:>9} = {:>8.0} pps",
+        base.sent,
+        base.delivered,
+        base.pps()
+    ));
     out.insert("none".into(), json!({"sent": base.sent, "delivered": base.delivered, "pps": base.pps()}));
 
     for mode in ["native", "skb"] {
@@ -215,11 +223,20 @@ fn flood_all(secs: f64) -> anyhow::Result<(Value, Vec<String>)> {
             &["run", "-i", "fl1", "--xdp-mode", mode, "--no-egress", "--json", json_file.to_str().unwrap()],
             Some(&log),
         )?;
-        anyhow::ensure!(flood::wait_log(&log, "watching"), "agent did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        anyhow::ensure!(
+            flood::wait_log(&log, "watching"),
+            "agent did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         let f = flood::flood(&tb, &bench, secs, None)?;
         std::thread::sleep(Duration::from_millis(500));
         a.stop(libc::SIGTERM, Duration::from_secs(20));
-        let summary: Value = std::fs::read_to_string(&json_file)?.lines().last().map(serde_json::from_str).transpose()?.unwrap_or_default();
+        let summary: Value = std::fs::read_to_string(&json_file)?
+            .lines()
+            .last()
+            .map(serde_json::from_str)
+            .transpose()?
+            .unwrap_or_default();
         let dns = summary["interfaces"]["fl1"]["ingress"]["packets"]["dns"].as_u64().unwrap_or(0);
         let lost = summary["events"]["events_lost"].as_u64().unwrap_or(0);
         let queries = summary["events"]["dns_query"].as_u64().unwrap_or(0);
@@ -235,12 +252,18 @@ fn flood_all(secs: f64) -> anyhow::Result<(Value, Vec<String>)> {
     }
 
     let log = dir.join("tcpdump.log");
-    let mut t = tb.rx.spawn("tcpdump", "tcpdump", &["-i", "fl1", "-n", "-w", "/dev/null", "udp port 53"], Some(&log))?;
+    let mut t =
+        tb.rx.spawn("tcpdump", "tcpdump", &["-i", "fl1", "-n", "-w", "/dev/null", "udp port 53"], Some(&log))?;
     anyhow::ensure!(flood::wait_log(&log, "listening on"), "tcpdump did not start");
     let f = flood::flood(&tb, &bench, secs, None)?;
     t.stop(libc::SIGINT, Duration::from_secs(10));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let dropped = text.lines().find(|l| l.contains("dropped by kernel")).and_then(|l| l.split_whitespace().next()).unwrap_or("?").to_string();
+    let dropped = text
+        .lines()
+        .find(|l| l.contains("dropped by kernel"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("?")
+        .to_string();
     table.push(format!(
         "tcpdump -w /dev/null: sent {:>9}, delivered {:>9} = {:>8.0} pps ({:+.1} % vs no agent); dropped by kernel {dropped}",
         f.sent,
@@ -255,12 +278,22 @@ fn flood_all(secs: f64) -> anyhow::Result<(Value, Vec<String>)> {
     for rate in [50_000u64, 100_000, 200_000, 400_000, 800_000] {
         let json_file = dir.join(format!("rate{rate}.json"));
         let log = dir.join(format!("rate{rate}.log"));
-        let mut a = tb.rx.spawn("pathwatch", agent.to_str().unwrap(), &["run", "-i", "fl1", "--no-egress", "--json", json_file.to_str().unwrap()], Some(&log))?;
+        let mut a = tb.rx.spawn(
+            "pathwatch",
+            agent.to_str().unwrap(),
+            &["run", "-i", "fl1", "--no-egress", "--json", json_file.to_str().unwrap()],
+            Some(&log),
+        )?;
         anyhow::ensure!(flood::wait_log(&log, "watching"), "agent did not start");
         let f = flood::flood(&tb, &bench, secs, Some(rate))?;
         std::thread::sleep(Duration::from_millis(500));
         a.stop(libc::SIGTERM, Duration::from_secs(20));
-        let summary: Value = std::fs::read_to_string(&json_file)?.lines().last().map(serde_json::from_str).transpose()?.unwrap_or_default();
+        let summary: Value = std::fs::read_to_string(&json_file)?
+            .lines()
+            .last()
+            .map(serde_json::from_str)
+            .transpose()?
+            .unwrap_or_default();
         let lost = summary["events"]["events_lost"].as_u64().unwrap_or(0);
         let achieved = f.sent as f64 / secs;
         table.push(format!("consumer at {rate:>7} events/s offered ({achieved:>8.0} sent/s): {lost} events lost"));

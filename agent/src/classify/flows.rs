@@ -14,7 +14,10 @@ pub struct FlowTable {
 impl FlowTable {
     /// A table holding at most `capacity` flows (at least one).
     pub fn new(capacity: usize) -> FlowTable {
-        FlowTable { flows: LruCache::with_hasher(NonZeroUsize::new(capacity.max(1)).unwrap(), RandomState::new()), evictions: 0 }
+        FlowTable {
+            flows: LruCache::with_hasher(NonZeroUsize::new(capacity.max(1)).unwrap(), RandomState::new()),
+            evictions: 0,
+        }
     }
 
     /// Accounts one large segment; returns the flow state when it is a retransmission.

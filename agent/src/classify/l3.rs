@@ -6,8 +6,7 @@ use agent_common::{
     proto::*,
 };
 use etherparse::{
-    EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice,
-    SingleVlanHeaderSlice,
+    EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice, Ipv6FragmentHeaderSlice, Ipv6HeaderSlice, SingleVlanHeaderSlice,
 };
 
 use super::{L3, Parsed};

@@ -1,11 +1,7 @@
 //! Transport layer: UDP (DNS, DTLS), TCP (DNS, TLS, SYN, large segments) and ICMP
 //! errors. Mirrors `agent-ebpf/src/parse.rs` and `agent-ebpf/src/tcp.rs`.
 
-use agent_common::{
-    Class, EventKind, FlowKey, KernelConfig,
-    event::IP_FLAG_DF,
-    proto::*,
-};
+use agent_common::{Class, EventKind, FlowKey, KernelConfig, event::IP_FLAG_DF, proto::*};
 use etherparse::{TcpHeaderSlice, UdpHeaderSlice};
 
 use super::{FlowTable, L3, Parsed, dtls, l3};

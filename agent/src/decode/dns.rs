@@ -38,10 +38,9 @@ pub fn decode(bytes: &[u8]) -> Option<DnsMessage> {
     let mut decoder = BinDecoder::new(bytes);
     let header = Header::read(&mut decoder).ok()?;
     let question = if header.counts.queries > 0 {
-        Query::read(&mut decoder).ok().map(|q| Question {
-            name: DnsName::from_labels(q.name().iter()),
-            qtype: u16::from(q.query_type()),
-        })
+        Query::read(&mut decoder)
+            .ok()
+            .map(|q| Question { name: DnsName::from_labels(q.name().iter()), qtype: u16::from(q.query_type()) })
     } else {
         None
     };
@@ -95,7 +94,8 @@ mod tests {
     use super::*;
 
     /// `A mus.cisco.com`, id 0x03a7, as the AnyConnect seed capture sends it.
-    const MUS_QUERY: &[u8] = b"\x03\xa7\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03mus\x05cisco\x03com\x00\x00\x01\x00\x01";
+    const MUS_QUERY: &[u8] =
+        b"\x03\xa7\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03mus\x05cisco\x03com\x00\x00\x01\x00\x01";
 
     #[test]
     fn query_header_and_question() {

@@ -200,7 +200,13 @@ impl DnsDetector {
         if self.deadlines.len() == self.deadline_cap {
             self.deadlines.pop_front();
         }
-        self.deadlines.push_back(Deadline { at: now.saturating_add(self.timeout_ns), sent: now, series: key, id, port });
+        self.deadlines.push_back(Deadline {
+            at: now.saturating_add(self.timeout_ns),
+            sent: now,
+            series: key,
+            id,
+            port,
+        });
         self.evaluate(&key, now);
     }
 

@@ -10,7 +10,9 @@
 
 use std::{collections::VecDeque, net::IpAddr};
 
-use agent_common::proto::{HS_CLIENT_HELLO, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH};
+use agent_common::proto::{
+    HS_CLIENT_HELLO, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMPV6_DEST_UNREACH, ICMPV6_PORT_UNREACH,
+};
 use serde_json::{Map, json};
 
 use super::{
@@ -146,13 +148,7 @@ impl DtlsDetector {
             let mut new = false;
             let flow = self.flows.entry(key, || {
                 new = true;
-                Flow {
-                    hellos: Vec::new(),
-                    hello_count: 0,
-                    server_records: 0,
-                    blocked: false,
-                    icmp_count: 0,
-                }
+                Flow { hellos: Vec::new(), hello_count: 0, server_records: 0, blocked: false, icmp_count: 0 }
             });
             flow.hello_count += 1;
             if flow.hellos.len() < HELLO_TIMES {
@@ -254,7 +250,9 @@ impl DtlsDetector {
 
     /// An ICMP error: a port unreachable quoting a DTLS flow.
     pub fn on_icmp(&mut self, ev: &Event, icmp: &IcmpError) {
-        let unreachable = (ev.header.ip_version == 4 && icmp.icmp_type == ICMP_DEST_UNREACH && icmp.code == ICMP_PORT_UNREACH)
+        let unreachable = (ev.header.ip_version == 4
+            && icmp.icmp_type == ICMP_DEST_UNREACH
+            && icmp.code == ICMP_PORT_UNREACH)
             || (ev.header.ip_version == 6 && icmp.icmp_type == ICMPV6_DEST_UNREACH && icmp.code == ICMPV6_PORT_UNREACH);
         let Some(q) = icmp.quoted else { return };
         if !unreachable || q.proto != 17 {
@@ -335,7 +333,10 @@ impl DtlsDetector {
                 if retransmits.is_empty() {
                     String::new()
                 } else {
-                    format!(", retried after {} s", retransmits.iter().map(|x| format!("{x}")).collect::<Vec<_>>().join(", "))
+                    format!(
+                        ", retried after {} s",
+                        retransmits.iter().map(|x| format!("{x}")).collect::<Vec<_>>().join(", ")
+                    )
                 },
                 if tls { "; it runs over TLS to the same server instead" } else { "" }
             ),

@@ -8,9 +8,7 @@
 
 use std::net::IpAddr;
 
-use agent_common::{
-    proto::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG, TCP_ACK},
-};
+use agent_common::proto::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG, TCP_ACK};
 use serde_json::{Map, json};
 
 use super::{
@@ -213,8 +211,20 @@ impl PmtuDetector {
     pub fn on_retransmit(&mut self, ev: &Event) {
         let info = ev.header.info;
         let now = ev.header.ts_ns;
-        let flow = TcpFlow { sender: ev.src_ip(), sport: ev.header.src_port, receiver: ev.dst_ip(), dport: ev.header.dst_port };
-        let r = self.flows.entry(flow, || Retransmits { first: now, last: now, oversized: 0, segment_size: 0, packet_size: 0, largest_acked: 0 });
+        let flow = TcpFlow {
+            sender: ev.src_ip(),
+            sport: ev.header.src_port,
+            receiver: ev.dst_ip(),
+            dport: ev.header.dst_port,
+        };
+        let r = self.flows.entry(flow, || Retransmits {
+            first: now,
+            last: now,
+            oversized: 0,
+            segment_size: 0,
+            packet_size: 0,
+            largest_acked: 0,
+        });
         r.last = now;
         r.largest_acked = r.largest_acked.max(info.largest_acked);
         if info.seg_len > r.largest_acked {
@@ -279,9 +289,7 @@ impl PmtuDetector {
             remedy: format!(
                 "Packets of {} bytes do not fit the path and the ICMP that would say so is dropped: let ICMP \
                  fragmentation-needed (IPv6: packet-too-big) through every firewall between {} and {}, or {clamp}.",
-                r.packet_size,
-                flow.sender,
-                flow.receiver
+                r.packet_size, flow.sender, flow.receiver
             ),
         };
         book.upsert(finding, format!("{seg}|{acked}"), now);

@@ -32,9 +32,7 @@ pub fn regularity(intervals: &[f64], tolerance: f64) -> Option<(bool, f64, f64)>
 /// Whether retransmission gaps grow roughly geometrically: never shrinking by more
 /// than 10 %, and the last at least twice the first (1, 2, 4 s; 1, 1, 2, 4 s).
 pub fn is_backoff(gaps: &[f64]) -> bool {
-    gaps.len() >= 2
-        && gaps.windows(2).all(|w| w[1] >= w[0] * 0.9)
-        && gaps[gaps.len() - 1] >= 2.0 * gaps[0]
+    gaps.len() >= 2 && gaps.windows(2).all(|w| w[1] >= w[0] * 0.9) && gaps[gaps.len() - 1] >= 2.0 * gaps[0]
 }
 
 /// Rounds to milliseconds (for evidence that reads well).

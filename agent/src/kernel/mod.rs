@@ -68,7 +68,8 @@ impl KernelError {
 fn missing_caps_text() -> String {
     let missing = crate::caps::missing();
     if missing.is_empty() {
-        "the kernel refused (EPERM) although CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON are effective (a LSM or sysctl?)".into()
+        "the kernel refused (EPERM) although CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON are effective (a LSM or sysctl?)"
+            .into()
     } else {
         format!("missing capability {}", missing.join(", "))
     }

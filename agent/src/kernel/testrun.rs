@@ -125,10 +125,8 @@ impl TestRunner {
         };
         let mut events = Vec::new();
         while let Some(item) = self.events.next() {
-            let ev = Event::from_record(&item).map_err(|e| KernelError::Other {
-                context: "decoding a test-run event".into(),
-                source: e.into(),
-            })?;
+            let ev = Event::from_record(&item)
+                .map_err(|e| KernelError::Other { context: "decoding a test-run event".into(), source: e.into() })?;
             events.push(ev);
         }
         Ok(RunResult { action: res.return_value, class, events })

@@ -45,13 +45,7 @@ pub struct AgentReport {
 impl Agent {
     /// Starts `bin run` in `ns` on `interfaces` (XDP + TC egress on each), JSON lines
     /// to `dir/agent.json`, and waits until it is attached.
-    pub fn start(
-        ns: &NetNs,
-        bin: &Path,
-        interfaces: &[&str],
-        config: Option<&Path>,
-        dir: &Path,
-    ) -> io::Result<Agent> {
+    pub fn start(ns: &NetNs, bin: &Path, interfaces: &[&str], config: Option<&Path>, dir: &Path) -> io::Result<Agent> {
         let json = dir.join("agent.json");
         let log = dir.join("agent.log");
         let _ = std::fs::remove_file(&json);
@@ -68,17 +62,11 @@ impl Agent {
         let mut daemon = ns.spawn("pathwatch run", &bin.to_string_lossy(), &argv, Some(&log))?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("pathwatch: watching")
-            {
+            if std::fs::read_to_string(&log).unwrap_or_default().contains("pathwatch: watching") {
                 return Ok(Agent { daemon, json, log });
             }
             if !daemon.running() || Instant::now() >= deadline {
-                return Err(io::Error::other(format!(
-                    "the agent did not attach: {}",
-                    tail(&log, 8)
-                )));
+                return Err(io::Error::other(format!("the agent did not attach: {}", tail(&log, 8))));
             }
             signals::sleep(Duration::from_millis(20))?;
         }
@@ -103,18 +91,11 @@ impl Agent {
     ) -> io::Result<Option<(Value, Instant)>> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(f) = self
-                .lines()
-                .into_iter()
-                .find(|l| l["type"] == "finding" && pred(l))
-            {
+            if let Some(f) = self.lines().into_iter().find(|l| l["type"] == "finding" && pred(l)) {
                 return Ok(Some((f, Instant::now())));
             }
             if !self.daemon.running() {
-                return Err(io::Error::other(format!(
-                    "the agent exited: {}",
-                    tail(&self.log, 8)
-                )));
+                return Err(io::Error::other(format!("the agent exited: {}", tail(&self.log, 8))));
             }
             if Instant::now() >= deadline {
                 return Ok(None);
@@ -140,13 +121,7 @@ impl Agent {
                 last
             }
         };
-        AgentReport {
-            exit,
-            lines,
-            findings,
-            summary,
-            log: std::fs::read_to_string(&self.log).unwrap_or_default(),
-        }
+        AgentReport { exit, lines, findings, summary, log: std::fs::read_to_string(&self.log).unwrap_or_default() }
     }
 }
 
@@ -154,10 +129,7 @@ fn read_lines(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     // A line still being written has no newline yet: leave it for the next read.
     let complete = text.rfind('\n').map_or("", |i| &text[..i]);
-    complete
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    complete.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 impl AgentReport {
@@ -181,9 +153,6 @@ impl AgentReport {
 
     /// A counter of the summary's `events` (0 when absent).
     pub fn event(&self, name: &str) -> u64 {
-        self.summary
-            .as_ref()
-            .and_then(|s| s["events"][name].as_u64())
-            .unwrap_or(0)
+        self.summary.as_ref().and_then(|s| s["events"][name].as_u64()).unwrap_or(0)
     }
 }

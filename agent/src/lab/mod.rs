@@ -45,8 +45,7 @@ timeout_s = 3.0\n\
 report_interval_s = 2.0\n";
 
 /// The scaled-down settings, in one line.
-pub const AGENT_CONFIG_BRIEF: &str =
-    "dtls.timeout_s = 3 (default 10), output.report_interval_s = 2 (default 10)";
+pub const AGENT_CONFIG_BRIEF: &str = "dtls.timeout_s = 3 (default 10), output.report_interval_s = 2 (default 10)";
 
 fn select(names: &[String]) -> Result<Vec<&'static Def>, String> {
     if names.is_empty() {
@@ -57,11 +56,7 @@ fn select(names: &[String]) -> Result<Vec<&'static Def>, String> {
         let def = scenario::by_name(n).ok_or_else(|| {
             format!(
                 "unknown scenario {n:?}; the scenarios are: {}",
-                scenario::ALL
-                    .iter()
-                    .map(|d| d.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                scenario::ALL.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
             )
         })?;
         if !out.iter().any(|d| d.name == def.name) {
@@ -116,10 +111,7 @@ fn lab(args: &LabArgs, selected: &[&'static Def], out: &mut Output) -> std::io::
     let _lock = workdir::Lock::take()?;
     let removed = workdir::remove_leftovers(PREFIX);
     if !removed.is_empty() {
-        out.human(&format!(
-            "lab: removed leftovers of an earlier run: {}",
-            removed.join(", ")
-        ));
+        out.human(&format!("lab: removed leftovers of an earlier run: {}", removed.join(", ")));
     }
     packages::ensure(&mut |l| out.human(&format!("lab: {l}")))?;
     let agent_bin = match &args.agent {
@@ -127,10 +119,7 @@ fn lab(args: &LabArgs, selected: &[&'static Def], out: &mut Output) -> std::io::
         None => std::env::current_exe()?,
     };
     if !agent_bin.is_file() {
-        return Err(std::io::Error::other(format!(
-            "agent binary {} does not exist",
-            agent_bin.display()
-        )));
+        return Err(std::io::Error::other(format!("agent binary {} does not exist", agent_bin.display())));
     }
     let mut work = workdir::WorkDir::create()?;
     let pki = pki::Pki::create(&work.sub("pki")?, SERVER_V4)?;
@@ -150,20 +139,10 @@ fn lab(args: &LabArgs, selected: &[&'static Def], out: &mut Output) -> std::io::
             break;
         }
         let last = i + 1 == selected.len();
-        out.human(&format!(
-            "lab: [{}/{}] {}: {}",
-            i + 1,
-            selected.len(),
-            def.name,
-            def.about
-        ));
+        out.human(&format!("lab: [{}/{}] {}: {}", i + 1, selected.len(), def.name, def.about));
         let t0 = Instant::now();
         let (outcome, topo, daemons) = match Topology::build(PREFIX) {
-            Err(e) => (
-                Outcome::failed(def, format!("building the lab: {e}"), t0),
-                None,
-                Vec::new(),
-            ),
+            Err(e) => (Outcome::failed(def, format!("building the lab: {e}"), t0), None, Vec::new()),
             Ok(topo) => {
                 let dir = work.sub(def.name)?;
                 let mut say = |l: &str| out.human(l);
@@ -180,16 +159,8 @@ fn lab(args: &LabArgs, selected: &[&'static Def], out: &mut Output) -> std::io::
             if outcome.pass { "passed" } else { "FAILED" },
             outcome.seconds,
             {
-                let k: Vec<&str> = outcome
-                    .found
-                    .iter()
-                    .filter_map(|f| f["kind"].as_str())
-                    .collect();
-                if k.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    k.join(", ")
-                }
+                let k: Vec<&str> = outcome.found.iter().filter_map(|f| f["kind"].as_str()).collect();
+                if k.is_empty() { "nothing".to_string() } else { k.join(", ") }
             }
         ));
         out.json(&report::scenario_json(&outcome));
@@ -202,12 +173,8 @@ fn lab(args: &LabArgs, selected: &[&'static Def], out: &mut Output) -> std::io::
                     .map(|(ns, name, d)| (d.release(), name, ns))
                     .collect();
                 work.keep();
-                kept = Some(Kept {
-                    scenario: def.name,
-                    namespaces: topo.release(),
-                    pids,
-                    dir: work.path().to_path_buf(),
-                });
+                kept =
+                    Some(Kept { scenario: def.name, namespaces: topo.release(), pids, dir: work.path().to_path_buf() });
             }
         } else {
             // Daemons first (by PID), then the namespaces with whatever is left in them.
@@ -233,11 +200,7 @@ fn lab(args: &LabArgs, selected: &[&'static Def], out: &mut Output) -> std::io::
     out.human(&format!(
         "lab: {passed}/{} scenario(s) met their expectation in {seconds:.1} s{}",
         outcomes.len(),
-        if interrupted {
-            " (interrupted: the remaining scenarios did not run)"
-        } else {
-            ""
-        }
+        if interrupted { " (interrupted: the remaining scenarios did not run)" } else { "" }
     ));
     out.json(&report::summary_json(
         &outcomes,
@@ -247,19 +210,14 @@ fn lab(args: &LabArgs, selected: &[&'static Def], out: &mut Output) -> std::io::
         AGENT_CONFIG_BRIEF,
     ));
     if let Some(k) = kept {
-        out.human(&format!(
-            "lab: --keep: the lab is left as {} left it. To remove it:",
-            k.scenario
-        ));
+        out.human(&format!("lab: --keep: the lab is left as {} left it. To remove it:", k.scenario));
         for (pid, name, ns) in &k.pids {
             if *pid != 0 {
                 out.human(&format!("  kill {pid}    # {name} in {ns}"));
             }
         }
         for ns in &k.namespaces {
-            out.human(&format!(
-                "  ip netns pids {ns} | xargs -r kill    # anything else still in it"
-            ));
+            out.human(&format!("  ip netns pids {ns} | xargs -r kill    # anything else still in it"));
             out.human(&format!("  ip netns del {ns}"));
         }
         out.human(&format!("  rm -rf {}", k.dir.display()));
@@ -276,10 +234,7 @@ mod tests {
     fn scenarios_are_picked_by_name_once_each_and_unknown_names_list_the_valid_ones() {
         assert_eq!(select(&[]).unwrap().len(), scenario::ALL.len());
         let picked = select(&["pmtu-ok".into(), "vpn-ok".into(), "pmtu-ok".into()]).unwrap();
-        assert_eq!(
-            picked.iter().map(|d| d.name).collect::<Vec<_>>(),
-            ["pmtu-ok", "vpn-ok"]
-        );
+        assert_eq!(picked.iter().map(|d| d.name).collect::<Vec<_>>(), ["pmtu-ok", "vpn-ok"]);
         let e = select(&["vpn-ok".into(), "nope".into()]).unwrap_err();
         assert!(e.contains("\"nope\""), "{e}");
         for d in scenario::ALL {
@@ -289,8 +244,7 @@ mod tests {
 
     #[test]
     fn the_lab_agent_config_is_a_valid_config() {
-        let c =
-            crate::config::Config::parse(AGENT_CONFIG, std::path::Path::new("agent.toml")).unwrap();
+        let c = crate::config::Config::parse(AGENT_CONFIG, std::path::Path::new("agent.toml")).unwrap();
         assert_eq!(c.dtls.timeout_s.0, 3.0);
         assert_eq!(c.output.report_interval_s.0, 2.0);
     }

@@ -14,9 +14,7 @@ use std::{
 
 /// Runs a command to completion; an error carries the command and its stderr.
 pub fn run(cmd: &mut Command) -> io::Result<Output> {
-    let out = cmd
-        .output()
-        .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
+    let out = cmd.output().map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "{cmd:?} failed ({}): {}",
@@ -43,10 +41,7 @@ impl NetNs {
     pub fn new(name: &str) -> io::Result<NetNs> {
         remove_netns(name);
         ip(&["netns", "add", name])?;
-        let ns = NetNs {
-            name: name.to_string(),
-            armed: true,
-        };
+        let ns = NetNs { name: name.to_string(), armed: true };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -70,9 +65,7 @@ impl NetNs {
 
     /// `sysctl -w KEY=VALUE` inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> io::Result<Output> {
-        run(self
-            .cmd("sysctl")
-            .args(["-q", "-w", &format!("{key}={value}")]))
+        run(self.cmd("sysctl").args(["-q", "-w", &format!("{key}={value}")]))
     }
 
     /// Runs a program inside the namespace to completion.
@@ -82,21 +75,11 @@ impl NetNs {
 
     /// Runs a program inside the namespace to completion with `input` on its standard
     /// input (`nft -f -`).
-    pub fn exec_with_input(
-        &self,
-        program: &str,
-        args: &[&str],
-        input: &[u8],
-    ) -> io::Result<Output> {
+    pub fn exec_with_input(&self, program: &str, args: &[&str], input: &[u8]) -> io::Result<Output> {
         let mut c = self.cmd(program);
-        c.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let what = format!("{c:?}");
-        let mut child = c
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))?;
+        let mut child = c.spawn().map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(input)?;
         }
@@ -112,13 +95,7 @@ impl NetNs {
     }
 
     /// Starts a program inside the namespace, killed by PID when the handle drops.
-    pub fn spawn(
-        &self,
-        name: &str,
-        program: &str,
-        args: &[&str],
-        log: Option<&Path>,
-    ) -> io::Result<Daemon> {
+    pub fn spawn(&self, name: &str, program: &str, args: &[&str], log: Option<&Path>) -> io::Result<Daemon> {
         self.spawn_with_input(name, program, args, log, None)
     }
 
@@ -134,11 +111,7 @@ impl NetNs {
         input: Option<&[u8]>,
     ) -> io::Result<Daemon> {
         let mut c = self.cmd(program);
-        c.args(args).stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+        c.args(args).stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
         match log {
             Some(path) => {
                 let f = std::fs::File::create(path)?;
@@ -148,18 +121,12 @@ impl NetNs {
                 c.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        let mut child = c
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("starting {name} ({program}): {e}")))?;
+        let mut child = c.spawn().map_err(|e| io::Error::new(e.kind(), format!("starting {name} ({program}): {e}")))?;
         if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
             // A program that exits before reading is reported by its log, not here.
             let _ = stdin.write_all(bytes);
         }
-        Ok(Daemon {
-            name: name.to_string(),
-            ns: self.name.clone(),
-            child: Some(child),
-        })
+        Ok(Daemon { name: name.to_string(), ns: self.name.clone(), child: Some(child) })
     }
 
     /// Leaves the namespace in place when the handle drops (`pathwatch lab --keep`);
@@ -188,12 +155,7 @@ pub fn pids_in(ns: &str) -> Vec<u32> {
     Command::new("ip")
         .args(["netns", "pids", ns])
         .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
         .unwrap_or_default()
 }
 
@@ -213,10 +175,7 @@ pub fn remove_netns(name: &str) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(Stdio::null())
-        .status();
+    let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
 }
 
 /// Namespaces whose names start with `prefix` (leftovers of a killed run).
@@ -237,20 +196,7 @@ pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
 
 /// Connects `a` and `b` with a veth pair named `a_if` / `b_if` (at most 15 bytes).
 pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> io::Result<()> {
-    ip(&[
-        "link",
-        "add",
-        a_if,
-        "netns",
-        a.name(),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b_if,
-        "netns",
-        b.name(),
-    ])?;
+    ip(&["link", "add", a_if, "netns", a.name(), "type", "veth", "peer", "name", b_if, "netns", b.name()])?;
     a.ip(&["link", "set", a_if, "up"])?;
     b.ip(&["link", "set", b_if, "up"])?;
     Ok(())
@@ -311,9 +257,7 @@ impl Daemon {
 
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Sends `signal` and waits up to `timeout` for the process to exit (then kills it).

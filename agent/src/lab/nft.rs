@@ -14,9 +14,7 @@ pub fn apply(ns: &NetNs, ruleset: &str) -> io::Result<()> {
 
 /// The rules in `ns`, as `nft list ruleset` prints them.
 pub fn list(ns: &NetNs) -> String {
-    ns.exec("nft", &["list", "ruleset"])
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
+    ns.exec("nft", &["list", "ruleset"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
 }
 
 /// Gateway: drop forwarded UDP to `port` (DTLS blocked on the path; TCP still passes).

@@ -40,11 +40,7 @@ pub fn on_path(program: &str) -> bool {
 
 /// The packages that are not installed.
 pub fn missing() -> Vec<&'static str> {
-    PACKAGES
-        .iter()
-        .filter(|(p, prog)| !installed(p, prog))
-        .map(|(p, _)| *p)
-        .collect()
+    PACKAGES.iter().filter(|(p, prog)| !installed(p, prog)).map(|(p, _)| *p).collect()
 }
 
 /// Installs what is missing; `say` prints progress. Fails when apt-get does.
@@ -53,10 +49,7 @@ pub fn ensure(say: &mut dyn FnMut(&str)) -> io::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    say(&format!(
-        "installing missing packages: {} (apt-get update, then apt-get install)",
-        missing.join(" ")
-    ));
+    say(&format!("installing missing packages: {} (apt-get update, then apt-get install)", missing.join(" ")));
     let apt = |args: &[&str]| -> io::Result<()> {
         let status = Command::new("apt-get")
             .args(args)
@@ -64,12 +57,7 @@ pub fn ensure(say: &mut dyn FnMut(&str)) -> io::Result<()> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .status()
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("apt-get: {e} (install {} by hand)", missing.join(" ")),
-                )
-            })?;
+            .map_err(|e| io::Error::new(e.kind(), format!("apt-get: {e} (install {} by hand)", missing.join(" "))))?;
         if status.success() {
             Ok(())
         } else {
@@ -86,10 +74,7 @@ pub fn ensure(say: &mut dyn FnMut(&str)) -> io::Result<()> {
     apt(&args)?;
     let still = self::missing();
     if !still.is_empty() {
-        return Err(io::Error::other(format!(
-            "still missing after apt-get install: {}",
-            still.join(" ")
-        )));
+        return Err(io::Error::other(format!("still missing after apt-get install: {}", still.join(" "))));
     }
     say(&format!("installed: {}", missing.join(" ")));
     Ok(())

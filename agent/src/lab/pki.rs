@@ -51,18 +51,8 @@ impl Pki {
                  tls_www_server\nsigning_key\nencryption_key\nexpiration_days = 2\n"
             ),
         )?;
-        let (ca_key, ca, key, cert) = (
-            p("ca-key.pem"),
-            p("ca.pem"),
-            p("server-key.pem"),
-            p("server.pem"),
-        );
-        certtool(&[
-            "--generate-privkey",
-            "--key-type=ecdsa",
-            "--outfile",
-            &s(&ca_key),
-        ])?;
+        let (ca_key, ca, key, cert) = (p("ca-key.pem"), p("ca.pem"), p("server-key.pem"), p("server.pem"));
+        certtool(&["--generate-privkey", "--key-type=ecdsa", "--outfile", &s(&ca_key)])?;
         certtool(&[
             "--generate-self-signed",
             "--load-privkey",
@@ -72,12 +62,7 @@ impl Pki {
             "--outfile",
             &s(&ca),
         ])?;
-        certtool(&[
-            "--generate-privkey",
-            "--key-type=ecdsa",
-            "--outfile",
-            &s(&key),
-        ])?;
+        certtool(&["--generate-privkey", "--key-type=ecdsa", "--outfile", &s(&key)])?;
         certtool(&[
             "--generate-certificate",
             "--load-privkey",
@@ -113,22 +98,9 @@ impl Pki {
             }
             child.wait_with_output()?
         };
-        if !out.status.success()
-            || !std::fs::read_to_string(&passwd)
-                .unwrap_or_default()
-                .starts_with(VPN_USER)
-        {
-            return Err(io::Error::other(format!(
-                "ocpasswd failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+        if !out.status.success() || !std::fs::read_to_string(&passwd).unwrap_or_default().starts_with(VPN_USER) {
+            return Err(io::Error::other(format!("ocpasswd failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
         }
-        Ok(Pki {
-            ca,
-            cert,
-            key,
-            pin,
-            passwd,
-        })
+        Ok(Pki { ca, cert, key, pin, passwd })
     }
 }

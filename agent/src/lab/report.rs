@@ -13,12 +13,7 @@ fn key_evidence(kind: &str) -> &'static [&'static str] {
         "dtls_blocked" => &["client_hellos", "server_records", "tls_session_seen"],
         "dtls_port_unreachable" => &["icmp_from", "icmp_count", "client_hellos"],
         "vpn_reconnect_loop" => &["sessions", "period_s"],
-        "pmtu_black_hole" => &[
-            "retransmissions",
-            "segment_size",
-            "largest_acked_size",
-            "icmp_seen",
-        ],
+        "pmtu_black_hole" => &["retransmissions", "segment_size", "largest_acked_size", "icmp_seen"],
         "pmtu_signal" => &["icmp_type", "next_hop_mtu", "count"],
         "mss_exceeds_path_mtu" => &["mss", "path_mtu"],
         _ => &[],
@@ -28,11 +23,7 @@ fn key_evidence(kind: &str) -> &'static [&'static str] {
 fn value_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| format!("{k}:{}", value_text(v)))
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Object(m) => m.iter().map(|(k, v)| format!("{k}:{}", value_text(v))).collect::<Vec<_>>().join(","),
         Value::Array(a) => a.iter().map(value_text).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
@@ -51,12 +42,8 @@ pub fn brief(f: &Value) -> String {
 
 /// The evidence cell: the key evidence of the expected findings, else the facts.
 fn evidence_cell(o: &Outcome) -> String {
-    let mut parts: Vec<String> = o
-        .found
-        .iter()
-        .filter(|f| o.def.present.iter().any(|k| f["kind"] == *k))
-        .map(brief)
-        .collect();
+    let mut parts: Vec<String> =
+        o.found.iter().filter(|f| o.def.present.iter().any(|k| f["kind"] == *k)).map(brief).collect();
     if parts.is_empty() {
         parts = o.facts.clone();
     }
@@ -73,11 +60,7 @@ fn found_cell(o: &Outcome) -> String {
             kinds.push(k);
         }
     }
-    if kinds.is_empty() {
-        "(none)".to_string()
-    } else {
-        kinds.join(", ")
-    }
+    if kinds.is_empty() { "(none)".to_string() } else { kinds.join(", ") }
 }
 
 fn expected_cell(o: &Outcome) -> String {
@@ -88,9 +71,7 @@ fn expected_cell(o: &Outcome) -> String {
 
 /// The results table.
 pub fn table(outcomes: &[Outcome]) -> Vec<String> {
-    let header = [
-        "scenario", "expected", "found", "result", "time", "evidence",
-    ];
+    let header = ["scenario", "expected", "found", "result", "time", "evidence"];
     let rows: Vec<[String; 6]> = outcomes
         .iter()
         .map(|o| {
@@ -122,12 +103,7 @@ pub fn table(outcomes: &[Outcome]) -> Vec<String> {
         s.trim_end().to_string()
     };
     let mut out = vec![line(header)];
-    out.push(
-        line(width.map(|w| "-".repeat(w)).each_ref().map(String::as_str))
-            .chars()
-            .take(160)
-            .collect(),
-    );
+    out.push(line(width.map(|w| "-".repeat(w)).each_ref().map(String::as_str)).chars().take(160).collect());
     for r in &rows {
         out.push(line(r.each_ref().map(String::as_str)));
     }
@@ -169,11 +145,7 @@ pub fn details(o: &Outcome) -> Vec<String> {
     )];
     out.push(format!("   expected: {}", o.def.expected));
     for c in &o.checks {
-        out.push(format!(
-            "   [{}] {}",
-            if c.ok { "ok" } else { "FAILED" },
-            c.what
-        ));
+        out.push(format!("   [{}] {}", if c.ok { "ok" } else { "FAILED" }, c.what));
     }
     if let Some(e) = &o.error {
         out.push(format!("   error: {e}"));
@@ -217,18 +189,8 @@ pub fn scenario_json(o: &Outcome) -> Value {
 }
 
 /// The `lab_summary` JSON line.
-pub fn summary_json(
-    outcomes: &[Outcome],
-    seconds: f64,
-    interrupted: bool,
-    agent: &str,
-    config: &str,
-) -> Value {
-    let failed: Vec<&str> = outcomes
-        .iter()
-        .filter(|o| !o.pass)
-        .map(|o| o.def.name)
-        .collect();
+pub fn summary_json(outcomes: &[Outcome], seconds: f64, interrupted: bool, agent: &str, config: &str) -> Value {
+    let failed: Vec<&str> = outcomes.iter().filter(|o| !o.pass).map(|o| o.def.name).collect();
     json!({
         "type": "lab_summary",
         "scenarios": outcomes.len(),
@@ -266,10 +228,7 @@ mod tests {
         let outcome = |pass: bool| Outcome {
             def: &ALL[0],
             found: if pass { vec![storm()] } else { Vec::new() },
-            checks: vec![Check {
-                what: "dns_probe_storm found".into(),
-                ok: pass,
-            }],
+            checks: vec![Check { what: "dns_probe_storm found".into(), ok: pass }],
             facts: vec!["dig: 8/8 SERVFAIL".into()],
             logs: Vec::new(),
             error: None,
@@ -278,26 +237,11 @@ mod tests {
         };
         let rows = table(&[outcome(true), outcome(false)]);
         assert_eq!(rows.len(), 4);
-        assert!(
-            rows[2].starts_with("dns-probe-storm")
-                && rows[2].contains(" pass ")
-                && rows[2].contains("11.3 s")
-        );
-        assert!(
-            rows[2].contains("known_probe=cisco-anyconnect-mus"),
-            "{}",
-            rows[2]
-        );
-        assert!(
-            rows[3].contains(" FAIL ")
-                && rows[3].contains("(none)")
-                && rows[3].ends_with("dig: 8/8 SERVFAIL")
-        );
+        assert!(rows[2].starts_with("dns-probe-storm") && rows[2].contains(" pass ") && rows[2].contains("11.3 s"));
+        assert!(rows[2].contains("known_probe=cisco-anyconnect-mus"), "{}", rows[2]);
+        assert!(rows[3].contains(" FAIL ") && rows[3].contains("(none)") && rows[3].ends_with("dig: 8/8 SERVFAIL"));
         let j = scenario_json(&outcome(true));
-        assert_eq!(
-            (j["type"].as_str(), j["pass"].as_bool()),
-            (Some("lab_scenario"), Some(true))
-        );
+        assert_eq!((j["type"].as_str(), j["pass"].as_bool()), (Some("lab_scenario"), Some(true)));
         assert_eq!(j["expected"]["kinds"][0], "dns_probe_storm");
         assert_eq!(j["found"][0]["kind"], "dns_probe_storm");
         let s = summary_json(&[outcome(true), outcome(false)], 20.0, false, "a", "c");

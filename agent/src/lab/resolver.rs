@@ -74,19 +74,8 @@ impl Resolver {
             ),
         )?;
         let unbound_log = dir.join("unbound.log");
-        let unbound = ns.spawn(
-            "unbound",
-            "unbound",
-            &["-d", "-c", &conf.to_string_lossy()],
-            Some(&unbound_log),
-        )?;
-        let mut r = Resolver {
-            unbound,
-            dnsmasq,
-            unbound_log,
-            dnsmasq_log,
-            addr: listen.to_string(),
-        };
+        let unbound = ns.spawn("unbound", "unbound", &["-d", "-c", &conf.to_string_lossy()], Some(&unbound_log))?;
+        let mut r = Resolver { unbound, dnsmasq, unbound_log, dnsmasq_log, addr: listen.to_string() };
         let ready = wait_for(Duration::from_secs(10), || {
             traffic::dig(ns, listen, OK_NAME, "A").is_ok_and(|d| d.status == "NOERROR")
         });

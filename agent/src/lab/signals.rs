@@ -38,10 +38,7 @@ pub fn interrupted() -> bool {
 /// An `Interrupted` error once the flag is set.
 pub fn check() -> io::Result<()> {
     if interrupted() {
-        Err(io::Error::new(
-            io::ErrorKind::Interrupted,
-            "interrupted (Ctrl-C / SIGTERM)",
-        ))
+        Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted (Ctrl-C / SIGTERM)"))
     } else {
         Ok(())
     }

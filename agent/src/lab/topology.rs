@@ -89,26 +89,14 @@ impl Topology {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev])?;
             // nodad: the address is usable at once instead of after duplicate
             // address detection (a second or so).
-            ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                dev,
-                "nodad",
-            ])?;
+            ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
         }
         t.gw.sysctl("net.ipv4.ip_forward", "1")?;
         t.gw.sysctl("net.ipv6.conf.all.forwarding", "1")?;
-        t.client
-            .ip(&["route", "add", "default", "via", GW_CLIENT_V4])?;
-        t.client
-            .ip(&["-6", "route", "add", "default", "via", GW_CLIENT_V6])?;
-        t.server
-            .ip(&["route", "add", "default", "via", GW_SERVER_V4])?;
-        t.server
-            .ip(&["-6", "route", "add", "default", "via", GW_SERVER_V6])?;
+        t.client.ip(&["route", "add", "default", "via", GW_CLIENT_V4])?;
+        t.client.ip(&["-6", "route", "add", "default", "via", GW_CLIENT_V6])?;
+        t.server.ip(&["route", "add", "default", "via", GW_SERVER_V4])?;
+        t.server.ip(&["-6", "route", "add", "default", "via", GW_SERVER_V6])?;
         Ok(t)
     }
 
@@ -127,16 +115,13 @@ impl Topology {
     /// fragmentation needed). The server keeps 1500, so its SYN-ACK still offers an
     /// MSS that does not fit.
     pub fn narrow_far_link(&self, mtu: u32) -> io::Result<()> {
-        self.gw
-            .ip(&["link", "set", &self.gw_server_if, "mtu", &mtu.to_string()])?;
+        self.gw.ip(&["link", "set", &self.gw_server_if, "mtu", &mtu.to_string()])?;
         Ok(())
     }
 
     /// Leaves the namespaces up when the topology drops (`--keep`); returns their names.
     pub fn release(self) -> Vec<String> {
-        let Topology {
-            client, gw, server, ..
-        } = self;
+        let Topology { client, gw, server, .. } = self;
         vec![client.release(), gw.release(), server.release()]
     }
 }

@@ -26,9 +26,7 @@ pub struct Dig {
 }
 
 fn output(cmd: &mut Command) -> io::Result<std::process::Output> {
-    cmd.stdin(Stdio::null())
-        .output()
-        .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))
+    cmd.stdin(Stdio::null()).output().map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))
 }
 
 /// `dig @server name qtype` from `ns`: one try, one second to answer.
@@ -55,11 +53,7 @@ pub fn dig(ns: &NetNs, server: &str, name: &str, qtype: &str) -> io::Result<Dig>
         .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
-    Ok(Dig {
-        at,
-        status,
-        answers,
-    })
+    Ok(Dig { at, status, answers })
 }
 
 /// `count` queries for `name`, one every `every` (on a fixed schedule, so the
@@ -95,10 +89,7 @@ pub fn ping(ns: &NetNs, target: &str, count: u32, interval: f64) -> io::Result<(
         target,
     ]))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("");
+    let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or("");
     let num = |key: &str| -> u32 {
         line.split(',')
             .find(|p| p.contains(key))
@@ -138,11 +129,7 @@ pub fn bulk_upload(
     let mut receiver = server.spawn(
         "socat receiver",
         "socat",
-        &[
-            "-u",
-            &format!("TCP-LISTEN:{port},reuseaddr"),
-            &format!("CREATE:{}", sink.display()),
-        ],
+        &["-u", &format!("TCP-LISTEN:{port},reuseaddr"), &format!("CREATE:{}", sink.display())],
         Some(&dir.join(format!("socat-receiver-{port}.log"))),
     )?;
     let listening = wait_for(Duration::from_secs(5), || {
@@ -151,17 +138,12 @@ pub fn bulk_upload(
             .is_ok_and(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
     });
     if !listening {
-        return Err(io::Error::other(format!(
-            "socat did not listen on {server_ip}:{port}"
-        )));
+        return Err(io::Error::other(format!("socat did not listen on {server_ip}:{port}")));
     }
     let start = Instant::now();
     let secs = format!("{:.1}", limit.as_secs_f64());
-    let target = if server_ip.contains(':') {
-        format!("TCP6:[{server_ip}]:{port}")
-    } else {
-        format!("TCP4:{server_ip}:{port}")
-    };
+    let target =
+        if server_ip.contains(':') { format!("TCP6:[{server_ip}]:{port}") } else { format!("TCP4:{server_ip}:{port}") };
     let _ = output(client.cmd("timeout").args([
         &secs,
         "socat",
@@ -171,9 +153,7 @@ pub fn bulk_upload(
     ]))?;
     // The sender is done writing; the receiver ends at the sender's FIN once the
     // last byte is in, or not at all when the path swallows the data.
-    let left = limit
-        .saturating_sub(start.elapsed())
-        .max(Duration::from_millis(500));
+    let left = limit.saturating_sub(start.elapsed()).max(Duration::from_millis(500));
     let exited = receiver.wait_exit(left).is_some();
     let seconds = start.elapsed().as_secs_f64();
     if !exited {
@@ -181,12 +161,7 @@ pub fn bulk_upload(
     }
     let received = std::fs::metadata(&sink).map(|m| m.len()).unwrap_or(0);
     let _ = std::fs::remove_file(&sink);
-    Ok(Transfer {
-        bytes,
-        received,
-        completed: received == bytes,
-        seconds,
-    })
+    Ok(Transfer { bytes, received, completed: received == bytes, seconds })
 }
 
 /// DTLS 1.2 ClientHellos from `openssl s_client` in `ns` to `server:port`, for at

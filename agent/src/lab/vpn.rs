@@ -34,17 +34,9 @@ impl Ocserv {
     /// Starts ocserv in `ns` for `listen`:443. With `udp_listen`, DTLS listens on that
     /// address instead while clients are still told to use `listen`:443 — the
     /// misconfiguration where the server's DTLS port is not where it says.
-    pub fn start(
-        ns: &NetNs,
-        dir: &Path,
-        pki: &Pki,
-        listen: &str,
-        udp_listen: Option<&str>,
-    ) -> io::Result<Ocserv> {
+    pub fn start(ns: &NetNs, dir: &Path, pki: &Pki, listen: &str, udp_listen: Option<&str>) -> io::Result<Ocserv> {
         let conf = dir.join("ocserv.conf");
-        let udp_host = udp_listen
-            .map(|h| format!("udp-listen-host = {h}\n"))
-            .unwrap_or_default();
+        let udp_host = udp_listen.map(|h| format!("udp-listen-host = {h}\n")).unwrap_or_default();
         std::fs::write(
             &conf,
             format!(
@@ -63,12 +55,7 @@ impl Ocserv {
             ),
         )?;
         let log = dir.join("ocserv.log");
-        let mut daemon = ns.spawn(
-            "ocserv",
-            "ocserv",
-            &["-f", "-d", "1", "-c", &conf.to_string_lossy()],
-            Some(&log),
-        )?;
+        let mut daemon = ns.spawn("ocserv", "ocserv", &["-f", "-d", "1", "-c", &conf.to_string_lossy()], Some(&log))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -76,10 +63,7 @@ impl Ocserv {
                 return Ok(Ocserv { daemon, log });
             }
             if !daemon.running() || Instant::now() >= deadline {
-                return Err(io::Error::other(format!(
-                    "ocserv did not start: {}",
-                    tail(&log, 6)
-                )));
+                return Err(io::Error::other(format!("ocserv did not start: {}", tail(&log, 6))));
             }
             signals::sleep(Duration::from_millis(50))?;
         }
@@ -116,13 +100,7 @@ exit 0
 impl OpenConnect {
     /// Starts `openconnect` in `ns` to `https://server/`, the password on its stdin
     /// and the server pinned by its key.
-    pub fn start(
-        ns: &NetNs,
-        dir: &Path,
-        pki: &Pki,
-        server: &str,
-        tun: &str,
-    ) -> io::Result<OpenConnect> {
+    pub fn start(ns: &NetNs, dir: &Path, pki: &Pki, server: &str, tun: &str) -> io::Result<OpenConnect> {
         let script = dir.join("vpn-script.sh");
         std::fs::write(&script, SCRIPT)?;
         {
@@ -152,11 +130,7 @@ impl OpenConnect {
             Some(&log),
             Some(format!("{VPN_PASSWORD}\n").as_bytes()),
         )?;
-        Ok(OpenConnect {
-            daemon,
-            log,
-            tun: tun.to_string(),
-        })
+        Ok(OpenConnect { daemon, log, tun: tun.to_string() })
     }
 
     /// The log so far.
@@ -166,11 +140,7 @@ impl OpenConnect {
 
     /// Log lines containing any of `patterns`.
     pub fn lines_matching(&self, patterns: &[&str]) -> Vec<String> {
-        self.log_text()
-            .lines()
-            .filter(|l| patterns.iter().any(|p| l.contains(p)))
-            .map(str::to_string)
-            .collect()
+        self.log_text().lines().filter(|l| patterns.iter().any(|p| l.contains(p))).map(str::to_string).collect()
     }
 
     /// The lines that tell the story: TLS up, what the server announced for DTLS,
@@ -202,10 +172,7 @@ impl OpenConnect {
                 return Ok(Some(l));
             }
             if !self.daemon.running() {
-                return Err(io::Error::other(format!(
-                    "openconnect exited: {}",
-                    tail(&self.log, 6)
-                )));
+                return Err(io::Error::other(format!("openconnect exited: {}", tail(&self.log, 6))));
             }
             if Instant::now() >= deadline {
                 return Ok(None);
@@ -218,10 +185,9 @@ impl OpenConnect {
     pub fn wait_connected(&mut self, timeout: Duration) -> io::Result<()> {
         match self.wait_log(&["vpn-script: "], timeout)? {
             Some(_) => Ok(()),
-            None => Err(io::Error::other(format!(
-                "openconnect did not connect in {timeout:?}: {}",
-                tail(&self.log, 6)
-            ))),
+            None => {
+                Err(io::Error::other(format!("openconnect did not connect in {timeout:?}: {}", tail(&self.log, 6))))
+            }
         }
     }
 

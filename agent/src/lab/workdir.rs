@@ -27,8 +27,7 @@ impl WorkDir {
     pub fn create() -> io::Result<WorkDir> {
         let path = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        std::fs::create_dir_all(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         Ok(WorkDir { path, keep: false })
     }
 
@@ -36,10 +35,7 @@ impl WorkDir {
     pub fn at(path: &Path) -> io::Result<WorkDir> {
         let _ = std::fs::remove_dir_all(path);
         std::fs::create_dir_all(path)?;
-        Ok(WorkDir {
-            path: path.to_path_buf(),
-            keep: false,
-        })
+        Ok(WorkDir { path: path.to_path_buf(), keep: false })
     }
 
     /// The directory.
@@ -102,13 +98,7 @@ pub fn remove_leftovers(prefix: &str) -> Vec<String> {
         removed.push(if pids.is_empty() {
             format!("namespace {ns}")
         } else {
-            format!(
-                "namespace {ns} (killed pid {})",
-                pids.iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("namespace {ns} (killed pid {})", pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))
         });
     }
     let own = format!("{DIR_PREFIX}{}", std::process::id());

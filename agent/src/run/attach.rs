@@ -7,11 +7,7 @@ use std::collections::BTreeMap;
 
 use agent_common::class::MAX_IFACE_SLOTS;
 use aya::programs::{
-    TcAttachType,
-    tc::TcAttachOptions,
-    xdp::XdpLinkId,
-    tc::SchedClassifierLinkId,
-    LinkOrder, XdpMode as AyaXdpMode,
+    LinkOrder, TcAttachType, XdpMode as AyaXdpMode, tc::SchedClassifierLinkId, tc::TcAttachOptions, xdp::XdpLinkId,
 };
 
 use crate::{cli::XdpMode, kernel::Kernel};
@@ -181,7 +177,11 @@ impl Attachments {
                 Ok(id) => Some(id),
                 Err(e) => {
                     let _ = kernel.xdp().detach(xdp);
-                    return Err(AttachError::Other { iface: name.to_string(), what: "TC egress (tcx)", detail: e.to_string() });
+                    return Err(AttachError::Other {
+                        iface: name.to_string(),
+                        what: "TC egress (tcx)",
+                        detail: e.to_string(),
+                    });
                 }
             }
         } else {
@@ -190,7 +190,8 @@ impl Attachments {
         if let Err(e) = kernel.watch_interface(ifindex, slot) {
             tracing::warn!("{name}: cannot mark the interface as watched: {e}");
         }
-        self.by_name.insert(name.to_string(), Attached { name: name.to_string(), ifindex, slot, xdp_mode, xdp: Some(xdp), tc });
+        self.by_name
+            .insert(name.to_string(), Attached { name: name.to_string(), ifindex, slot, xdp_mode, xdp: Some(xdp), tc });
         Ok(notice)
     }
 
@@ -221,7 +222,11 @@ trait TcxAttach {
 }
 
 impl TcxAttach for aya::programs::SchedClassifier {
-    fn attach_to_if(&mut self, _ifindex: u32, name: &str) -> Result<SchedClassifierLinkId, aya::programs::ProgramError> {
+    fn attach_to_if(
+        &mut self,
+        _ifindex: u32,
+        name: &str,
+    ) -> Result<SchedClassifierLinkId, aya::programs::ProgramError> {
         self.attach_with_options(name, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()))
     }
 }
@@ -250,7 +255,9 @@ pub fn xdp_holder(ifindex: u32) -> String {
             if field("link_type:") != Some("xdp") || field("ifindex:") != Some(ifindex.to_string().as_str()) {
                 continue;
             }
-            if !progs.is_empty() && !field("prog_id:").and_then(|v| v.parse().ok()).is_some_and(|id: u32| progs.contains(&id)) {
+            if !progs.is_empty()
+                && !field("prog_id:").and_then(|v| v.parse().ok()).is_some_and(|id: u32| progs.contains(&id))
+            {
                 continue;
             }
             let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();

@@ -29,9 +29,8 @@ pub fn parse_listen(arg: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = arg.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    arg.parse::<SocketAddr>().map_err(|_| {
-        format!("--metrics {arg:?}: expected PORT (listens on 127.0.0.1), ADDR:PORT or [IPv6]:PORT")
-    })
+    arg.parse::<SocketAddr>()
+        .map_err(|_| format!("--metrics {arg:?}: expected PORT (listens on 127.0.0.1), ADDR:PORT or [IPv6]:PORT"))
 }
 
 struct AgentCollector {
@@ -61,7 +60,12 @@ fn counter_family(
     Ok(())
 }
 
-fn gauge_family(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: &[(Labels, i64)]) -> Result<(), std::fmt::Error> {
+fn gauge_family(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Labels, i64)],
+) -> Result<(), std::fmt::Error> {
     let probe = ConstGauge::new(0i64);
     let mut m = enc.encode_descriptor(name, help, None, probe.metric_type())?;
     for (labels, v) in samples {
@@ -91,16 +95,22 @@ impl Collector for AgentCollector {
                 }
             }
         }
-        counter_family(&mut enc, "pathwatch_packets", "Packets seen by the kernel programs, by interface, direction and class.", &packets)?;
-        counter_family(&mut enc, "pathwatch_bytes", "Bytes seen by the kernel programs, by interface, direction and class.", &bytes)?;
+        counter_family(
+            &mut enc,
+            "pathwatch_packets",
+            "Packets seen by the kernel programs, by interface, direction and class.",
+            &packets,
+        )?;
+        counter_family(
+            &mut enc,
+            "pathwatch_bytes",
+            "Bytes seen by the kernel programs, by interface, direction and class.",
+            &bytes,
+        )?;
 
         let st = self.shared.state.lock().expect("state lock");
         let mut counts = st.counts;
-        counts.dtls_record = packets
-            .iter()
-            .filter(|(l, _)| l[2].1 == Class::Dtls.name())
-            .map(|(_, v)| *v)
-            .sum();
+        counts.dtls_record = packets.iter().filter(|(l, _)| l[2].1 == Class::Dtls.name()).map(|(_, v)| *v).sum();
         let events = serde_json::to_value(counts).expect("plain counters");
         let mut per_kind = Vec::new();
         for (k, v) in events.as_object().expect("object") {
@@ -108,12 +118,20 @@ impl Collector for AgentCollector {
                 per_kind.push((vec![("kind", k.clone())], v.as_u64().unwrap_or(0)));
             }
         }
-        counter_family(&mut enc, "pathwatch_events", "Events decoded from the kernel, by kind (packets, as in the summary line).", &per_kind)?;
+        counter_family(
+            &mut enc,
+            "pathwatch_events",
+            "Events decoded from the kernel, by kind (packets, as in the summary line).",
+            &per_kind,
+        )?;
         counter_family(
             &mut enc,
             "pathwatch_events_lost",
             "Events lost: ringbuf = the kernel could not reserve ring-buffer space; queue = the agent dropped them.",
-            &[(vec![("source", "ringbuf".into())], kstats[kstats::RINGBUF_FULL as usize]), (vec![("source", "queue".into())], st.undecodable)],
+            &[
+                (vec![("source", "ringbuf".into())], kstats[kstats::RINGBUF_FULL as usize]),
+                (vec![("source", "queue".into())], st.undecodable),
+            ],
         )?;
         let rcodes: Vec<(Labels, u64)> =
             st.detectors.dns.rcode_totals.iter().map(|(r, n)| (vec![("rcode", r.clone())], *n)).collect();
@@ -138,15 +156,27 @@ impl Collector for AgentCollector {
         let findings: Vec<(Labels, u64)> =
             kinds.iter().map(|k| (vec![("kind", (*k).to_string())], totals.get(k).copied().unwrap_or(0))).collect();
         counter_family(&mut enc, "pathwatch_findings", "Findings raised, by kind.", &findings)?;
-        let active: Vec<(Labels, i64)> =
-            kinds.iter().map(|k| (vec![("kind", (*k).to_string())], active.get(k).copied().unwrap_or(0) as i64)).collect();
-        gauge_family(&mut enc, "pathwatch_active_findings", "Findings whose latest evidence is less than 5 minutes old, by kind.", &active)?;
+        let active: Vec<(Labels, i64)> = kinds
+            .iter()
+            .map(|k| (vec![("kind", (*k).to_string())], active.get(k).copied().unwrap_or(0) as i64))
+            .collect();
+        gauge_family(
+            &mut enc,
+            "pathwatch_active_findings",
+            "Findings whose latest evidence is less than 5 minutes old, by kind.",
+            &active,
+        )?;
         let tracked: Vec<(Labels, i64)> =
             st.detectors.tracked().into_iter().map(|(t, n)| (vec![("table", t.to_string())], n as i64)).collect();
         gauge_family(&mut enc, "pathwatch_tracked_entries", "Entries held per state table.", &tracked)?;
         let evictions: Vec<(Labels, u64)> =
             st.detectors.evictions().into_iter().map(|(t, n)| (vec![("table", t.to_string())], n)).collect();
-        counter_family(&mut enc, "pathwatch_evictions", "Entries evicted per state table (LRU, at its cap).", &evictions)?;
+        counter_family(
+            &mut enc,
+            "pathwatch_evictions",
+            "Entries evicted per state table (LRU, at its cap).",
+            &evictions,
+        )?;
         gauge_family(
             &mut enc,
             "pathwatch_build_info",
@@ -182,13 +212,12 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, clock
                             render(&shared, clock),
                         ),
                         (&hyper::Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-                        (&hyper::Method::GET, _) => (StatusCode::NOT_FOUND, "text/plain", "only /metrics and /healthz\n".into()),
+                        (&hyper::Method::GET, _) => {
+                            (StatusCode::NOT_FOUND, "text/plain", "only /metrics and /healthz\n".into())
+                        }
                         _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()),
                     };
-                    Response::builder()
-                        .status(status)
-                        .header("content-type", ctype)
-                        .body(Full::new(Bytes::from(body)))
+                    Response::builder().status(status).header("content-type", ctype).body(Full::new(Bytes::from(body)))
                 }
             });
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;

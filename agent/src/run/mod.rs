@@ -89,7 +89,10 @@ pub fn main(args: RunArgs) -> u8 {
 async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
     let clock = EventClock::new();
     let started = Instant::now();
-    let load = LoadOptions { ringbuf_bytes: config.kernel.ringbuf_bytes.0, flow_entries: config.pmtu.kernel_flow_entries.0 as u32 };
+    let load = LoadOptions {
+        ringbuf_bytes: config.kernel.ringbuf_bytes.0,
+        flow_entries: config.pmtu.kernel_flow_entries.0 as u32,
+    };
     let mut kernel = match Kernel::load(&load, &config.kernel_config()) {
         Ok(k) => k,
         Err(e @ KernelError::Permission(_)) => {
@@ -137,7 +140,15 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
     let described: Vec<String> = attachments
         .by_name
         .values()
-        .map(|a| format!("{} (ifindex {}, XDP {}{})", a.name, a.ifindex, a.xdp_mode, if args.no_egress { "" } else { ", TC egress" }))
+        .map(|a| {
+            format!(
+                "{} (ifindex {}, XDP {}{})",
+                a.name,
+                a.ifindex,
+                a.xdp_mode,
+                if args.no_egress { "" } else { ", TC egress" }
+            )
+        })
         .collect();
     out.error(&format!(
         "pathwatch: watching {}",
@@ -322,7 +333,13 @@ fn wanted(patterns: &[String], name: &str) -> bool {
 }
 
 /// Attaches to watched interfaces that appear, lets go of those that go.
-fn on_links(changes: &[links::LinkChange], patterns: &[String], att: &mut Attachments, shared: &Shared, out: &mut Output) {
+fn on_links(
+    changes: &[links::LinkChange],
+    patterns: &[String],
+    att: &mut Attachments,
+    shared: &Shared,
+    out: &mut Output,
+) {
     let mut changed = false;
     for c in changes {
         match c {
@@ -341,7 +358,10 @@ fn on_links(changes: &[links::LinkChange], patterns: &[String], att: &mut Attach
                             out.error(&format!("notice: {n}"));
                         }
                         let a = &att.by_name[name];
-                        out.error(&format!("pathwatch: {name} appeared: watching it (ifindex {}, XDP {})", a.ifindex, a.xdp_mode));
+                        out.error(&format!(
+                            "pathwatch: {name} appeared: watching it (ifindex {}, XDP {})",
+                            a.ifindex, a.xdp_mode
+                        ));
                         changed = true;
                     }
                     Err(e) => out.error(&format!("error: {name} appeared but cannot be watched: {e}")),
@@ -385,7 +405,9 @@ fn reload(args: &RunArgs, config: &mut Config, shared: &Shared, out: &mut Output
                 return;
             }
             shared.state.lock().expect("state lock").detectors.reconfigure(&new);
-            if new.kernel.ringbuf_bytes != config.kernel.ringbuf_bytes || new.pmtu.kernel_flow_entries != config.pmtu.kernel_flow_entries {
+            if new.kernel.ringbuf_bytes != config.kernel.ringbuf_bytes
+                || new.pmtu.kernel_flow_entries != config.pmtu.kernel_flow_entries
+            {
                 out.error("notice: SIGHUP: [kernel] sizes and pmtu.kernel_flow_entries apply at the next start");
             }
             *config = new;
@@ -397,6 +419,7 @@ fn reload(args: &RunArgs, config: &mut Config, shared: &Shared, out: &mut Output
 
 /// `stats::NAMES` as JSON, for the stats and summary lines.
 fn kernel_stats_json(stats: &[u64; kstats::NUM_STATS as usize]) -> serde_json::Value {
-    let m: Map<String, serde_json::Value> = kstats::NAMES.iter().zip(stats).map(|(n, v)| ((*n).to_string(), json!(v))).collect();
+    let m: Map<String, serde_json::Value> =
+        kstats::NAMES.iter().zip(stats).map(|(n, v)| ((*n).to_string(), json!(v))).collect();
     serde_json::Value::Object(m)
 }

@@ -94,10 +94,16 @@ pub fn render(line: &Value) -> String {
             for dir in ["ingress", "egress"] {
                 let classes: Vec<String> = v[dir]["packets"]
                     .as_object()
-                    .map(|m| m.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0).map(|(c, n)| format!("{c} {n}")).collect())
+                    .map(|m| {
+                        m.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0).map(|(c, n)| format!("{c} {n}")).collect()
+                    })
                     .unwrap_or_default();
                 if !classes.is_empty() {
-                    parts.push(format!("{name} {}: {}", if dir == "ingress" { "in" } else { "out" }, classes.join(", ")));
+                    parts.push(format!(
+                        "{name} {}: {}",
+                        if dir == "ingress" { "in" } else { "out" },
+                        classes.join(", ")
+                    ));
                 }
             }
         }

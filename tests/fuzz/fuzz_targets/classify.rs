@@ -7,13 +7,17 @@
 use agent_common::{Direction, KernelConfig, event::SNAP_LARGE};
 use libfuzzer_sys::fuzz_target;
 use pathwatch::{
-    classify::{Classifier, link::{LinkType, to_ethernet}},
+    classify::{
+        Classifier,
+        link::{LinkType, to_ethernet},
+    },
     event::Event,
     render::event_line,
 };
 use pathwatch_fuzz::{assert_printable, seeds};
 
-const LINKS: [LinkType; 5] = [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::RawIp, LinkType::Loopback];
+const LINKS: [LinkType; 5] =
+    [LinkType::Ethernet, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::RawIp, LinkType::Loopback];
 
 fuzz_target!(init: seeds::init("classify"), |data: &[u8]| {
     for link in LINKS {

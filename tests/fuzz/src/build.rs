@@ -103,7 +103,10 @@ pub fn scenario(base_ns: u64) -> Vec<(u64, Vec<u8>)> {
     let mut client_hello = vec![22, 3, 1, 0, 60, 1];
     client_hello.resize(65, 0);
     for i in 0..4u64 {
-        out.push((base_ns + 2 * S + i * 60 * S, ipv4(CLIENT, SERVER, 6, true, &tcp(41000 + i as u16, 443, 1, 0x18, &[], &client_hello))));
+        out.push((
+            base_ns + 2 * S + i * 60 * S,
+            ipv4(CLIENT, SERVER, 6, true, &tcp(41000 + i as u16, 443, 1, 0x18, &[], &client_hello)),
+        ));
     }
     out.push((base_ns + 3 * S, ipv4(CLIENT, SERVER, 6, true, &tcp(42000, 8443, 7, 0x02, &[2, 4, 0x05, 0xb4], &[]))));
     let big = ipv4(CLIENT, SERVER, 6, true, &tcp(42000, 8443, 8, 0x18, &[], &[0x55; 1400]));

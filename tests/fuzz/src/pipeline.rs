@@ -68,7 +68,8 @@ impl Printer {
 /// Runs `frames` (capture time ns, Ethernet bytes) with `cfg`.
 pub fn run(cfg: &Config, live: bool, frames: &[(u64, &[u8])], check: Check) -> Outcome {
     let mut classifier = Classifier::new(cfg.kernel_config(), cfg.pmtu.kernel_flow_entries.0 as usize);
-    let emission = if live { Emission::Live { interval_ns: cfg.output.finding_interval_s.ns() } } else { Emission::AtEnd };
+    let emission =
+        if live { Emission::Live { interval_ns: cfg.output.finding_interval_s.ns() } } else { Emission::AtEnd };
     let mut detectors = Detectors::new(cfg, emission);
     let mut counts = EventCounts::default();
     let mut classes = [0u64; 8];

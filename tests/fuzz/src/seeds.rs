@@ -18,10 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use agent_common::{
-    Direction, EventKind,
-    event::HEADER_LEN,
-};
+use agent_common::{Direction, EventKind, event::HEADER_LEN};
 use pathwatch::{
     capture::Capture,
     classify::{Classifier, link::to_ethernet},
@@ -139,7 +136,9 @@ fn from_capture(target: &str, path: &Path) -> Vec<Vec<u8>> {
         match target {
             "classify" | "differential" if out.len() < FRAMES_PER_FILE => out.push(eth.to_vec()),
             "decoders" => {
-                if let Some(ev) = c.event.filter(|e| matches!(e.kind(), EventKind::Dns | EventKind::Dtls | EventKind::IcmpError)) {
+                if let Some(ev) =
+                    c.event.filter(|e| matches!(e.kind(), EventKind::Dns | EventKind::Dtls | EventKind::IcmpError))
+                {
                     out.push(ev.snap);
                 }
             }

@@ -27,70 +27,30 @@ pub const DEF: Def = Def {
 const DTLS_ELSEWHERE: &str = "198.18.2.3";
 
 fn run(ctx: &mut Ctx) -> io::Result<()> {
-    ctx.topo.server.ip(&[
-        "addr",
-        "add",
-        &format!("{DTLS_ELSEWHERE}/24"),
-        "dev",
-        &ctx.topo.server_if,
-    ])?;
-    ctx.step(&format!(
-        "server: ocserv TLS on {SERVER_V4}:443, DTLS on {DTLS_ELSEWHERE}:443 (udp-listen-host)"
-    ))?;
-    let ocserv = Ocserv::start(
-        &ctx.topo.server,
-        &ctx.dir,
-        ctx.pki,
-        SERVER_V4,
-        Some(DTLS_ELSEWHERE),
-    )?;
+    ctx.topo.server.ip(&["addr", "add", &format!("{DTLS_ELSEWHERE}/24"), "dev", &ctx.topo.server_if])?;
+    ctx.step(&format!("server: ocserv TLS on {SERVER_V4}:443, DTLS on {DTLS_ELSEWHERE}:443 (udp-listen-host)"))?;
+    let ocserv = Ocserv::start(&ctx.topo.server, &ctx.dir, ctx.pki, SERVER_V4, Some(DTLS_ELSEWHERE))?;
     ctx.start_agent()?;
     ctx.step("client: openconnect")?;
     let mut oc = OpenConnect::start(&ctx.topo.client, &ctx.dir, ctx.pki, SERVER_V4, "pwlab-tun")?;
     oc.wait_connected(Duration::from_secs(20))?;
-    let gave_up = oc.wait_log(
-        &["DTLS disabled", "Set up UDP failed"],
-        Duration::from_secs(5),
-    )?;
-    ctx.check(
-        "openconnect gives up DTLS (\"Set up UDP failed\" / \"DTLS disabled\")",
-        gave_up.is_some(),
-    );
+    let gave_up = oc.wait_log(&["DTLS disabled", "Set up UDP failed"], Duration::from_secs(5))?;
+    ctx.check("openconnect gives up DTLS (\"Set up UDP failed\" / \"DTLS disabled\")", gave_up.is_some());
     // Past dtls.timeout_s: the flow must stay "unreachable", not turn "blocked".
     signals::sleep(Duration::from_millis(3500))?;
     ctx.stop_agent();
-    match ctx
-        .findings("dtls_port_unreachable")
-        .into_iter()
-        .find(|f| f["subject"]["server"] == SERVER_V4)
-    {
+    match ctx.findings("dtls_port_unreachable").into_iter().find(|f| f["subject"]["server"] == SERVER_V4) {
         Some(f) => {
             let e = &f["evidence"];
-            ctx.check(
-                format!("icmp_from = {}", e["icmp_from"]),
-                e["icmp_from"] == SERVER_V4,
-            );
-            ctx.check(
-                format!("subject port = {}", f["subject"]["port"]),
-                f["subject"]["port"] == VPN_PORT,
-            );
+            ctx.check(format!("icmp_from = {}", e["icmp_from"]), e["icmp_from"] == SERVER_V4);
+            ctx.check(format!("subject port = {}", f["subject"]["port"]), f["subject"]["port"] == VPN_PORT);
         }
         None => {
-            ctx.check(
-                format!("a dtls_port_unreachable finding for {SERVER_V4}"),
-                false,
-            );
+            ctx.check(format!("a dtls_port_unreachable finding for {SERVER_V4}"), false);
         }
     }
     let listening = std::fs::read_to_string(&ocserv.log).unwrap_or_default();
-    ctx.log(
-        "ocserv",
-        listening
-            .lines()
-            .filter(|l| l.starts_with("listening"))
-            .map(str::to_string)
-            .collect(),
-    );
+    ctx.log("ocserv", listening.lines().filter(|l| l.starts_with("listening")).map(str::to_string).collect());
     ctx.log("openconnect", oc.story());
     ctx.keep(ocserv.daemon);
     ctx.keep(oc.daemon);

@@ -124,17 +124,8 @@ impl<'a> Ctx<'a> {
     /// Starts the agent on both gateway interfaces.
     pub fn start_agent(&mut self) -> io::Result<()> {
         let [a, b] = self.topo.gw_interfaces();
-        self.step(&format!(
-            "agent: pathwatch run -i {a} -i {b} (in {})",
-            self.topo.gw.name()
-        ))?;
-        self.agent = Some(Agent::start(
-            &self.topo.gw,
-            self.agent_bin,
-            &[a, b],
-            Some(self.agent_config),
-            &self.dir,
-        )?);
+        self.step(&format!("agent: pathwatch run -i {a} -i {b} (in {})", self.topo.gw.name()))?;
+        self.agent = Some(Agent::start(&self.topo.gw, self.agent_bin, &[a, b], Some(self.agent_config), &self.dir)?);
         Ok(())
     }
 
@@ -146,11 +137,7 @@ impl<'a> Ctx<'a> {
                 "  agent stopped (exit {}): {} JSON lines, findings: {}",
                 report.exit.map_or("killed".to_string(), |c| c.to_string()),
                 report.lines.len(),
-                if report.findings.is_empty() {
-                    "none".to_string()
-                } else {
-                    report.kinds().join(", ")
-                }
+                if report.findings.is_empty() { "none".to_string() } else { report.kinds().join(", ") }
             ));
             self.report = Some(report);
         }
@@ -158,10 +145,7 @@ impl<'a> Ctx<'a> {
 
     /// The agent's findings of `kind` (after [`Ctx::stop_agent`]).
     pub fn findings(&self, kind: &str) -> Vec<Value> {
-        self.report
-            .as_ref()
-            .map(|r| r.of_kind(kind).into_iter().cloned().collect())
-            .unwrap_or_default()
+        self.report.as_ref().map(|r| r.of_kind(kind).into_iter().cloned().collect()).unwrap_or_default()
     }
 
     /// A summary event counter of the agent (after [`Ctx::stop_agent`]).
@@ -171,10 +155,7 @@ impl<'a> Ctx<'a> {
 
     /// Records a check; returns whether it held.
     pub fn check(&mut self, what: impl Into<String>, ok: bool) -> bool {
-        self.checks.push(Check {
-            what: what.into(),
-            ok,
-        });
+        self.checks.push(Check { what: what.into(), ok });
         ok
     }
 
@@ -226,25 +207,15 @@ impl std::fmt::Debug for Def {
 pub fn run(def: &'static Def, ctx: &mut Ctx, started: Instant) -> Outcome {
     let result = (def.run)(ctx);
     ctx.stop_agent();
-    let found = ctx
-        .report
-        .as_ref()
-        .map(|r| r.findings.clone())
-        .unwrap_or_default();
+    let found = ctx.report.as_ref().map(|r| r.findings.clone()).unwrap_or_default();
     let kinds: Vec<&str> = found.iter().filter_map(|f| f["kind"].as_str()).collect();
     let mut checks = Vec::new();
     if result.is_ok() {
         for k in def.present {
-            checks.push(Check {
-                what: format!("{k} found"),
-                ok: kinds.contains(k),
-            });
+            checks.push(Check { what: format!("{k} found"), ok: kinds.contains(k) });
         }
         for k in def.absent {
-            checks.push(Check {
-                what: format!("no {k}"),
-                ok: !kinds.contains(k),
-            });
+            checks.push(Check { what: format!("no {k}"), ok: !kinds.contains(k) });
         }
     }
     checks.append(&mut ctx.checks);

@@ -46,19 +46,8 @@ pub fn narrow_link_and_upload(ctx: &mut Ctx) -> io::Result<Transfer> {
         "client: socat upload of {BYTES} bytes to {SERVER_V4}:{PORT} (route cache flushed, at most {} s)",
         LIMIT.as_secs()
     ))?;
-    let t = traffic::bulk_upload(
-        &ctx.topo.client,
-        &ctx.topo.server,
-        SERVER_V4,
-        PORT,
-        BYTES,
-        LIMIT,
-        &ctx.dir,
-    )?;
-    ctx.fact(format!(
-        "upload {}/{} B in {:.1} s",
-        t.received, t.bytes, t.seconds
-    ));
+    let t = traffic::bulk_upload(&ctx.topo.client, &ctx.topo.server, SERVER_V4, PORT, BYTES, LIMIT, &ctx.dir)?;
+    ctx.fact(format!("upload {}/{} B in {:.1} s", t.received, t.bytes, t.seconds));
     Ok(t)
 }
 
@@ -66,43 +55,21 @@ fn run(ctx: &mut Ctx) -> io::Result<()> {
     ctx.step("gateway: nft drop its own icmp frag-needed (output hook)")?;
     nft::apply(&ctx.topo.gw, &nft::drop_own_frag_needed())?;
     let t = narrow_link_and_upload(ctx)?;
-    ctx.check(
-        format!(
-            "the upload stalls ({} of {} bytes arrived)",
-            t.received, t.bytes
-        ),
-        !t.completed,
-    );
+    ctx.check(format!("the upload stalls ({} of {} bytes arrived)", t.received, t.bytes), !t.completed);
     let dropped = nft::counters(&ctx.topo.gw).iter().sum::<u64>();
-    ctx.check(
-        format!("the gateway dropped its ICMP frag-needed ({dropped}x)"),
-        dropped > 0,
-    );
+    ctx.check(format!("the gateway dropped its ICMP frag-needed ({dropped}x)"), dropped > 0);
     ctx.stop_agent();
-    match ctx
-        .findings("pmtu_black_hole")
-        .into_iter()
-        .find(|f| f["subject"]["receiver"] == SERVER_V4)
-    {
+    match ctx.findings("pmtu_black_hole").into_iter().find(|f| f["subject"]["receiver"] == SERVER_V4) {
         Some(f) => {
             let e = &f["evidence"];
-            ctx.check(
-                format!("icmp_seen = {}", e["icmp_seen"]),
-                e["icmp_seen"] == false,
-            );
+            ctx.check(format!("icmp_seen = {}", e["icmp_seen"]), e["icmp_seen"] == false);
             let seg = e["segment_size"].as_u64().unwrap_or(0);
-            ctx.check(
-                format!("segment_size = {seg} (> {} fits)", FAR_MTU - 40),
-                seg > u64::from(FAR_MTU - 40),
-            );
+            ctx.check(format!("segment_size = {seg} (> {} fits)", FAR_MTU - 40), seg > u64::from(FAR_MTU - 40));
             let n = e["retransmissions"].as_u64().unwrap_or(0);
             ctx.check(format!("retransmissions = {n} (>= 3)"), n >= 3);
         }
         None => {
-            ctx.check(
-                format!("a pmtu_black_hole finding towards {SERVER_V4}"),
-                false,
-            );
+            ctx.check(format!("a pmtu_black_hole finding towards {SERVER_V4}"), false);
         }
     }
     Ok(())

@@ -21,40 +21,22 @@ pub const DEF: Def = Def {
 
 fn run(ctx: &mut Ctx) -> io::Result<()> {
     let t = narrow_link_and_upload(ctx)?;
-    ctx.check(
-        format!("the upload completes ({} of {} bytes)", t.received, t.bytes),
-        t.completed,
-    );
+    ctx.check(format!("the upload completes ({} of {} bytes)", t.received, t.bytes), t.completed);
     let route = ctx
         .topo
         .client
         .ip(&["route", "get", SERVER_V4])
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
-    ctx.check(
-        format!("the client learned the path MTU ({route})"),
-        route.contains(&format!("mtu {FAR_MTU}")),
-    );
+    ctx.check(format!("the client learned the path MTU ({route})"), route.contains(&format!("mtu {FAR_MTU}")));
     ctx.stop_agent();
-    match ctx
-        .findings("pmtu_signal")
-        .into_iter()
-        .find(|f| f["subject"]["receiver"] == SERVER_V4)
-    {
+    match ctx.findings("pmtu_signal").into_iter().find(|f| f["subject"]["receiver"] == SERVER_V4) {
         Some(f) => {
             let mtu = &f["evidence"]["next_hop_mtu"];
             ctx.check(format!("next_hop_mtu = {mtu}"), *mtu == FAR_MTU);
         }
         None => {
-            ctx.check(
-                format!("a pmtu_signal finding for traffic to {SERVER_V4}"),
-                false,
-            );
+            ctx.check(format!("a pmtu_signal finding for traffic to {SERVER_V4}"), false);
         }
     }
     Ok(())
