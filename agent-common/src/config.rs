@@ -24,14 +24,40 @@ pub struct KernelConfig {
     pub verifier_barrier: u32,
     /// `KCFG_*` bits.
     pub flags: u32,
-    /// Padding, always zero.
-    pub _pad: u32,
+    /// The consumer is woken when this many bytes of events wait in the ring buffer,
+    /// or when it has not been woken for [`WAKEUP_INTERVAL_NS`]; otherwise the event
+    /// waits for the next wakeup or the agent's own follow-up read. 0 wakes it for
+    /// every event. A wakeup costs far more than an event (an interrupt: several
+    /// microseconds in a VM), so under load many events share one.
+    pub wakeup_bytes: u32,
 }
 
 /// Timestamp events with the precise monotonic clock (`bpf_ktime_get_ns`) instead of
 /// the coarse one (`bpf_ktime_get_coarse_ns`, the kernel tick: 1-4 ms). The precise
 /// read costs about 25 ns per event in a VM.
 pub const KCFG_PRECISE_TIME: u32 = 1;
+
+/// The kernel wakes the consumer at least this long after the previous wakeup when
+/// events arrive, so a trickle of events is read at once and a flood costs at most
+/// one wakeup per interval (plus one per `wakeup_bytes`).
+pub const WAKEUP_INTERVAL_NS: u64 = 10_000_000;
+
+/// After reading events, the agent reads again this long later, and keeps doing so
+/// while it finds events: it picks up the ones that arrived too soon after a wakeup
+/// to cause their own. Longer than [`WAKEUP_INTERVAL_NS`] plus one tick of the coarse
+/// clock (at most 4 ms), so that an event found by nobody always causes a wakeup.
+pub const FOLLOW_UP_READ_NS: u64 = 25_000_000;
+
+const _: () = assert!(FOLLOW_UP_READ_NS > WAKEUP_INTERVAL_NS + 4_000_000 + 5_000_000);
+
+/// Default `wakeup_bytes`: 1/32 of the default 4 MiB ring buffer.
+pub const DEFAULT_WAKEUP_BYTES: u32 = (4 << 20) / 32;
+
+/// `wakeup_bytes` for a ring buffer of `ring_bytes`: 1/32 of it, so a woken consumer
+/// has 31/32 of the ring left to fill before anything is lost.
+pub const fn wakeup_bytes_for(ring_bytes: u32) -> u32 {
+    ring_bytes / 32
+}
 
 /// Default `large_packet_bytes`: the IPv6 minimum MTU; anything above may not fit a tunnel.
 pub const DEFAULT_LARGE_PACKET_BYTES: u32 = 1280;
@@ -46,7 +72,7 @@ impl KernelConfig {
             large_packet_bytes: DEFAULT_LARGE_PACKET_BYTES,
             verifier_barrier: 0,
             flags: 0,
-            _pad: 0,
+            wakeup_bytes: DEFAULT_WAKEUP_BYTES,
         }
     }
 

@@ -1,6 +1,9 @@
 //! Puts one event in the ring buffer: the header, then up to `SNAP_LARGE` bytes of the
 //! packet. A small record is used when the bytes fit it. A full ring buffer is counted
-//! (`stats::RINGBUF_FULL`), never waited on.
+//! (`stats::RINGBUF_FULL`), never waited on. The consumer is woken only when
+//! `KernelConfig::wakeup_bytes` have piled up or `WAKEUP_INTERVAL_NS` has passed
+//! since the last wakeup: a wakeup per event would cost more than everything else
+//! here together.
 //!
 //! Not inlined into the packet path: the header walk keeps only what every packet
 //! needs, and this function reads the rest (ports, TCP and ICMP fields) again from the
@@ -8,15 +11,18 @@
 
 use agent_common::{
     Direction, EventHeader, EventKind,
-    config::KCFG_PRECISE_TIME,
+    config::{KCFG_PRECISE_TIME, WAKEUP_INTERVAL_NS},
     event::{HEADER_LEN, RECORD_LARGE, RECORD_SMALL, SNAP_LARGE, SNAP_SMALL},
     proto::{ICMP_HLEN, IPPROTO_TCP, IPPROTO_UDP, MAX_PARSE_OFFSET, TLS_RECORD_HLEN, icmp_mtu},
     stats,
 };
-use aya_ebpf::helpers::generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+};
 
 use crate::{
-    maps::{EVENTS, stat},
+    maps::{EVENTS, LAST_WAKEUP, stat},
     packet::{Packet, helper_len},
     parse::Parsed,
 };
@@ -74,8 +80,9 @@ fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
     // copy on the stack, and no memset/memcpy calls (the BPF backend turns unaligned
     // block copies into calls to a byte loop).
     let h = buf as *mut EventHeader;
+    let cfg = crate::maps::config();
     unsafe {
-        (*h).ts_ns = match crate::maps::config() {
+        (*h).ts_ns = match cfg {
             Some(c) if c.flags & KCFG_PRECISE_TIME != 0 => bpf_ktime_get_ns(),
             _ => bpf_ktime_get_coarse_ns(),
         };
@@ -159,11 +166,35 @@ fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
         i.dtls_epoch = 0;
         i._pad = 0;
     }
-    entry.submit(0);
+    let wakeup_bytes = match cfg {
+        Some(c) => c.wakeup_bytes as u64,
+        None => 0,
+    };
+    // Counts this record too: the reservation already moved the producer position.
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    // Only the record that crosses the threshold wakes: a consumer already woken but
+    // not yet reading must not be woken again for every record after it.
+    let mut wake = waiting >= wakeup_bytes && waiting < wakeup_bytes + (RECORD + RINGBUF_RECORD_HLEN) as u64;
+    if let Some(last) = LAST_WAKEUP.get_ptr_mut(0) {
+        // Racy across CPUs on purpose: the worst case is one extra wakeup.
+        let now = unsafe { (*h).ts_ns };
+        unsafe {
+            if now.wrapping_sub(*last) >= WAKEUP_INTERVAL_NS {
+                wake = true;
+            }
+            if wake {
+                *last = now;
+            }
+        }
+    }
+    entry.submit(if wake { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP } as u64);
     stat(stats::EVENTS_SUBMITTED);
 }
 
 const _: () = assert!(TLS_RECORD_HLEN == 5);
+
+/// Bytes the kernel puts before each ring buffer record (`BPF_RINGBUF_HDR_SZ`).
+const RINGBUF_RECORD_HLEN: usize = 8;
 
 /// Copies `len` (8 to `SNAP_SMALL`) bytes at `off` straight from the linear packet data
 /// as 8-byte words, the last one overlapping the one before: a fraction of the cost of

@@ -32,6 +32,10 @@ pub static CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
+/// When the consumer was last woken (monotonic ns), entry 0.
+#[map(name = "LAST_WAKEUP")]
+pub static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Flows that sent large segments (LRU: old flows make room for new ones).
 #[map(name = "FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);

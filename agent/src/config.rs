@@ -334,6 +334,7 @@ impl Config {
         if self.kernel.precise_timestamps {
             k.flags |= agent_common::config::KCFG_PRECISE_TIME;
         }
+        k.wakeup_bytes = agent_common::config::wakeup_bytes_for(self.kernel.ringbuf_bytes.0);
         k
     }
 

@@ -233,6 +233,10 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
     let mut report = tokio::time::interval(Duration::from_secs_f64(config.output.report_interval_s.0));
     report.tick().await;
     let mut timers = tokio::time::interval(Duration::from_millis(250));
+    // The kernel does not wake us for an event that comes too soon after a wakeup
+    // (agent_common::config::WAKEUP_INTERVAL_NS); after every read that found events
+    // we read again a little later, until a read finds none. Idle, nothing ticks.
+    let mut follow_up: Option<tokio::time::Instant> = None;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
     let sleep_until = async move {
         match deadline {
@@ -246,10 +250,20 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let Ok(mut guard) = guard else { break };
-                drain(guard.get_inner_mut(), &shared, &clock, out);
+                let read = drain(guard.get_inner_mut(), &shared, &clock, out);
                 guard.clear_ready();
+                follow_up = next_follow_up(read);
+            }
+            _ = async { tokio::time::sleep_until(follow_up.expect("guarded")).await }, if follow_up.is_some() => {
+                let read = drain(ring.get_mut(), &shared, &clock, out);
+                follow_up = next_follow_up(read);
             }
             _ = timers.tick() => {
+                // Events still in the ring come first: a response waiting there must
+                // not let its query time out.
+                if drain(ring.get_mut(), &shared, &clock, out) > 0 && follow_up.is_none() {
+                    follow_up = next_follow_up(1);
+                }
                 let mut st = shared.state.lock().expect("state lock");
                 st.detectors.tick(clock.now());
                 for f in st.detectors.take_due() {
@@ -306,10 +320,23 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
     0
 }
 
-/// Reads every record in the ring buffer into the detectors.
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, shared: &Shared, clock: &EventClock, out: &mut Output) {
+/// When to read the ring buffer again after a read that found `read` records: soon
+/// while events flow, never (until the kernel wakes us) once they stop.
+fn next_follow_up(read: u64) -> Option<tokio::time::Instant> {
+    (read > 0).then(|| tokio::time::Instant::now() + Duration::from_nanos(agent_common::config::FOLLOW_UP_READ_NS))
+}
+
+/// Reads every record in the ring buffer into the detectors; returns how many.
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    shared: &Shared,
+    clock: &EventClock,
+    out: &mut Output,
+) -> u64 {
     let mut st = shared.state.lock().expect("state lock");
+    let mut read = 0;
     while let Some(item) = ring.next() {
+        read += 1;
         match Event::from_record(&item) {
             Ok(mut ev) => {
                 ev.header.ts_ns = clock.wall(ev.header.ts_ns);
@@ -325,6 +352,7 @@ fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, shared: &Shared, clo
     for f in st.detectors.take_due() {
         out.finding(&f);
     }
+    read
 }
 
 /// Whether interface `name` is one of the `-i` arguments (a name or a glob).
