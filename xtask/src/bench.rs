@@ -119,29 +119,40 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
                 let _ = writeln!(o, "## Live flood on veth\n");
                 let _ = writeln!(
                     o,
-                    "DNS-shaped UDP (sendmmsg) from one namespace to another for a fixed time; delivered = datagrams that reached the receiver's UDP layer (InDatagrams + RcvbufErrors), so the reader's speed does not count.\n"
+                    "DNS-shaped UDP (sendmmsg) from one namespace to another for {} s; every packet is a DNS query, so every packet raises an event. Delivered = datagrams that reached the receiver's UDP layer (InDatagrams + RcvbufErrors), so the reader's speed does not count. Each setup ran {} times, interleaved; its best round is shown. \"XDP_PASS only\" attaches a program that does nothing, in the same mode: the cost of the attach mode itself (native XDP on veth moves the receive path to veth's NAPI poll).\n",
+                    v["secs"], v["rounds"]
                 );
                 let _ = writeln!(
                     o,
-                    "| setup | sent | delivered | packets/s | vs no agent | counted | lost events / kernel drops |\n|---|---:|---:|---:|---:|---:|---|"
+                    "| setup | sent | delivered | packets/s | vs no agent | vs XDP_PASS, same mode | counted | lost events / kernel drops |\n|---|---:|---:|---:|---:|---:|---:|---|"
                 );
                 let none = f(&v["none"]["pps"]);
                 for (k, label) in [
                     ("none", "no agent"),
+                    ("xdp_pass_native", "XDP_PASS only, native"),
+                    ("xdp_pass_skb", "XDP_PASS only, skb"),
                     ("native", "pathwatch, native XDP"),
                     ("skb", "pathwatch, skb XDP"),
                     ("tcpdump", "tcpdump -w /dev/null 'udp port 53'"),
                 ] {
                     let r = &v[k];
-                    let counted = r.get("counted_dns").map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+                    let counted = match r.get("counted_every_packet_every_round") {
+                        Some(Value::Bool(true)) => format!("{} (= sent, every round)", r["counted_dns"]),
+                        Some(_) => format!("{} (**not** every packet)", r["counted_dns"]),
+                        None => "-".into(),
+                    };
                     let lost = r
-                        .get("events_lost")
+                        .get("events_lost_all_rounds")
                         .or_else(|| r.get("dropped_by_kernel"))
                         .map(|c| c.to_string())
                         .unwrap_or_else(|| "-".into());
+                    let vs_pass = r
+                        .get("pps_vs_xdp_pass")
+                        .map(|x| format!("{:+.1} %", (f(x) - 1.0) * 100.0))
+                        .unwrap_or_else(|| "-".into());
                     let _ = writeln!(
                         o,
-                        "| {label} | {} | {} | {:.0} | {:+.1} % | {counted} | {lost} |",
+                        "| {label} | {} | {} | {:.0} | {:+.1} % | {vs_pass} | {counted} | {lost} |",
                         r["sent"],
                         r["delivered"],
                         f(&r["pps"]),

@@ -63,6 +63,16 @@ enum Which {
         #[arg(long)]
         pps: Option<u64>,
     },
+    /// Attaches only the XDP_PASS baseline program to `iface` until killed (at most
+    /// `secs`): the cost of the attach mode itself, without pathwatch's work.
+    #[command(hide = true)]
+    XdpPass {
+        iface: String,
+        #[arg(long)]
+        mode: String,
+        #[arg(long, default_value_t = 120.0)]
+        secs: f64,
+    },
     #[command(hide = true)]
     FloodRecv {
         #[arg(long)]
@@ -183,6 +193,17 @@ fn run(which: Which) -> anyhow::Result<()> {
             let dst = format!("{}:53", flood::RX_ADDR).parse()?;
             println!("{}", flood::send(dst, secs, pps)?);
         }
+        Which::XdpPass { iface, mode, secs } => {
+            use aya::programs::XdpMode;
+            let flags = if mode == "native" { XdpMode::Driver } else { XdpMode::Skb };
+            let mut k = pathwatch::kernel::Kernel::load(
+                &pathwatch::kernel::LoadOptions::default(),
+                &agent_common::KernelConfig::new(),
+            )?;
+            k.xdp_baseline().attach(&iface, flags)?;
+            println!("attached XDP_PASS to {iface} ({mode})");
+            std::thread::sleep(Duration::from_secs_f64(secs));
+        }
         Which::FloodRecv { secs } => {
             let bind = format!("{}:53", flood::RX_ADDR).parse()?;
             println!("{}", flood::receive(bind, secs)?);
@@ -195,83 +216,175 @@ fn run(which: Which) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What is attached to the receiving veth during a flood.
+#[derive(Clone, Copy)]
+enum Setup {
+    /// Nothing.
+    None,
+    /// Only an XDP program returning XDP_PASS, in this mode.
+    XdpPass(&'static str),
+    /// `pathwatch run` in this XDP mode.
+    Pathwatch(&'static str),
+    /// tcpdump writing `udp port 53` to /dev/null.
+    Tcpdump,
+}
+
+impl Setup {
+    /// Key in the JSON object.
+    fn key(self) -> String {
+        match self {
+            Setup::None => "none".into(),
+            Setup::XdpPass(m) => format!("xdp_pass_{m}"),
+            Setup::Pathwatch(m) => m.into(),
+            Setup::Tcpdump => "tcpdump".into(),
+        }
+    }
+}
+
+/// One flood under `setup`, as JSON (sent, delivered, pps and what the observer saw).
+fn flood_once(
+    tb: &flood::Testbed,
+    dir: &std::path::Path,
+    setup: Setup,
+    secs: f64,
+    round: u32,
+) -> anyhow::Result<Value> {
+    let bench = std::env::current_exe()?;
+    let agent = sibling("pathwatch");
+    let log = dir.join(format!("{}-{round}.log", setup.key()));
+    let json_file = dir.join(format!("{}-{round}.json", setup.key()));
+    let mut observer: Option<Daemon> = match setup {
+        Setup::None => None,
+        Setup::XdpPass(mode) => {
+            let args = ["xdp-pass", "fl1", "--mode", mode, "--secs", "60"];
+            let d = tb.rx.spawn("xdp-pass", bench.to_str().unwrap(), &args, Some(&log))?;
+            anyhow::ensure!(flood::wait_log(&log, "attached"), "XDP_PASS did not attach: {}", read(&log));
+            Some(d)
+        }
+        Setup::Pathwatch(mode) => {
+            let args = ["run", "-i", "fl1", "--xdp-mode", mode, "--no-egress", "--json", json_file.to_str().unwrap()];
+            let d = tb.rx.spawn("pathwatch", agent.to_str().unwrap(), &args, Some(&log))?;
+            anyhow::ensure!(flood::wait_log(&log, "watching"), "agent did not start: {}", read(&log));
+            Some(d)
+        }
+        Setup::Tcpdump => {
+            let args = ["-i", "fl1", "-n", "-w", "/dev/null", "udp port 53"];
+            let d = tb.rx.spawn("tcpdump", "tcpdump", &args, Some(&log))?;
+            anyhow::ensure!(flood::wait_log(&log, "listening on"), "tcpdump did not start");
+            Some(d)
+        }
+    };
+    let f = flood::flood(tb, &bench, secs, None)?;
+    let mut v = json!({"sent": f.sent, "delivered": f.delivered, "pps": f.pps()});
+    match setup {
+        Setup::Pathwatch(_) => {
+            // Give the consumer time to read the ring before the summary is written.
+            std::thread::sleep(Duration::from_millis(500));
+            observer.take().expect("agent").stop(libc::SIGTERM, Duration::from_secs(20));
+            let summary: Value =
+                read(&json_file).lines().last().map(serde_json::from_str).transpose()?.unwrap_or_default();
+            v["counted_dns"] = summary["interfaces"]["fl1"]["ingress"]["packets"]["dns"].clone();
+            v["query_events"] = summary["events"]["dns_query"].clone();
+            v["events_lost"] = summary["events"]["events_lost"].clone();
+        }
+        Setup::Tcpdump => {
+            observer.take().expect("tcpdump").stop(libc::SIGINT, Duration::from_secs(10));
+            let text = read(&log);
+            let dropped =
+                text.lines().find(|l| l.contains("dropped by kernel")).and_then(|l| l.split_whitespace().next());
+            v["dropped_by_kernel"] = dropped.and_then(|d| d.parse::<u64>().ok()).map_or(Value::Null, Value::from);
+        }
+        Setup::XdpPass(_) => {
+            observer.take().expect("xdp-pass").stop(libc::SIGTERM, Duration::from_secs(10));
+        }
+        Setup::None => {}
+    }
+    Ok(v)
+}
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Floods per setup; each setup's best round (highest delivered packets/s) is kept,
+/// rounds interleaved so that a noisy moment on a shared machine hits every setup.
+const FLOOD_ROUNDS: u32 = 3;
+
 /// Every flood configuration, side by side.
 fn flood_all(secs: f64) -> anyhow::Result<(Value, Vec<String>)> {
-    let bench = std::env::current_exe()?;
     let agent = sibling("pathwatch");
     let tb = flood::testbed()?;
     let dir = std::env::temp_dir().join(format!("pathwatch-bench-flood-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut table = Vec::new();
     let mut out = serde_json::Map::new();
-
-    let base = flood::flood(&tb, &bench, secs, None)?;
-    table.push(format!(
-        "no agent:          sent {:>9}, delivered {:>9} = {:>8.0} pps",
-        base.sent,
-        base.delivered,
-        base.pps()
-    ));
-    out.insert("none".into(), json!({"sent": base.sent, "delivered": base.delivered, "pps": base.pps()}));
-
-    for mode in ["native", "skb"] {
-        let json_file = dir.join(format!("{mode}.json"));
-        let log = dir.join(format!("{mode}.log"));
-        let mut a: Daemon = tb.rx.spawn(
-            "pathwatch",
-            agent.to_str().unwrap(),
-            &["run", "-i", "fl1", "--xdp-mode", mode, "--no-egress", "--json", json_file.to_str().unwrap()],
-            Some(&log),
-        )?;
-        anyhow::ensure!(
-            flood::wait_log(&log, "watching"),
-            "agent did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        let f = flood::flood(&tb, &bench, secs, None)?;
-        std::thread::sleep(Duration::from_millis(500));
-        a.stop(libc::SIGTERM, Duration::from_secs(20));
-        let summary: Value = std::fs::read_to_string(&json_file)?
-            .lines()
-            .last()
-            .map(serde_json::from_str)
-            .transpose()?
-            .unwrap_or_default();
-        let dns = summary["interfaces"]["fl1"]["ingress"]["packets"]["dns"].as_u64().unwrap_or(0);
-        let lost = summary["events"]["events_lost"].as_u64().unwrap_or(0);
-        let queries = summary["events"]["dns_query"].as_u64().unwrap_or(0);
-        table.push(format!(
-            "pathwatch {mode:<7}: sent {:>9}, delivered {:>9} = {:>8.0} pps ({:+.1} % vs no agent); counted {dns} DNS packets ({}), {queries} query events, {lost} lost",
-            f.sent,
-            f.delivered,
-            f.pps(),
-            (f.pps() / base.pps() - 1.0) * 100.0,
-            if dns == f.sent { "= sent".to_string() } else { format!("sent {}", f.sent) }
-        ));
-        out.insert(mode.into(), json!({"sent": f.sent, "delivered": f.delivered, "pps": f.pps(), "counted_dns": dns, "query_events": queries, "events_lost": lost, "pps_vs_none": f.pps() / base.pps()}));
+    let setups = [
+        Setup::None,
+        Setup::XdpPass("native"),
+        Setup::XdpPass("skb"),
+        Setup::Pathwatch("native"),
+        Setup::Pathwatch("skb"),
+        Setup::Tcpdump,
+    ];
+    // Per setup: the best round, and whether pathwatch counted every packet in every round.
+    let mut best: Vec<Option<Value>> = vec![None; setups.len()];
+    let mut exact = vec![true; setups.len()];
+    let mut lost = vec![0u64; setups.len()];
+    for round in 0..FLOOD_ROUNDS {
+        for (i, &setup) in setups.iter().enumerate() {
+            let v = flood_once(&tb, &dir, setup, secs, round)?;
+            if let Setup::Pathwatch(_) = setup {
+                exact[i] &= v["counted_dns"] == v["sent"];
+                lost[i] += v["events_lost"].as_u64().unwrap_or(0);
+            }
+            let better = best[i].as_ref().is_none_or(|b| b["pps"].as_f64() < v["pps"].as_f64());
+            if better {
+                best[i] = Some(v);
+            }
+        }
     }
-
-    let log = dir.join("tcpdump.log");
-    let mut t =
-        tb.rx.spawn("tcpdump", "tcpdump", &["-i", "fl1", "-n", "-w", "/dev/null", "udp port 53"], Some(&log))?;
-    anyhow::ensure!(flood::wait_log(&log, "listening on"), "tcpdump did not start");
-    let f = flood::flood(&tb, &bench, secs, None)?;
-    t.stop(libc::SIGINT, Duration::from_secs(10));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let dropped = text
-        .lines()
-        .find(|l| l.contains("dropped by kernel"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or("?")
-        .to_string();
-    table.push(format!(
-        "tcpdump -w /dev/null: sent {:>9}, delivered {:>9} = {:>8.0} pps ({:+.1} % vs no agent); dropped by kernel {dropped}",
-        f.sent,
-        f.delivered,
-        f.pps(),
-        (f.pps() / base.pps() - 1.0) * 100.0
-    ));
-    out.insert("tcpdump".into(), json!({"sent": f.sent, "delivered": f.delivered, "pps": f.pps(), "dropped_by_kernel": dropped, "pps_vs_none": f.pps() / base.pps()}));
+    let none = best[0].as_ref().and_then(|v| v["pps"].as_f64()).unwrap_or(1.0);
+    for (i, setup) in setups.iter().enumerate() {
+        let mut v = best[i].take().expect("every setup ran");
+        let pps = v["pps"].as_f64().unwrap_or(0.0);
+        v["pps_vs_none"] = json!(pps / none);
+        let mut line = format!(
+            "{:<26} sent {:>9}, delivered {:>9} = {:>8.0} pps ({:+.1} % vs no agent)",
+            match setup {
+                Setup::None => "no agent:".to_string(),
+                Setup::XdpPass(m) => format!("XDP_PASS only, {m}:"),
+                Setup::Pathwatch(m) => format!("pathwatch, {m}:"),
+                Setup::Tcpdump => "tcpdump -w /dev/null:".to_string(),
+            },
+            v["sent"],
+            v["delivered"],
+            pps,
+            (pps / none - 1.0) * 100.0
+        );
+        if let Setup::Pathwatch(mode) = setup {
+            let pass = out.get(&format!("xdp_pass_{mode}")).and_then(|p| p["pps"].as_f64()).unwrap_or(pps);
+            v["pps_vs_xdp_pass"] = json!(pps / pass);
+            v["counted_every_packet_every_round"] = json!(exact[i]);
+            v["events_lost_all_rounds"] = json!(lost[i]);
+            line += &format!(
+                " ({:+.1} % vs XDP_PASS {mode}); counted {} DNS packets ({}), {} query events, lost {} (all {FLOOD_ROUNDS} rounds: {})",
+                (pps / pass - 1.0) * 100.0,
+                v["counted_dns"],
+                if v["counted_dns"] == v["sent"] { "= sent" } else { "!= sent" },
+                v["query_events"],
+                v["events_lost"],
+                if exact[i] { "every packet counted" } else { "SOME PACKETS NOT COUNTED" },
+            );
+        }
+        if let Setup::Tcpdump = setup {
+            line += &format!("; dropped by kernel {}", v["dropped_by_kernel"]);
+        }
+        table.push(line);
+        out.insert(setup.key(), v);
+    }
+    out.insert("rounds".into(), json!(FLOOD_ROUNDS));
+    out.insert("secs".into(), json!(secs));
+    let bench = std::env::current_exe()?;
 
     // At which event rate does the consumer stop keeping up?
     let mut keeps_up = Vec::new();
