@@ -51,6 +51,9 @@ fn sll2_pcap_from_tcpdump_and_pcapng_from_tshark_replay_alike() {
         wait_for(Duration::from_secs(30), || says(&td_log, "listening on") && says(&ts_log, "Capturing on")),
         "capture tools did not start"
     );
+    // tshark says "Capturing on" as it starts dumpcap, which may not have its socket
+    // open yet: give both a moment.
+    std::thread::sleep(Duration::from_millis(500));
     for _ in 0..3 {
         ns.exec("dig", &["+tries=1", "+time=2", "@198.18.50.1", "ok.test"]).unwrap();
     }
@@ -78,8 +81,20 @@ fn sll2_pcap_from_tcpdump_and_pcapng_from_tshark_replay_alike() {
         std::fs::read_to_string(&ts_log).unwrap_or_default()
     );
     assert_eq!(counts[0], (3, 3), "tcpdump SLL2 pcap: {logs}");
-    assert_eq!(counts[1], (3, 3), "tshark pcapng");
+    assert_eq!(counts[1], (3, 3), "tshark pcapng: {logs}; tshark reads {:?}", tshark_dns_counts(&pcapng));
     let (code, out, _) = pathwatch(&["replay", "--json", "-", pcap.to_str().unwrap(), pcapng.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert_eq!(json_lines(&out).pop().unwrap()["events"]["dns_query"], 6, "two files merged");
+}
+
+/// (queries, responses) in a capture as tshark itself reads it, for the failure message.
+fn tshark_dns_counts(capture: &std::path::Path) -> (usize, usize) {
+    let count = |filter: &str| {
+        std::process::Command::new("tshark")
+            .args(["-r", capture.to_str().unwrap(), "-Y", filter])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+            .unwrap_or(0)
+    };
+    (count("dns.flags.response == 0"), count("dns.flags.response == 1"))
 }
