@@ -18,9 +18,12 @@ pub const FLOW_INSERT_FAILED: u32 = 5;
 pub const UNSUPPORTED_L2: u32 = 6;
 /// Packets whose snapshot bytes could not be copied into the event.
 pub const SNAP_COPY_FAILED: u32 = 7;
+/// Flows inserted into the flow table. The programs never delete one, so what was
+/// inserted and is no longer held was evicted by the LRU map (which counts nothing).
+pub const FLOWS_INSERTED: u32 = 8;
 
 /// Number of statistics.
-pub const NUM_STATS: u32 = 8;
+pub const NUM_STATS: u32 = 9;
 
 /// Names of the statistics, by index.
 pub const NAMES: [&str; NUM_STATS as usize] = [
@@ -32,4 +35,5 @@ pub const NAMES: [&str; NUM_STATS as usize] = [
     "flow_insert_failed",
     "unsupported_l2",
     "snap_copy_failed",
+    "flows_inserted",
 ];

@@ -9,6 +9,11 @@ use crate::{
     parse::Parsed,
 };
 
+/// `bpf_map_update_elem` flag: insert only if the key is absent.
+const BPF_NOEXIST: u64 = aya_ebpf::bindings::BPF_NOEXIST as u64;
+/// The helper's error when the key is present (`-EEXIST`).
+const EEXIST: i32 = -17;
+
 #[inline(always)]
 pub fn parse_tcp<P: Packet>(
     pkt: &P,
@@ -147,11 +152,12 @@ fn track_large_segment<P: Packet>(pkt: &P, p: &mut Parsed, seq: u32, seg_len: u1
                 p.extra = seg_len as u64 | (state.largest_acked as u64) << 16 | (state.retransmits as u64) << 32;
             }
         }
-        None => {
-            if FLOWS.insert(&key, &FlowState::first(seq, seg_len), 0).is_err() {
-                stat(stats::FLOW_INSERT_FAILED);
-            }
-        }
+        None => match FLOWS.insert(&key, &FlowState::first(seq, seg_len), BPF_NOEXIST) {
+            Ok(()) => stat(stats::FLOWS_INSERTED),
+            // Another CPU inserted the same flow first: one insertion, not two.
+            Err(EEXIST) => {}
+            Err(_) => stat(stats::FLOW_INSERT_FAILED),
+        },
     }
 }
 

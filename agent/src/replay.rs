@@ -65,12 +65,16 @@ impl Source {
         }
     }
 
-    /// Flows held in the large-segment table (the kernel's, or its twin's). Its
-    /// evictions are not reported: the kernel's LRU does not count them.
-    fn flow_table(&mut self) -> u64 {
+    /// Flows held in the large-segment table (the kernel's, or its twin's), and flows
+    /// evicted from it (for the kernel's: inserted and no longer held).
+    fn flow_table(&mut self) -> (u64, u64) {
         match self {
-            Source::User(c) => c.flows().len() as u64,
-            Source::Kernel(r) => r.flow_count().unwrap_or(0),
+            Source::User(c) => (c.flows().len() as u64, c.flows().evictions()),
+            Source::Kernel(r) => {
+                let held = r.flow_count().unwrap_or(0);
+                let inserted = r.stat(agent_common::stats::FLOWS_INSERTED).unwrap_or(0);
+                (held, inserted.saturating_sub(held))
+            }
         }
     }
 }
@@ -213,8 +217,9 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
     head.insert("start".into(), json!((packets > 0).then(|| rfc3339(first_ts))));
     head.insert("end".into(), json!((packets > 0).then(|| rfc3339(last_ts))));
     head.insert("errors".into(), json!(errors));
-    let held = source.flow_table();
-    let summary = report::summary_json(head, packets, &classes, &counts, &detectors, &[("kernel_flows", held, None)]);
+    let (held, evicted) = source.flow_table();
+    let summary =
+        report::summary_json(head, packets, &classes, &counts, &detectors, &[("kernel_flows", held, Some(evicted))]);
     out.json(&summary);
     for line in report::render_summary(packets, &classes, &counts, &detectors) {
         out.human(&line);

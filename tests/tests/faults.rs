@@ -1071,6 +1071,11 @@ fn an_adversarial_flood_stays_within_the_caps_and_memory() {
     }
     let kernel_flows = u(&tracked["kernel_flows"]);
     assert!(kernel_flows > 0 && kernel_flows <= 1024, "kernel FLOWS holds {kernel_flows}, cap 1024");
+    // Every flow was inserted at least once (more if its retransmission came after
+    // its eviction): what the map no longer holds was evicted.
+    let kernel_evicted = u(&evictions["kernel_flows"]);
+    assert!(kernel_evicted + kernel_flows >= FLOWS as u64, "{kernel_evicted} evicted + {kernel_flows} held < {FLOWS}");
+    assert_eq!(kernel_evicted + kernel_flows, u(&s["kernel"]["flows_inserted"]));
     if let Some(n) = bpftool_flows {
         assert_eq!(n, kernel_flows, "bpftool and the summary disagree on the FLOWS map");
     }

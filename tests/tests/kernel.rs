@@ -1739,6 +1739,38 @@ fn ringbuf_reservation_failures_are_counted() {
     assert_eq!(stats[stats::RINGBUF_FULL as usize], SENT - drained, "no new loss after the drain");
 }
 
+/// The flow table at its cap, which the LRU map fills without counting what it
+/// evicts: with room for 8 flows, the large segments of 40 flows insert 40 flows
+/// (FLOWS_INSERTED), the map holds at most 8, and a segment of a flow still held
+/// inserts nothing. The agent reports `inserted - held` as the table's evictions.
+#[test]
+fn flow_table_insertions_are_counted_at_the_cap() {
+    if !privileged("flow_table_insertions_are_counted_at_the_cap") {
+        return;
+    }
+    const CAP: u32 = 8;
+    const FLOWS: u16 = 40;
+    let opts = LoadOptions { flow_entries: CAP, ..Default::default() };
+    let mut runner = TestRunner::with_options(&opts, &KernelConfig::new()).expect("load with a small flow table");
+    let segment = |k: u16, seq: u32| {
+        tcp(
+            Ip::V4.headers(Host::Client, Host::Server),
+            tcp_header(TCP_CLIENT_PORT + k, 443, seq, 777, TCP_ACK, &[]),
+            &[0x5a; LARGE_SEG],
+        )
+    };
+    for k in 0..FLOWS {
+        let (action, _) = runner.run_repeat(Hook::Xdp, &segment(k, 10_000), 1).expect("test run");
+        assert_eq!(action, 2);
+    }
+    // The newest flow is held: its next segment updates it in place.
+    runner.run_repeat(Hook::Xdp, &segment(FLOWS - 1, 10_000 + LARGE_SEG as u32), 1).expect("test run");
+    let held = runner.flow_count().expect("count FLOWS");
+    assert!(held > 0 && held <= u64::from(CAP), "FLOWS holds {held}, cap {CAP}");
+    assert_eq!(runner.stat(stats::FLOWS_INSERTED).unwrap(), u64::from(FLOWS), "one insertion per flow");
+    assert_eq!(runner.stat(stats::FLOW_INSERT_FAILED).unwrap(), 0, "the LRU map makes room");
+}
+
 /// One event per packet per host (DESIGN.md, "Data flow"). A packet forwarded between
 /// watched interfaces passes XDP on its way in and TC on its way out: XDP reports it,
 /// TC only counts it; TC does report packets this host originated (ingress_ifindex 0)

@@ -108,6 +108,7 @@ impl Collector for AgentCollector {
             &bytes,
         )?;
 
+        let (kernel_held, kernel_evicted) = super::stats::kernel_flows(&self.shared, &kstats);
         let st = self.shared.state.lock().expect("state lock");
         let mut counts = st.counts;
         counts.dtls_record = packets.iter().filter(|(l, _)| l[2].1 == Class::Dtls.name()).map(|(_, v)| *v).sum();
@@ -166,11 +167,13 @@ impl Collector for AgentCollector {
             "Findings whose latest evidence is less than 5 minutes old, by kind.",
             &active,
         )?;
-        let tracked: Vec<(Labels, i64)> =
+        let mut tracked: Vec<(Labels, i64)> =
             st.detectors.tracked().into_iter().map(|(t, n)| (vec![("table", t.to_string())], n as i64)).collect();
+        tracked.push((vec![("table", "kernel_flows".to_string())], kernel_held as i64));
         gauge_family(&mut enc, "pathwatch_tracked_entries", "Entries held per state table.", &tracked)?;
-        let evictions: Vec<(Labels, u64)> =
+        let mut evictions: Vec<(Labels, u64)> =
             st.detectors.evictions().into_iter().map(|(t, n)| (vec![("table", t.to_string())], n)).collect();
+        evictions.push((vec![("table", "kernel_flows".to_string())], kernel_evicted));
         counter_family(
             &mut enc,
             "pathwatch_evictions",

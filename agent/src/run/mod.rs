@@ -43,6 +43,10 @@ pub struct Shared {
     pub kernel: Mutex<Kernel>,
     /// Everything userspace counts.
     pub state: Mutex<LiveState>,
+    /// The largest count of kernel flow-table evictions reported so far: the count is
+    /// derived from two reads the programs may move between, and a counter must never
+    /// go back.
+    pub kernel_flows_evicted: std::sync::atomic::AtomicU64,
 }
 
 /// Userspace counters and the detectors, for stats, the summary and metrics.
@@ -163,6 +167,7 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
             detectors: Detectors::new(&config, Emission::Live { interval_ns: config.output.finding_interval_s.ns() }),
             interfaces: attachments.by_name.values().map(|a| (a.name.clone(), a.ifindex, a.slot)).collect(),
         }),
+        kernel_flows_evicted: Default::default(),
     });
 
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd holds it; nothing

@@ -42,14 +42,26 @@ fn interface_counters(shared: &Shared) -> (Value, u64, [u64; 8], [u64; kstats::N
     (Value::Object(per_iface), packets, classes, kstats)
 }
 
+/// The kernel's flow table: flows held, and flows evicted (inserted and no longer
+/// held: the programs never delete one, and the LRU map counts nothing). `kstats`
+/// must be read before this call, so that the count errs low, never high.
+pub fn kernel_flows(shared: &Shared, kstats: &[u64; kstats::NUM_STATS as usize]) -> (u64, u64) {
+    let held = shared.kernel.lock().expect("kernel lock").flow_count().unwrap_or(0);
+    let evicted = kstats[kstats::FLOWS_INSERTED as usize].saturating_sub(held);
+    let before = shared.kernel_flows_evicted.fetch_max(evicted, std::sync::atomic::Ordering::Relaxed);
+    (held, evicted.max(before))
+}
+
 /// A `stats` line.
 pub fn stats_line(shared: &Shared, clock: &EventClock, started: Instant) -> Value {
     let (interfaces, packets, classes, kstats) = interface_counters(shared);
+    let (kernel_held, kernel_evicted) = kernel_flows(shared, &kstats);
     let st = shared.state.lock().expect("state lock");
     let mut counts = st.counts;
     counts.dtls_record = classes[Class::Dtls as usize];
     counts.events_lost = kstats[kstats::RINGBUF_FULL as usize];
-    let (tracked, evictions) = report::tables_json(&st.detectors, &[]);
+    let (tracked, evictions) =
+        report::tables_json(&st.detectors, &[("kernel_flows", kernel_held, Some(kernel_evicted))]);
     json!({
         "type": "stats",
         "time": rfc3339(clock.now()),
@@ -70,9 +82,7 @@ pub fn stats_line(shared: &Shared, clock: &EventClock, started: Instant) -> Valu
 /// The summary line of a live run.
 pub fn summary_line(shared: &Shared, clock: &EventClock, started: Instant) -> Value {
     let (interfaces, packets, classes, kstats) = interface_counters(shared);
-    // The kernel's flow table, as `replay --kernel` reports it (entries held; an LRU
-    // map does not count what it evicts).
-    let kernel_flows = shared.kernel.lock().expect("kernel lock").flow_count().unwrap_or(0);
+    let (kernel_held, kernel_evicted) = kernel_flows(shared, &kstats);
     let st = shared.state.lock().expect("state lock");
     let mut counts = st.counts;
     counts.dtls_record = classes[Class::Dtls as usize];
@@ -83,7 +93,14 @@ pub fn summary_line(shared: &Shared, clock: &EventClock, started: Instant) -> Va
     head.insert("interfaces".into(), interfaces);
     head.insert("kernel".into(), kernel_stats_json(&kstats));
     head.insert("undecodable_events".into(), json!(st.undecodable));
-    report::summary_json(head, packets, &classes, &counts, &st.detectors, &[("kernel_flows", kernel_flows, None)])
+    report::summary_json(
+        head,
+        packets,
+        &classes,
+        &counts,
+        &st.detectors,
+        &[("kernel_flows", kernel_held, Some(kernel_evicted))],
+    )
 }
 
 /// A stats line for people.
