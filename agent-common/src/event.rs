@@ -12,9 +12,11 @@
 pub enum EventKind {
     /// A DNS message over UDP (query or response); snap = the DNS message.
     Dns = 1,
-    /// A UDP datagram carrying DTLS handshake, alert or change-cipher-spec records; snap = the records.
+    /// A UDP datagram carrying DTLS handshake, alert or change-cipher-spec records; snap =
+    /// the first [`SNAP_SMALL`] bytes of the records.
     Dtls = 2,
-    /// A TCP segment starting with a TLS ClientHello or ServerHello; snap = the records.
+    /// A TCP segment starting with a TLS ClientHello or ServerHello; snap = the first
+    /// [`SNAP_SMALL`] bytes of the records.
     Tls = 3,
     /// An ICMP or ICMPv6 error; snap = the ICMP message (header, then the quoted packet).
     IcmpError = 4,
@@ -166,6 +168,15 @@ pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 pub const SNAP_SMALL: usize = 128;
 /// Snap capacity of a large record: a DNS message with the longest legal name.
 pub const SNAP_LARGE: usize = 512;
+/// The most snap bytes an event of `kind` (an [`EventKind`] as `u8`) carries. DNS
+/// messages and ICMP errors: up to [`SNAP_LARGE`], the detectors decode them. DTLS and
+/// TLS records: [`SNAP_SMALL`], their record headers; the header's `info` already holds
+/// what the detectors read, and the rest of a ClientHello would double the event's
+/// cost in the kernel (a large record's cache lines) for bytes nobody reads.
+pub const fn snap_cap(kind: u8) -> usize {
+    if kind == EventKind::Dtls as u8 || kind == EventKind::Tls as u8 { SNAP_SMALL } else { SNAP_LARGE }
+}
+
 /// Size of a small record.
 pub const RECORD_SMALL: usize = HEADER_LEN + SNAP_SMALL;
 /// Size of a large record.

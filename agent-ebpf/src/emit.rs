@@ -1,5 +1,5 @@
-//! Puts one event in the ring buffer: the header, then up to `SNAP_LARGE` bytes of the
-//! packet. A small record is used when the bytes fit it. A full ring buffer is counted
+//! Puts one event in the ring buffer: the header, then up to `snap_cap(kind)` bytes of
+//! the packet. A small record is used when the bytes fit it. A full ring buffer is counted
 //! (`stats::RINGBUF_FULL`), never waited on. The consumer is woken only when
 //! `KernelConfig::wakeup_bytes` have piled up or `WAKEUP_INTERVAL_NS` has passed
 //! since the last wakeup: a wakeup per event would cost more than everything else
@@ -12,7 +12,7 @@
 use agent_common::{
     Direction, EventHeader, EventKind,
     config::{KCFG_PRECISE_TIME, WAKEUP_INTERVAL_NS},
-    event::{HEADER_LEN, RECORD_LARGE, RECORD_SMALL, SNAP_LARGE, SNAP_SMALL},
+    event::{HEADER_LEN, RECORD_LARGE, RECORD_SMALL, SNAP_LARGE, SNAP_SMALL, snap_cap},
     proto::{ICMP_HLEN, IPPROTO_TCP, IPPROTO_UDP, MAX_PARSE_OFFSET, TLS_RECORD_HLEN, icmp_mtu},
     stats,
 };
@@ -38,7 +38,7 @@ pub fn emit<P: Packet>(pkt: &P, p: &Parsed, ifindex: u32, direction: Direction) 
     } else {
         (p.payload_off, p.payload_end)
     };
-    let avail = snap_end.saturating_sub(snap_off);
+    let avail = snap_end.saturating_sub(snap_off).min(snap_cap(kind));
     if avail > SNAP_SMALL {
         emit_sized::<P, RECORD_LARGE, SNAP_LARGE>(pkt, p, ifindex, direction, snap_off & MAX_PARSE_OFFSET, avail);
     } else {

@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 
 use agent_common::{
     Class, Direction, EventHeader, EventInfo, EventKind, KernelConfig,
-    event::{IP_FLAG_DF, IP_FLAG_FRAGMENT, IP_FLAG_MF, RECORD_SMALL, SNAP_LARGE},
+    event::{IP_FLAG_DF, IP_FLAG_FRAGMENT, IP_FLAG_MF, RECORD_SMALL, SNAP_LARGE, SNAP_SMALL},
     proto::{
         self, CT_ALERT, CT_APPLICATION_DATA, CT_HANDSHAKE, DTLS_1_0, DTLS_1_2, DTLS_CISCO, ETH_HLEN, IPPROTO_DSTOPTS,
         IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
@@ -456,10 +456,11 @@ impl Want {
     }
 
     /// The snap is the transport payload, the last `len` bytes of `frame`, capped at
-    /// `SNAP_LARGE`.
+    /// `SNAP_LARGE` for DNS and `SNAP_SMALL` for DTLS and TLS.
     fn payload(mut self, frame: &[u8], len: usize) -> Want {
+        let cap = if matches!(self.kind, EventKind::Dtls | EventKind::Tls) { SNAP_SMALL } else { SNAP_LARGE };
         self.snap_offset = frame.len() - len;
-        self.snap = frame[self.snap_offset..][..len.min(SNAP_LARGE)].to_vec();
+        self.snap = frame[self.snap_offset..][..len.min(cap)].to_vec();
         self.l4_payload_len = len;
         self
     }
@@ -1005,7 +1006,8 @@ fn tls_cases() -> Vec<Case> {
         let frame = tcp(ip.headers(Host::Server, Host::Client), hdr, &rec);
         cases.push(Case::new(format!("{ip:?} TLS Certificate"), frame, Class::Tls));
 
-        // A long ClientHello: the snap stops at SNAP_LARGE.
+        // A long ClientHello: the snap stops at SNAP_SMALL (the record header and the
+        // start of the hello; the header's info holds the rest).
         let rec = tls_handshake_record(0x0301, proto::HS_CLIENT_HELLO, &client_hello_body(0x0303, 300, false));
         let hdr = tcp_header(TCP_CLIENT_PORT, 443, 1001, 5001, flags, &[]);
         let frame = tcp(ip.headers(Host::Client, Host::Server), hdr, &rec);

@@ -14,7 +14,7 @@ mod transport;
 
 use agent_common::{
     Class, Direction, EventHeader, EventInfo, KernelConfig,
-    event::{IP_FLAG_DF, SNAP_LARGE},
+    event::{IP_FLAG_DF, snap_cap},
     flow::DEFAULT_FLOW_ENTRIES,
     proto::*,
 };
@@ -115,7 +115,7 @@ impl Classifier {
 /// Builds the event exactly as `agent-ebpf/src/emit.rs` fills the record.
 fn make_event(frame: &[u8], p: &Parsed, class: Class, direction: Direction, ifindex: u32, ts_ns: u64) -> Event {
     let avail = p.snap_end.saturating_sub(p.snap_off);
-    let snap_len = avail.min(SNAP_LARGE);
+    let snap_len = avail.min(snap_cap(p.event));
     let mut header = EventHeader {
         ts_ns,
         ifindex,

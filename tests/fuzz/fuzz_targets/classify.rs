@@ -4,7 +4,7 @@
 //! as printable ASCII.
 #![no_main]
 
-use agent_common::{Direction, KernelConfig, event::SNAP_LARGE};
+use agent_common::{Direction, KernelConfig, event::snap_cap};
 use libfuzzer_sys::fuzz_target;
 use pathwatch::{
     classify::{
@@ -33,7 +33,7 @@ fuzz_target!(init: seeds::init("classify"), |data: &[u8]| {
             let Some(ev) = c.event else { continue };
             let h = &ev.header;
             assert_eq!(h.snap_len as usize, ev.snap.len());
-            assert!(ev.snap.len() <= SNAP_LARGE);
+            assert!(ev.snap.len() <= snap_cap(h.kind));
             let off = h.snap_offset as usize;
             assert_eq!(&eth[off..off + ev.snap.len()], &ev.snap[..], "the snap is the frame's bytes");
             assert_eq!(ev.class(), c.class);
