@@ -232,7 +232,9 @@ fn copy_small<P: Packet>(pkt: &P, off: usize, dst: *mut u8, len: usize) -> bool 
 }
 
 /// Writes the packet's addresses into an event as 64-bit words (IPv4 in the first
-/// four bytes, the rest zero).
+/// four bytes, the rest zero). Aligned stores: a ring-buffer record starts 8-aligned
+/// and so do both addresses in it, and the BPF backend splits an unaligned 64-bit
+/// store into eight byte stores.
 #[inline(always)]
 fn write_addrs<P: Packet>(pkt: &P, p: &Parsed, src: &mut [u8; 16], dst: &mut [u8; 16]) {
     let (s, d) = (src.as_mut_ptr() as *mut u64, dst.as_mut_ptr() as *mut u64);
@@ -243,19 +245,22 @@ fn write_addrs<P: Packet>(pkt: &P, p: &Parsed, src: &mut [u8; 16], dst: &mut [u8
                 Some(a) => ((*a)[0] as u64, (*a)[1] as u64),
                 None => (0, 0),
             };
-            s.write_unaligned(a);
-            s.add(1).write_unaligned(0);
-            d.write_unaligned(b);
-            d.add(1).write_unaligned(0);
+            s.write(a);
+            s.add(1).write(0);
+            d.write(b);
+            d.add(1).write(0);
         } else {
             let w = match pkt.ptr_at::<[u64; 4]>(l3 + 8) {
                 Some(a) => *a,
                 None => [0; 4],
             };
-            s.write_unaligned(w[0]);
-            s.add(1).write_unaligned(w[1]);
-            d.write_unaligned(w[2]);
-            d.add(1).write_unaligned(w[3]);
+            s.write(w[0]);
+            s.add(1).write(w[1]);
+            d.write(w[2]);
+            d.add(1).write(w[3]);
         }
     }
 }
+
+const _: () = assert!(core::mem::offset_of!(EventHeader, src_addr) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(EventHeader, dst_addr) % 8 == 0);

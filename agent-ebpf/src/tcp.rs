@@ -89,13 +89,23 @@ pub fn parse_tcp<P: Packet>(
 /// the verifier checks the walk once instead of once per NOP/option combination.
 #[inline(always)]
 pub fn mss_option<P: Packet>(pkt: &P, off: usize, end: usize) -> u16 {
-    let mut opts = [0u8; MAX_TCP_OPTION_BYTES];
+    // Zeroed by five volatile 64-bit stores, and read in place: LLVM turns a
+    // `[0u8; 40]`, a `[0u64; 5]` or a copy of known zeros into a call to a
+    // byte-by-byte `memset`.
+    let mut buf = core::mem::MaybeUninit::<[u64; MAX_TCP_OPTION_BYTES / 8]>::uninit();
+    let words = buf.as_mut_ptr().cast::<u64>();
+    for i in 0..MAX_TCP_OPTION_BYTES / 8 {
+        // SAFETY: `i` is within the array.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
     let Some(len) = helper_len(end.saturating_sub(off), MAX_TCP_OPTION_BYTES) else {
         return 0;
     };
-    if !pkt.load(off as u32, opts.as_mut_ptr(), len) {
+    if !pkt.load(off as u32, words.cast(), len) {
         return 0;
     }
+    // SAFETY: every byte was written above; the same 40 bytes, as bytes.
+    let opts: &[u8; MAX_TCP_OPTION_BYTES] = unsafe { &*buf.as_ptr().cast() };
     let len = len as usize;
     let mut next = 0usize;
     // One step per byte position, unrolled by the macro so that every read is at a
@@ -137,14 +147,28 @@ pub fn mss_option<P: Packet>(pkt: &P, off: usize, end: usize) -> u16 {
 
 /// Looks the flow up in the LRU table; a segment that starts before the highest
 /// sequence already sent becomes a `TcpLargeRetransmit` event.
+///
+/// Every large DF segment of a bulk transfer comes here, so the key is built as five
+/// 64-bit words (the `FlowKey` layout: addresses as on the wire, IPv4 in the first
+/// four bytes of each, then the ports and the IP version): no byte copies, no calls to fill
+/// the gaps with zeros (LLVM turns runs of zero stores into a call to a byte-by-byte
+/// `memset`).
 #[inline(always)]
 fn track_large_segment<P: Packet>(pkt: &P, p: &mut Parsed, seq: u32, seg_len: u16, src_port: u16, dst_port: u16) {
-    let mut key =
-        FlowKey { src_addr: [0; 16], dst_addr: [0; 16], src_port, dst_port, ip_version: p.ip_version, _pad: [0; 3] };
-    if !read_addrs(pkt, p, &mut key.src_addr, &mut key.dst_addr) {
-        return;
-    }
-    match FLOWS.get_ptr_mut(&key) {
+    let tail = u64::from(src_port) | u64::from(dst_port) << 16 | u64::from(p.ip_version) << 32;
+    let words: [u64; 5] = if p.ip_version == 4 {
+        let Some(a) = pkt.ptr_at::<[u32; 2]>(p.l3_off + 12) else { return };
+        let [src, dst] = unsafe { core::ptr::read(a) };
+        [u64::from(src), 0, u64::from(dst), 0, tail]
+    } else {
+        let Some(a) = pkt.ptr_at::<[u64; 4]>(p.l3_off + 8) else { return };
+        let [s0, s1, d0, d1] = unsafe { core::ptr::read(a) };
+        [s0, s1, d0, d1, tail]
+    };
+    // SAFETY: `FlowKey` is `repr(C)`, 40 bytes, align 2, every bit pattern valid; the
+    // words are laid out as its fields on this little-endian target.
+    let key: &FlowKey = unsafe { &*(words.as_ptr() as *const FlowKey) };
+    match FLOWS.get_ptr_mut(key) {
         Some(state) => {
             let state = unsafe { &mut *state };
             if state.on_segment(seq, seg_len) {
@@ -152,7 +176,7 @@ fn track_large_segment<P: Packet>(pkt: &P, p: &mut Parsed, seq: u32, seg_len: u1
                 p.extra = seg_len as u64 | (state.largest_acked as u64) << 16 | (state.retransmits as u64) << 32;
             }
         }
-        None => match FLOWS.insert(&key, &FlowState::first(seq, seg_len), BPF_NOEXIST) {
+        None => match FLOWS.insert(key, &FlowState::first(seq, seg_len), BPF_NOEXIST) {
             Ok(()) => stat(stats::FLOWS_INSERTED),
             // Another CPU inserted the same flow first: one insertion, not two.
             Err(EEXIST) => {}
@@ -161,19 +185,9 @@ fn track_large_segment<P: Packet>(pkt: &P, p: &mut Parsed, seq: u32, seg_len: u1
     }
 }
 
-/// Copies the source and destination addresses of the IP header at `p.l3_off`.
-#[inline(always)]
-pub fn read_addrs<P: Packet>(pkt: &P, p: &Parsed, src: &mut [u8; 16], dst: &mut [u8; 16]) -> bool {
-    if p.ip_version == 4 {
-        let Some(a) = pkt.ptr_at::<[u8; 8]>(p.l3_off + 12) else { return false };
-        let a = unsafe { *a };
-        src[..4].copy_from_slice(&a[..4]);
-        dst[..4].copy_from_slice(&a[4..]);
-    } else {
-        let Some(a) = pkt.ptr_at::<[u8; 32]>(p.l3_off + 8) else { return false };
-        let a = unsafe { *a };
-        src.copy_from_slice(&a[..16]);
-        dst.copy_from_slice(&a[16..]);
-    }
-    true
-}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(MAX_TCP_OPTION_BYTES % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(FlowKey, dst_addr) == 16);
+const _: () = assert!(core::mem::offset_of!(FlowKey, src_port) == 32);
+const _: () = assert!(core::mem::offset_of!(FlowKey, dst_port) == 34);
+const _: () = assert!(core::mem::offset_of!(FlowKey, ip_version) == 36);
