@@ -113,7 +113,11 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
                 for (k, ns) in v["extra_ns"].as_object().into_iter().flatten() {
                     let _ = writeln!(o, "| {k} (extra) | {:.0} | +{:.0} | - | - |", f(ns), f(ns) - base);
                 }
-                let _ = writeln!(o);
+                let _ = writeln!(
+                    o,
+                    "\nExtras: `tc_*` through `pathwatch_tc`; `tcp_large_df_retransmit` repeats one 1500-byte DF segment, a retransmission (an event) every time; `tcp_bulk_inorder` is a bulk transfer as Linux sends it on a 1500-byte LAN, in-order 1460-byte DF segments of one flow, each looked up and updated in the flow table, no event. Its segments all differ, so it is measured by {} single runs (minimum) less as many single runs of XDP_PASS, plus the baseline.\n",
+                    v["single_runs"]
+                );
             }
             "flood" => {
                 let _ = writeln!(o, "## Live flood on veth\n");
@@ -163,10 +167,38 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
                     o,
                     "\nConsumer: events lost at each offered event rate (pathwatch native XDP):\n\n| offered events/s | sent/s | lost |\n|---:|---:|---:|"
                 );
-                for c in v["consumer"].as_array().into_iter().flatten() {
+                let consumer: Vec<&Value> = v["consumer"].as_array().into_iter().flatten().collect();
+                for c in &consumer {
                     let _ = writeln!(o, "| {} | {:.0} | {} |", c["offered"], f(&c["sent_per_s"]), c["events_lost"]);
                 }
-                let _ = writeln!(o);
+                match consumer.iter().find(|c| c["events_lost"].as_u64().unwrap_or(0) > 0) {
+                    Some(c) => {
+                        let _ = writeln!(
+                            o,
+                            "\nThe consumer stops keeping up at {} events/s offered ({:.0}/s sent).",
+                            c["offered"],
+                            f(&c["sent_per_s"])
+                        );
+                    }
+                    None => {
+                        let top = consumer.iter().map(|c| f(&c["sent_per_s"])).fold(0.0, f64::max);
+                        let _ = writeln!(
+                            o,
+                            "\nNo offered rate lost an event: one sender here tops out at {top:.0} events/s, below what the consumer sustains alone (\"Userspace consumer\" below), so the rate at which the live consumer stops keeping up is above anything this machine can offer it."
+                        );
+                    }
+                }
+                let pct = |k: &str, of: &str| (f(&v[k]["pps"]) / f(&v[of]["pps"]) - 1.0) * 100.0;
+                let worst = pct("native", "xdp_pass_native").min(pct("skb", "xdp_pass_skb"));
+                let _ = writeln!(
+                    o,
+                    "\nGoal, pathwatch costs <= 5 % of packets/s: native {:+.1} % vs no agent, {:+.1} % vs XDP_PASS native; skb {:+.1} % vs no agent, {:+.1} % vs XDP_PASS skb: {}.\n",
+                    pct("native", "none"),
+                    pct("native", "xdp_pass_native"),
+                    pct("skb", "none"),
+                    pct("skb", "xdp_pass_skb"),
+                    met(worst >= -5.0)
+                );
             }
             "replay" => {
                 let ratio = f(&v["ratio"]);

@@ -34,6 +34,15 @@ pub fn tcp_nonmatch() -> Vec<u8> {
     f
 }
 
+/// Segment `n` of a bulk transfer as Linux sends it: 1460 bytes, DF set (`large_df`,
+/// tracked in the flow table), each starting where the one before ended.
+pub fn tcp_bulk_segment(n: u32) -> Vec<u8> {
+    let mut f = tcp_nonmatch();
+    f[14 + 6] |= 0x40;
+    f[38..42].copy_from_slice(&(1000 + n.wrapping_mul(1460)).to_be_bytes());
+    f
+}
+
 /// The same segment with DF set: `large_df`, tracked in the flow table; repeated, it is
 /// a retransmission every time.
 pub fn tcp_large_df_retransmit() -> Vec<u8> {
@@ -204,5 +213,11 @@ mod tests {
             (Class::LargeDf, true),
             "the same segment again is a retransmission"
         );
+        let mut c = Classifier::default();
+        for n in 0..3 {
+            let r = c.classify(&tcp_bulk_segment(n), Direction::Ingress, 0, 0);
+            assert_eq!((r.class, r.event.is_some()), (Class::LargeDf, false), "bulk segment {n}: in order, no event");
+        }
+        assert_eq!(c.flows().len(), 1, "one flow");
     }
 }

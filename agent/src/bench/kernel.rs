@@ -65,38 +65,91 @@ fn min_ns(kernel: &mut Kernel, hook: Hook, frame: &[u8]) -> anyhow::Result<f64> 
 /// event, ~10 000 events (a few MiB of the 16 MiB ring) per read.
 const DRAIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Runs the kernel benchmark.
-pub fn run() -> anyhow::Result<KernelBench> {
+/// A thread reading the ring buffer in batches while frames run through the program.
+struct Drain {
+    stop: Arc<AtomicBool>,
+    drained: Arc<AtomicU64>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Drain {
+    fn start(mut ring: aya::maps::RingBuf<aya::maps::MapData>) -> Drain {
+        let stop = Arc::new(AtomicBool::new(false));
+        let drained = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, drained) = (stop.clone(), drained.clone());
+            thread::spawn(move || {
+                loop {
+                    // Checked before the read, so the read after the stop takes the
+                    // events written last.
+                    let last = stop.load(Ordering::Relaxed);
+                    let mut n = 0;
+                    while ring.next().is_some() {
+                        n += 1;
+                    }
+                    drained.fetch_add(n, Ordering::Relaxed);
+                    if last {
+                        break;
+                    }
+                    // Read in batches, as the agent does (it is woken per
+                    // `wakeup_bytes` or per WAKEUP_INTERVAL_NS, not per event): a
+                    // consumer spinning on the ring would move its cache lines between
+                    // the cores on every event and measure that instead of the program.
+                    thread::sleep(DRAIN_PAUSE);
+                }
+            })
+        };
+        Drain { stop, drained, thread }
+    }
+
+    /// Stops the thread; returns the events it read.
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.drained.load(Ordering::Relaxed)
+    }
+}
+
+/// The programs as the benchmark loads them: a 16 MiB ring and the agent's wakeup rule.
+fn load() -> anyhow::Result<Kernel> {
     let ringbuf_bytes = 16 << 20;
     let opts = LoadOptions { ringbuf_bytes, ..LoadOptions::default() };
     let config = KernelConfig { wakeup_bytes: wakeup_bytes_for(ringbuf_bytes), ..KernelConfig::new() };
-    let mut kernel = Kernel::load(&opts, &config)?;
-    let mut ring = kernel.take_events()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let drained = Arc::new(AtomicU64::new(0));
-    let drain = {
-        let (stop, drained) = (stop.clone(), drained.clone());
-        thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let mut n = 0;
-                while ring.next().is_some() {
-                    n += 1;
-                }
-                drained.fetch_add(n, Ordering::Relaxed);
-                // Read in batches, as the agent does (it is woken per
-                // `wakeup_bytes` or per WAKEUP_INTERVAL_NS, not per event): a consumer
-                // spinning on the ring would move its cache lines between the cores on
-                // every event and measure that instead of the program.
-                thread::sleep(DRAIN_PAUSE);
-            }
-            // The events written after the last read.
-            let mut n = 0;
-            while ring.next().is_some() {
-                n += 1;
-            }
-            drained.fetch_add(n, Ordering::Relaxed);
-        })
-    };
+    Ok(Kernel::load(&opts, &config)?)
+}
+
+/// Single runs per in-order measurement.
+pub const SINGLE_RUNS: u32 = 20_000;
+
+/// ns/packet of in-order bulk segments (each must differ from the one before, so they
+/// cannot be repeated in one BPF_PROG_TEST_RUN call): the minimum over
+/// [`SINGLE_RUNS`] single runs of the segments of one flow, less the minimum over as
+/// many single runs of XDP_PASS on the same frames (the timer around a single run
+/// costs far more than the program), plus `baseline_ns`, so it reads like the others.
+fn bulk_inorder_ns(kernel: &mut Kernel, baseline_ns: f64) -> anyhow::Result<f64> {
+    let mut best = [u64::MAX; 2];
+    for n in 0..SINGLE_RUNS {
+        let frame = frames::tcp_bulk_segment(n);
+        for (i, hook) in [Hook::Baseline, Hook::Xdp].into_iter().enumerate() {
+            let opts = aya::programs::TestRunOptions {
+                data_in: Some(&frame),
+                repeat: 1,
+                ..aya::programs::TestRunOptions::new()
+            };
+            let res = match hook {
+                Hook::Baseline => aya::programs::TestRun::test_run(kernel.xdp_baseline(), opts),
+                _ => aya::programs::TestRun::test_run(kernel.xdp(), opts),
+            }?;
+            best[i] = best[i].min(res.duration.as_nanos() as u64);
+        }
+    }
+    Ok(best[1] as f64 - best[0] as f64 + baseline_ns)
+}
+
+/// Runs the kernel benchmark.
+pub fn run() -> anyhow::Result<KernelBench> {
+    let mut kernel = load()?;
+    let drain = Drain::start(kernel.take_events()?);
     let mut baseline = f64::MAX;
     let mut ns = Vec::new();
     for (key, frame) in frames::all() {
@@ -104,14 +157,47 @@ pub fn run() -> anyhow::Result<KernelBench> {
         ns.push((key, min_ns(&mut kernel, Hook::Xdp, &frame)?));
     }
     let extra = vec![
+        ("tcp_bulk_inorder", bulk_inorder_ns(&mut kernel, baseline)?),
         ("tc_dns_query", min_ns(&mut kernel, Hook::Tc, &frames::dns_query())?),
         ("tc_tcp_nonmatch", min_ns(&mut kernel, Hook::Tc, &frames::tcp_nonmatch())?),
         ("tcp_large_df_retransmit", min_ns(&mut kernel, Hook::Xdp, &frames::tcp_large_df_retransmit())?),
     ];
-    stop.store(true, Ordering::Relaxed);
-    let _ = drain.join();
+    let drained = drain.finish();
     let ringbuf_full = kernel.stats()?[stats::RINGBUF_FULL as usize];
-    Ok(KernelBench { baseline_ns: baseline, ns, extra, ringbuf_full, drained: drained.load(Ordering::Relaxed) })
+    Ok(KernelBench { baseline_ns: baseline, ns, extra, ringbuf_full, drained })
+}
+
+/// Runs one kind's frame through `pathwatch_xdp` (`xdp_pass` for the baseline)
+/// for `secs`, with the ring drained as in [`run`], for a profiler to watch
+/// (`perf record -a -- pathwatch-bench kernel --profile dns_query`). Returns the
+/// packets run.
+pub fn profile(kind: &str, secs: f64) -> anyhow::Result<u64> {
+    let (hook, frame) = match kind {
+        "xdp_pass" => (Hook::Baseline, frames::tcp_nonmatch()),
+        "tcp_large_df_retransmit" => (Hook::Xdp, frames::tcp_large_df_retransmit()),
+        _ => {
+            let frame = frames::all().into_iter().find(|(k, _)| *k == kind).map(|(_, f)| f);
+            (Hook::Xdp, frame.ok_or_else(|| anyhow::anyhow!("no benchmark frame named {kind:?}"))?)
+        }
+    };
+    let mut kernel = load()?;
+    let drain = Drain::start(kernel.take_events()?);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+    let mut packets = 0;
+    while std::time::Instant::now() < until {
+        let opts = aya::programs::TestRunOptions {
+            data_in: Some(&frame),
+            repeat: REPEATS,
+            ..aya::programs::TestRunOptions::new()
+        };
+        match hook {
+            Hook::Baseline => aya::programs::TestRun::test_run(kernel.xdp_baseline(), opts),
+            _ => aya::programs::TestRun::test_run(kernel.xdp(), opts),
+        }?;
+        packets += u64::from(REPEATS);
+    }
+    drain.finish();
+    Ok(packets)
 }
 
 impl KernelBench {
@@ -127,6 +213,7 @@ impl KernelBench {
             "ringbuf_full": self.ringbuf_full,
             "repeats": REPEATS,
             "rounds": ROUNDS,
+            "single_runs": SINGLE_RUNS,
         })
     }
 

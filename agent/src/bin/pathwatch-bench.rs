@@ -26,6 +26,12 @@ enum Which {
     Kernel {
         #[arg(long)]
         json: bool,
+        /// Instead: run only this kind's frame (or `xdp_pass`) for --secs, for a profiler.
+        #[arg(long, value_name = "KIND")]
+        profile: Option<String>,
+        /// How long --profile runs.
+        #[arg(long, default_value_t = 10.0, requires = "profile")]
+        secs: f64,
     },
     /// Live DNS-shaped flood on veth: no agent, pathwatch native/skb, tcpdump.
     Flood {
@@ -118,7 +124,11 @@ fn main() -> ExitCode {
 
 fn run(which: Which) -> anyhow::Result<()> {
     match which {
-        Which::Kernel { json } => {
+        Which::Kernel { profile: Some(kind), secs, .. } => {
+            let packets = kernel::profile(&kind, secs)?;
+            println!("{kind}: {packets} packets through BPF_PROG_TEST_RUN in {secs} s");
+        }
+        Which::Kernel { json, .. } => {
             let b = kernel::run()?;
             print(json, b.to_json(), b.table());
         }
