@@ -191,6 +191,25 @@ fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
     stat(stats::EVENTS_SUBMITTED);
 }
 
+/// The benchmark's event floor (`pathwatch_xdp_event_floor`): a small record reserved,
+/// stamped with the coarse clock, its first 64 bytes written, submitted without a
+/// wakeup.
+#[inline(never)]
+pub fn emit_floor() {
+    let Some(mut entry) = EVENTS.reserve_bytes(RECORD_SMALL, 0) else {
+        stat(stats::RINGBUF_FULL);
+        return;
+    };
+    let words = entry.as_mut_ptr() as *mut u64;
+    unsafe {
+        words.write(bpf_ktime_get_coarse_ns());
+        for i in 1..8 {
+            core::ptr::write_volatile(words.add(i), 0);
+        }
+    }
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+}
+
 const _: () = assert!(TLS_RECORD_HLEN == 5);
 
 /// Bytes the kernel puts before each ring buffer record (`BPF_RINGBUF_HDR_SZ`).

@@ -52,6 +52,33 @@ pub fn pathwatch_xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// A benchmark floor, loaded only by `pathwatch-bench`: what counting a packet costs
+/// with no header walk at all (the interface's slot, then one per-CPU counter), the
+/// least any program that counts per interface can pay.
+#[xdp]
+pub fn pathwatch_xdp_count_floor(ctx: XdpContext) -> u32 {
+    count_only(&ctx);
+    xdp_action::XDP_PASS
+}
+
+/// A benchmark floor, loaded only by `pathwatch-bench`: counting as
+/// [`pathwatch_xdp_count_floor`], then the smallest event pathwatch writes (reserve a
+/// small record, a coarse timestamp, the header's first cache line, submit without
+/// a wakeup), the least any evented packet can pay.
+#[xdp]
+pub fn pathwatch_xdp_event_floor(ctx: XdpContext) -> u32 {
+    count_only(&ctx);
+    emit::emit_floor();
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn count_only(ctx: &XdpContext) {
+    let pkt = XdpPacket::new(ctx);
+    let slot = iface_slot(ctx.ingress_ifindex() as u32) & (class::MAX_IFACE_SLOTS - 1);
+    count_packet(slot, Direction::Ingress as u32, agent_common::Class::Other as u32, pkt.len() as u64);
+}
+
 #[inline(always)]
 fn handle<P: Packet>(pkt: &P, ifindex: u32, direction: Direction) {
     let Some(cfg) = maps::config() else {

@@ -113,9 +113,12 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
                 for (k, ns) in v["extra_ns"].as_object().into_iter().flatten() {
                     let _ = writeln!(o, "| {k} (extra) | {:.0} | +{:.0} | - | - |", f(ns), f(ns) - base);
                 }
+                for (k, ns) in v["floor_ns"].as_object().into_iter().flatten() {
+                    let _ = writeln!(o, "| {k} (floor) | {:.0} | +{:.0} | - | - |", f(ns), f(ns) - base);
+                }
                 let _ = writeln!(
                     o,
-                    "\nExtras: `tc_*` through `pathwatch_tc`; `tcp_large_df_retransmit` repeats one 1500-byte DF segment, a retransmission (an event) every time; `tcp_bulk_inorder` is a bulk transfer as Linux sends it on a 1500-byte LAN, in-order 1460-byte DF segments of one flow, each looked up and updated in the flow table, no event. Its segments all differ, so it is measured by {} single runs (minimum) less as many single runs of XDP_PASS, plus the baseline.\n",
+                    "\nExtras: `tc_*` through `pathwatch_tc`; `tcp_large_df_retransmit` repeats one 1500-byte DF segment, a retransmission (an event) every time; `tcp_bulk_inorder` is a bulk transfer as Linux sends it on a 1500-byte LAN, in-order 1460-byte DF segments of one flow, each looked up and updated in the flow table, no event. Its segments all differ, so it is measured by {} single runs (minimum) less as many single runs of XDP_PASS, plus the baseline.\n\nFloors (programs loaded only by the benchmark, run on the TCP frame): `floor_count` reads the interface's counter slot and adds to one per-CPU counter, with no header walk: the least any program that counts per interface pays. `floor_event` does the same, then reserves a small ring-buffer record, stamps it with the coarse clock, writes its first 64 bytes and submits it without a wakeup: the least any evented packet pays. Non-matching kinds cost their floor_count plus the header walk; evented kinds their floor_event plus the header walk and the event's contents.\n",
                     v["single_runs"]
                 );
             }

@@ -16,7 +16,13 @@ use std::{
     thread,
 };
 
-use agent_common::{KernelConfig, config::wakeup_bytes_for, stats};
+use agent_common::{
+    KernelConfig,
+    config::wakeup_bytes_for,
+    names::{PROG_XDP_COUNT_FLOOR, PROG_XDP_EVENT_FLOOR},
+    stats,
+};
+use aya::programs::Xdp;
 use serde_json::{Map, Value, json};
 
 use super::frames;
@@ -35,10 +41,43 @@ pub struct KernelBench {
     pub ns: Vec<(&'static str, f64)>,
     /// Extra figures outside the fixed JSON keys.
     pub extra: Vec<(&'static str, f64)>,
+    /// The floor programs' ns/packet (see [`FLOORS`]).
+    pub floors: Vec<(&'static str, f64)>,
     /// Failed ring-buffer reservations during the evented measurements.
     pub ringbuf_full: u64,
     /// Events the drain thread consumed.
     pub drained: u64,
+}
+
+/// The floor programs: what any design pays to count a packet per interface, and to
+/// count it and put the smallest event in the ring buffer. They tell how much of
+/// pathwatch's cost over XDP_PASS is the header walk and the event's contents, and
+/// how much no program that counts and reports could avoid.
+const FLOORS: [(&str, &str); 2] = [("floor_count", PROG_XDP_COUNT_FLOOR), ("floor_event", PROG_XDP_EVENT_FLOOR)];
+
+/// Loads a floor program (once) and returns it.
+fn floor<'a>(kernel: &'a mut Kernel, name: &str) -> anyhow::Result<&'a mut Xdp> {
+    let prog: &mut Xdp = kernel
+        .ebpf_mut()
+        .program_mut(name)
+        .ok_or_else(|| anyhow::anyhow!("program {name} is not in the embedded object"))?
+        .try_into()?;
+    if prog.fd().is_err() {
+        prog.load()?;
+    }
+    Ok(prog)
+}
+
+/// ns/packet of a floor program on `frame` (minimum of [`ROUNDS`]).
+fn floor_ns(kernel: &mut Kernel, name: &str, frame: &[u8]) -> anyhow::Result<f64> {
+    let prog = floor(kernel, name)?;
+    let mut best = f64::MAX;
+    for _ in 0..ROUNDS {
+        let opts =
+            aya::programs::TestRunOptions { data_in: Some(frame), repeat: REPEATS, ..aya::programs::TestRunOptions::new() };
+        best = best.min(aya::programs::TestRun::test_run(prog, opts)?.duration.as_nanos() as f64);
+    }
+    Ok(best)
 }
 
 fn min_ns(kernel: &mut Kernel, hook: Hook, frame: &[u8]) -> anyhow::Result<f64> {
@@ -162,9 +201,13 @@ pub fn run() -> anyhow::Result<KernelBench> {
         ("tc_tcp_nonmatch", min_ns(&mut kernel, Hook::Tc, &frames::tcp_nonmatch())?),
         ("tcp_large_df_retransmit", min_ns(&mut kernel, Hook::Xdp, &frames::tcp_large_df_retransmit())?),
     ];
+    let mut floors = Vec::new();
+    for (key, name) in FLOORS {
+        floors.push((key, floor_ns(&mut kernel, name, &frames::tcp_nonmatch())?));
+    }
     let drained = drain.finish();
     let ringbuf_full = kernel.stats()?[stats::RINGBUF_FULL as usize];
-    Ok(KernelBench { baseline_ns: baseline, ns, extra, ringbuf_full, drained })
+    Ok(KernelBench { baseline_ns: baseline, ns, extra, floors, ringbuf_full, drained })
 }
 
 /// Runs one kind's frame through `pathwatch_xdp` (`xdp_pass` for the baseline)
@@ -206,10 +249,12 @@ impl KernelBench {
     pub fn to_json(&self) -> Value {
         let ns: Map<String, Value> = self.ns.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
         let extra: Map<String, Value> = self.extra.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
+        let floors: Map<String, Value> = self.floors.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
         json!({
             "baseline_ns": self.baseline_ns,
             "ns": ns,
             "extra_ns": extra,
+            "floor_ns": floors,
             "ringbuf_full": self.ringbuf_full,
             "repeats": REPEATS,
             "rounds": ROUNDS,
@@ -241,6 +286,9 @@ impl KernelBench {
                     "NO"
                 }
             ));
+        }
+        for (k, v) in &self.floors {
+            out.push(format!("{k:<26} {v:>8.1} {:>+10.1} {:>8} {:>5}", v - self.baseline_ns, "-", ""));
         }
         out.push(format!("ring buffer: {} events drained, {} reservations failed", self.drained, self.ringbuf_full));
         out
