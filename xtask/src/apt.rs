@@ -35,6 +35,8 @@ pub const RUNTIME: &[&str] = &[
     "iproute2",
     "openssl",
     "prometheus",
+    // The fault tests ask it which links, programs, maps and pins still exist.
+    "bpftool",
 ];
 /// Answer for tshark's "may non-root users capture?" debconf question, so it never asks.
 const WIRESHARK_PRESEED: &str = "wireshark-common wireshark-common/install-setuid boolean false\n";

@@ -52,6 +52,22 @@ pub fn tcp_large_df_retransmit() -> Vec<u8> {
     f
 }
 
+/// An ARP request: the header walk stops after Ethernet (the cost of layer 2 alone).
+pub fn arp() -> Vec<u8> {
+    let mut f = tcp_nonmatch();
+    f.truncate(60);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    f
+}
+
+/// The 1500-byte TCP frame relabelled as GRE: the walk stops after IPv4 (layers 2 and 3
+/// alone).
+pub fn ipv4_gre() -> Vec<u8> {
+    let mut f = tcp_nonmatch();
+    f[14 + 9] = 47;
+    f
+}
+
 /// A non-matching 512-byte UDP datagram.
 pub fn udp_nonmatch() -> Vec<u8> {
     build!(PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(CLIENT, SERVER, 64).udp(40000, 8080), &[0x11; 512])
@@ -207,6 +223,8 @@ mod tests {
         assert_eq!(class(&dtls_client_hello()), (Class::Dtls, true));
         assert_eq!(class(&dtls_app_data()), (Class::Dtls, false));
         assert_eq!(class(&icmp_frag_needed()), (Class::IcmpError, true));
+        assert_eq!(class(&arp()), (Class::Other, false));
+        assert_eq!(class(&ipv4_gre()), (Class::Other, false));
         assert_eq!(class(&tcp_large_df_retransmit()), (Class::LargeDf, false));
         assert_eq!(
             class(&tcp_large_df_retransmit()),

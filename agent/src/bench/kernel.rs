@@ -73,8 +73,11 @@ fn floor_ns(kernel: &mut Kernel, name: &str, frame: &[u8]) -> anyhow::Result<f64
     let prog = floor(kernel, name)?;
     let mut best = f64::MAX;
     for _ in 0..ROUNDS {
-        let opts =
-            aya::programs::TestRunOptions { data_in: Some(frame), repeat: REPEATS, ..aya::programs::TestRunOptions::new() };
+        let opts = aya::programs::TestRunOptions {
+            data_in: Some(frame),
+            repeat: REPEATS,
+            ..aya::programs::TestRunOptions::new()
+        };
         best = best.min(aya::programs::TestRun::test_run(prog, opts)?.duration.as_nanos() as f64);
     }
     Ok(best)
@@ -200,6 +203,8 @@ pub fn run() -> anyhow::Result<KernelBench> {
         ("tc_dns_query", min_ns(&mut kernel, Hook::Tc, &frames::dns_query())?),
         ("tc_tcp_nonmatch", min_ns(&mut kernel, Hook::Tc, &frames::tcp_nonmatch())?),
         ("tcp_large_df_retransmit", min_ns(&mut kernel, Hook::Xdp, &frames::tcp_large_df_retransmit())?),
+        ("l2_only_arp", min_ns(&mut kernel, Hook::Xdp, &frames::arp())?),
+        ("l3_only_ipv4_gre", min_ns(&mut kernel, Hook::Xdp, &frames::ipv4_gre())?),
     ];
     let mut floors = Vec::new();
     for (key, name) in FLOORS {
