@@ -36,10 +36,11 @@ fn topology(tag: &str) -> Net {
     Net { client, gw, server }
 }
 
-/// Starts `pathwatch run` in `ns`; returns once it says it is watching.
-fn agent(ns: &NetNs, args: &[&str], log: &Path) -> Daemon {
-    let bin = bin();
-    let mut a = ns.spawn("pathwatch", bin.to_str().unwrap(), args, Some(log)).unwrap();
+/// Starts `program args` (the agent, or a shell that execs it and writes `log`) in
+/// `ns`; returns once the agent says it is watching.
+fn agent(ns: &NetNs, program: &str, args: &[&str], log: &Path) -> Daemon {
+    let own_log = program != "sh";
+    let mut a = ns.spawn("pathwatch", program, args, own_log.then_some(log)).unwrap();
     let ready =
         wait_for(Duration::from_secs(10), || std::fs::read_to_string(log).unwrap_or_default().contains("watching"));
     assert!(ready && a.running(), "agent did not start:\n{}", std::fs::read_to_string(log).unwrap_or_default());
@@ -127,9 +128,13 @@ fn live_counts_equal_tcpdump_on_the_same_interface() {
     assert!(wait_for(Duration::from_secs(10), || std::fs::read_to_string(&tcpdump_log)
         .unwrap_or_default()
         .contains("listening on")));
+    // `run --json -`, as the acceptance asks: the JSON lines on standard output, the
+    // human lines on standard error, each to its own file (`exec` keeps the agent's pid).
     let json = dir.0.join("agent.json");
     let log = dir.0.join("agent.log");
-    let mut agent = agent(&net.gw, &["run", "-i", "g0", "--json", json.to_str().unwrap()], &log);
+    let bin = bin();
+    let script = format!("exec '{}' run -i g0 --json - > '{}' 2> '{}'", bin.display(), json.display(), log.display());
+    let mut agent = agent(&net.gw, "sh", &["-c", &script], &log);
 
     for i in 0..5 {
         let name = if i % 2 == 0 { "ok.test" } else { "nope.test" };
@@ -163,14 +168,24 @@ fn live_counts_equal_tcpdump_on_the_same_interface() {
     };
     let dns = tshark_count(&pcap, "udp.port == 53");
     let dtls = tshark_count(&pcap, "dtls && !icmp");
+    let client_hellos = tshark_count(&pcap, "dtls.handshake.type == 1 && !icmp");
+    let server_hellos = tshark_count(&pcap, "dtls.handshake.type == 2 && !icmp");
     let frag_needed = tshark_count(&pcap, "icmp.type == 3 && icmp.code == 4");
-    eprintln!("tcpdump: dns {dns}, dtls {dtls}, frag-needed {frag_needed}; agent: {g0}");
+    eprintln!(
+        "tcpdump: dns {dns}, dtls {dtls} (client hellos {client_hellos}, server hellos {server_hellos}), \
+         frag-needed {frag_needed}; agent: {g0}, events {}",
+        summary["events"]
+    );
     assert!(
         dns >= 10 && dtls >= 4 && frag_needed >= 1,
         "the traffic did not happen: dns {dns} dtls {dtls} frag {frag_needed}"
     );
     assert_eq!(both("dns"), dns, "DNS packets");
     assert_eq!(both("dtls"), dtls, "DTLS datagrams");
+    assert!(client_hellos >= 2 && server_hellos >= 2, "the DTLS handshakes did not happen");
+    assert_eq!(summary["events"]["dtls_record"].as_u64().unwrap(), dtls, "DTLS records (packets carrying them)");
+    assert_eq!(summary["events"]["dtls_client_hello"].as_u64().unwrap(), client_hellos, "DTLS ClientHellos");
+    assert_eq!(summary["events"]["dtls_server_hello"].as_u64().unwrap(), server_hellos, "DTLS ServerHellos");
     assert_eq!(summary["events"]["icmp_frag_needed"].as_u64().unwrap(), frag_needed, "ICMP frag-needed");
     assert_eq!(
         summary["events"]["dns_query"].as_u64().unwrap() + summary["events"]["dns_response"].as_u64().unwrap(),
@@ -198,8 +213,10 @@ fn links_on(ifindex: u32) -> Vec<String> {
     out
 }
 
-/// What `ip link` and `tc filter` show of programs on `iface`.
-fn shown_by_iproute(ns: &NetNs, iface: &str) -> Vec<String> {
+/// What `ip link` and `tc filter` show of programs on `iface`. Neither shows tcx
+/// links (nor does Debian 12's bpftool), so the tests also ask the kernel which
+/// processes hold links on the interface ([`links_on`]).
+fn shown_attached(ns: &NetNs, iface: &str) -> Vec<String> {
     let mut found = Vec::new();
     let link = ns
         .exec("ip", &["-d", "link", "show", "dev", iface])
@@ -234,11 +251,14 @@ fn kill_9_leaves_nothing_attached_and_a_new_agent_starts_at_once() {
     let a = NetNs::new("pwt-k9-a").unwrap();
     let b = NetNs::new("pwt-k9-b").unwrap();
     veth(&a, "k0", &b, "k1").unwrap();
-    let first = agent(&a, &["run", "-i", "k0"], &dir.0.join("first.log"));
+    let bin = bin();
+    let bin = bin.to_str().unwrap();
+    let first = agent(&a, bin, &["run", "-i", "k0"], &dir.0.join("first.log"));
     let k0 = ifindex_in(&a, "k0");
     let pid = first.pid();
     let held = links_on(k0);
-    assert!(shown_by_iproute(&a, "k0").iter().any(|l| l.starts_with("ip link")), "XDP shows in ip link while running");
+    let shown = shown_attached(&a, "k0");
+    assert!(shown.iter().any(|l| l.starts_with("ip link")), "XDP shows in ip link while running: {shown:?}");
     assert!(
         held.iter().any(|l| l.starts_with("xdp")) && held.iter().any(|l| l.starts_with("tcx")),
         "xdp and tcx links while running: {held:?}"
@@ -246,13 +266,13 @@ fn kill_9_leaves_nothing_attached_and_a_new_agent_starts_at_once() {
     first.signal(libc::SIGKILL);
     drop(first);
     assert!(
-        wait_for(Duration::from_secs(5), || shown_by_iproute(&a, "k0").is_empty()
+        wait_for(Duration::from_secs(5), || shown_attached(&a, "k0").is_empty()
             && !links_on(k0).iter().any(|l| l.contains(&format!("pid {pid}")))),
         "still attached after kill -9: {:?} {:?}",
-        shown_by_iproute(&a, "k0"),
+        shown_attached(&a, "k0"),
         links_on(k0)
     );
-    let mut second = agent(&a, &["run", "-i", "k0"], &dir.0.join("second.log"));
+    let mut second = agent(&a, bin, &["run", "-i", "k0"], &dir.0.join("second.log"));
     assert_eq!(second.stop(libc::SIGTERM, Duration::from_secs(10)), Some(0));
-    assert!(shown_by_iproute(&a, "k0").is_empty(), "detached after SIGTERM");
+    assert!(shown_attached(&a, "k0").is_empty(), "detached after SIGTERM");
 }
