@@ -16,7 +16,7 @@ use pathwatch::lab::{
     netns::netns_with_prefix,
     nft,
     resolver::Resolver,
-    topology::{CLIENT_V4, SERVER_V4, Topology},
+    topology::{CLIENT_V4, GW_CLIENT_V4, SERVER_V4, Topology},
     traffic,
     workdir::WorkDir,
 };
@@ -184,6 +184,31 @@ fn dtls_hellos_to_a_closed_port_are_dtls_port_unreachable() {
     assert_eq!(f["evidence"]["icmp_from"], SERVER_V4);
     assert!(f["evidence"]["icmp_count"].as_u64().unwrap_or(0) >= 1, "{f:#}");
     // Past dtls.timeout_s (3 s in the test config) the flow must not turn "blocked".
+    std::thread::sleep(Duration::from_millis(3500));
+    let report = live.stop_agent();
+    assert!(report.of_kind("dtls_blocked").is_empty(), "{:#?}", report.findings);
+    assert!(report.event("icmp_port_unreachable") >= 1);
+    live.finish();
+}
+
+#[test]
+fn dtls_hellos_rejected_by_the_gateway_are_dtls_port_unreachable_from_the_gateway() {
+    if !privileged("dtls_hellos_rejected_by_the_gateway_are_dtls_port_unreachable_from_the_gateway") {
+        return;
+    }
+    let mut live = Live::new("dtr");
+    // A firewall that rejects: the gateway answers ICMP port unreachable itself, from
+    // its own address, and the agent sees that ICMP only at the gateway's TC egress.
+    nft::apply(&live.topo.gw, &nft::reject_udp_forward(4433)).expect("nft");
+    live.start_agent();
+    let f = dtls_finding(&mut live, 4433, Duration::from_secs(3), "dtls_port_unreachable", Duration::from_secs(8))
+        .expect("no dtls_port_unreachable finding");
+    assert_eq!(f["subject"]["client"], CLIENT_V4);
+    assert_eq!(f["subject"]["server"], SERVER_V4);
+    assert_eq!(f["evidence"]["icmp_from"], GW_CLIENT_V4, "{f:#}");
+    assert!(f["summary"].as_str().unwrap_or("").contains("firewall"), "{f:#}");
+    assert!(f["remedy"].as_str().unwrap_or("").contains(&format!("{GW_CLIENT_V4} rejects UDP 4433")), "{f:#}");
+    assert!(nft::counters(&live.topo.gw).iter().sum::<u64>() >= 1, "the gateway rejected nothing");
     std::thread::sleep(Duration::from_millis(3500));
     let report = live.stop_agent();
     assert!(report.of_kind("dtls_blocked").is_empty(), "{:#?}", report.findings);

@@ -361,22 +361,39 @@ impl DtlsDetector {
         evidence.insert("icmp_from".into(), json!(from.to_string()));
         evidence.insert("icmp_count".into(), json!(icmp_count));
         evidence.insert("client_hellos".into(), json!(agg.icmp_hellos));
+        // The server's own ICMP means nothing listens there; anyone else's means a
+        // firewall on the path rejects the datagrams (nftables `reject`, an ACL).
+        let (cause, remedy) = if from == s.server {
+            (
+                "nothing listens on that port".to_string(),
+                format!(
+                    "The server does not listen for DTLS on UDP {}: make the VPN server's DTLS port (ASA: `dtls port`, \
+                     ocserv: `udp-port`) match the port it tells clients, or open that port.",
+                    s.port
+                ),
+            )
+        } else {
+            (
+                format!("a firewall at {from} rejects it before it reaches the server"),
+                format!(
+                    "{from} rejects UDP {} to {}: allow UDP {} to the VPN server there (and on every firewall on the \
+                     path). Until then the VPN falls back to TLS over TCP, with a smaller MTU and reconnects.",
+                    s.port, s.server, s.port
+                ),
+            )
+        };
         let finding = Finding {
             kind: "dtls_port_unreachable",
             severity: Severity::Warning,
             first_seen_ns: agg.first,
             last_seen_ns: now,
             summary: format!(
-                "{} sends DTLS to {}:{} and {from} answers ICMP port unreachable ({icmp_count}x): nothing listens on that port",
+                "{} sends DTLS to {}:{} and {from} answers ICMP port unreachable ({icmp_count}x): {cause}",
                 s.client, s.server, s.port
             ),
             subject: s.to_json(),
             evidence,
-            remedy: format!(
-                "The server does not listen for DTLS on UDP {}: make the VPN server's DTLS port (ASA: `dtls port`, \
-                 ocserv: `udp-port`) match the port it tells clients, or open that port.",
-                s.port
-            ),
+            remedy,
         };
         book.upsert(finding, from.to_string(), now);
     }

@@ -25,6 +25,15 @@ pub fn drop_udp_forward(port: u16) -> String {
     )
 }
 
+/// Gateway: reject forwarded UDP to `port` with ICMP port unreachable, from the
+/// gateway's own address (a firewall that rejects instead of dropping).
+pub fn reject_udp_forward(port: u16) -> String {
+    format!(
+        "table inet pwlab {{\n  chain forward_filter {{\n    type filter hook forward priority 0; policy accept;\n    \
+         udp dport {port} counter reject with icmpx type port-unreachable\n  }}\n}}\n"
+    )
+}
+
 /// Gateway: drop the ICMP "fragmentation needed" / "packet too big" the gateway
 /// itself sends, in its output hook, before any interface sees it: a PMTU black hole.
 pub fn drop_own_frag_needed() -> String {
