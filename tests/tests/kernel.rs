@@ -9,8 +9,9 @@
 //!
 //! Frames are built with etherparse's `PacketBuilder`; what it cannot express (VLAN
 //! and QinQ tags, PPPoE, IPv6 extension chains, a bad IHL, DTLS and TLS records) is
-//! spliced in as bytes. Every frame is tried under five link layers: untagged, one
-//! 802.1Q tag, QinQ (0x88a8 outer, 0x8100 inner), PPPoE, and 802.1Q + PPPoE.
+//! spliced in as bytes. Every frame is tried under six link layers: untagged, one
+//! 802.1Q tag, QinQ (0x88a8 outer, 0x8100 inner), two 802.1Q tags, PPPoE, and
+//! 802.1Q + PPPoE.
 //!
 //! - `dns_frames`, `dtls_frames`, `tls_frames`, `icmp_error_frames`, `tcp_syn_frames`,
 //!   `large_df_frames`, `other_frames`: every class, over IPv4 and IPv6.
@@ -160,6 +161,8 @@ enum Link {
     Vlan,
     /// QinQ: an 802.1ad tag (0x88a8, VLAN 200) outside an 802.1Q tag (VLAN 100).
     QinQ,
+    /// Two 802.1Q tags (0x8100, VLAN 300, outside VLAN 100), as older switches stack them.
+    DoubleQ,
     /// A PPPoE session header and the PPP protocol field.
     Pppoe,
     /// One 802.1Q tag, then PPPoE.
@@ -167,13 +170,13 @@ enum Link {
 }
 
 impl Link {
-    const ALL: [Link; 5] = [Link::Plain, Link::Vlan, Link::QinQ, Link::Pppoe, Link::VlanPppoe];
+    const ALL: [Link; 6] = [Link::Plain, Link::Vlan, Link::QinQ, Link::DoubleQ, Link::Pppoe, Link::VlanPppoe];
 
     fn vlan_depth(self) -> u8 {
         match self {
             Link::Plain | Link::Pppoe => 0,
             Link::Vlan | Link::VlanPppoe => 1,
-            Link::QinQ => 2,
+            Link::QinQ | Link::DoubleQ => 2,
         }
     }
 
@@ -182,7 +185,7 @@ impl Link {
         match self {
             Link::Plain => 0,
             Link::Vlan => 4,
-            Link::QinQ => 8,
+            Link::QinQ | Link::DoubleQ => 8,
             Link::Pppoe => 8,
             Link::VlanPppoe => 12,
         }
@@ -194,8 +197,10 @@ impl Link {
         let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
         let body = &frame[ETH_HLEN..];
         let mut out = frame[..12].to_vec();
-        if self.vlan_depth() == 2 {
-            out.extend_from_slice(&[0x88, 0xa8, 0x00, 200]);
+        match self {
+            Link::QinQ => out.extend_from_slice(&[0x88, 0xa8, 0x00, 200]),
+            Link::DoubleQ => out.extend_from_slice(&[0x81, 0x00, 0x01, 0x2c]),
+            _ => {}
         }
         if self.vlan_depth() >= 1 {
             out.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
