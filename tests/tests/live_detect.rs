@@ -15,6 +15,7 @@ use pathwatch::lab::{
     agent::{Agent, AgentReport},
     netns::netns_with_prefix,
     nft,
+    pki::Pki,
     resolver::Resolver,
     topology::{CLIENT_V4, GW_CLIENT_V4, SERVER_V4, Topology},
     traffic,
@@ -39,11 +40,16 @@ struct Live {
 
 impl Live {
     fn new(tag: &str) -> Live {
+        Live::with_config(tag, AGENT_CONFIG)
+    }
+
+    /// A lab whose agent runs with `config` (TOML) instead of the lab's.
+    fn with_config(tag: &str, config: &str) -> Live {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         lab_tools();
         let dir = WorkDir::at(&std::env::temp_dir().join(format!("pathwatch-live-{tag}-{}", std::process::id())))
             .expect("work dir");
-        std::fs::write(dir.path().join("agent.toml"), AGENT_CONFIG).expect("agent config");
+        std::fs::write(dir.path().join("agent.toml"), config).expect("agent config");
         let prefix = format!("pwt-{tag}-");
         let topo = Topology::build(&prefix).expect("topology");
         Live { agent: None, topo, dir, prefix, _serial: serial }
@@ -273,5 +279,158 @@ fn a_bulk_upload_with_frag_needed_allowed_is_a_pmtu_signal_and_completes() {
     assert_eq!(signals[0]["subject"]["sender"], CLIENT_V4);
     assert!(report.of_kind("pmtu_black_hole").is_empty(), "{:#?}", report.findings);
     assert!(report.event("icmp_frag_needed") >= 1);
+    live.finish();
+}
+
+/// The lab's agent config with `extra` lines added to its `[dtls]` table and a
+/// `[pmtu]` table of `pmtu` lines.
+fn lab_config_with(dtls: &str, pmtu: &str) -> String {
+    let mut config = AGENT_CONFIG.replacen("[dtls]\n", &format!("[dtls]\n{dtls}"), 1);
+    if !pmtu.is_empty() {
+        config.push_str(&format!("\n[pmtu]\n{pmtu}"));
+    }
+    config
+}
+
+/// Opens a connection from the client to the server's `port` and sends `bytes`.
+fn connect_and_send(live: &Live, port: u16, bytes: u64) -> traffic::Transfer {
+    traffic::bulk_upload(
+        &live.topo.client,
+        &live.topo.server,
+        SERVER_V4,
+        port,
+        bytes,
+        Duration::from_secs(3),
+        &live.path(),
+    )
+    .expect("connection")
+}
+
+#[test]
+fn a_syn_whose_mss_exceeds_the_tunnel_mtu_is_mss_exceeds_path_mtu() {
+    if !privileged("a_syn_whose_mss_exceeds_the_tunnel_mtu_is_mss_exceeds_path_mtu") {
+        return;
+    }
+    // The path MTU from the config: a DTLS tunnel of 1418 bytes, as in the field notes.
+    let mut live = Live::with_config("mss", &lab_config_with("", "tunnel_mtu = 1418\n"));
+    live.start_agent();
+    let t = connect_and_send(&live, 5002, 1000);
+    assert!(t.completed, "{t:?}");
+    let report = live.stop_agent();
+    let found = report.of_kind("mss_exceeds_path_mtu");
+    assert_eq!(found.len(), 1, "{:#?}", report.findings);
+    let f = found[0];
+    assert_eq!(f["subject"]["client"], CLIENT_V4);
+    assert_eq!(f["subject"]["server"], SERVER_V4);
+    // Linux advertises the interface MTU (1500) less 40.
+    assert_eq!(f["evidence"]["mss"], 1460, "{f:#}");
+    assert_eq!(f["evidence"]["path_mtu"], 1418, "{f:#}");
+    assert_eq!(f["evidence"]["path_mtu_source"], "config", "{f:#}");
+    assert!(f["remedy"].as_str().unwrap_or("").contains("maxseg size set 1378"), "{f:#}");
+    assert!(report.event("tcp_syn") >= 1);
+    live.finish();
+}
+
+#[test]
+fn a_syn_after_frag_needed_that_the_client_never_got_is_mss_exceeds_path_mtu() {
+    if !privileged("a_syn_after_frag_needed_that_the_client_never_got_is_mss_exceeds_path_mtu") {
+        return;
+    }
+    let mut live = Live::new("mssi");
+    live.topo.narrow_far_link(FAR_MTU).expect("mtu");
+    // The gateway sends frag-needed (the agent sees it leave), but the client's own
+    // firewall drops it: the client never learns, and keeps advertising MSS 1460.
+    nft::apply(
+        &live.topo.client,
+        "table inet pwlab {\n  chain input_filter {\n    type filter hook input priority 0; policy accept;\n    \
+         icmp type destination-unreachable icmp code frag-needed counter drop\n  }\n}\n",
+    )
+    .expect("nft");
+    live.start_agent();
+    let first = connect_and_send(&live, 5002, 100_000);
+    assert!(!first.completed, "the first upload went through: {first:?}");
+    let second = connect_and_send(&live, 5003, 100);
+    assert!(second.completed, "a connection that sends no large segment completes: {second:?}");
+    assert!(nft::counters(&live.topo.client).iter().sum::<u64>() >= 1, "the client dropped no frag-needed");
+    let report = live.stop_agent();
+    let found = report.of_kind("mss_exceeds_path_mtu");
+    assert_eq!(found.len(), 1, "{:#?}", report.findings);
+    let e = &found[0]["evidence"];
+    assert_eq!(e["mss"], 1460, "{e}");
+    assert_eq!(e["path_mtu"], FAR_MTU, "{e}");
+    assert_eq!(e["path_mtu_source"], "icmp", "{e}");
+    assert_eq!(report.of_kind("pmtu_signal").len(), 1, "the gateway's ICMP is seen: {:#?}", report.findings);
+    assert!(report.event("tcp_syn") >= 2, "two connections, two SYNs");
+    live.finish();
+}
+
+#[test]
+fn a_syn_after_frag_needed_that_reached_the_client_fits_and_is_no_finding() {
+    if !privileged("a_syn_after_frag_needed_that_reached_the_client_fits_and_is_no_finding") {
+        return;
+    }
+    let mut live = Live::new("mssok");
+    live.topo.narrow_far_link(FAR_MTU).expect("mtu");
+    live.start_agent();
+    let first = upload(&live);
+    assert!(first.completed, "{first:?}");
+    // The client learned 1400: its next SYN advertises 1360 and fits.
+    let second = connect_and_send(&live, 5003, 100);
+    assert!(second.completed, "{second:?}");
+    let report = live.stop_agent();
+    assert!(report.of_kind("mss_exceeds_path_mtu").is_empty(), "{:#?}", report.findings);
+    assert_eq!(report.of_kind("pmtu_signal").len(), 1, "{:#?}", report.findings);
+    assert!(report.event("tcp_syn") >= 2, "two connections, two SYNs");
+    live.finish();
+}
+
+#[test]
+fn tls_sessions_at_a_steady_rhythm_are_a_vpn_reconnect_loop() {
+    if !privileged("tls_sessions_at_a_steady_rhythm_are_a_vpn_reconnect_loop") {
+        return;
+    }
+    // The field's loop is one session a minute; here one a second, so the shortest
+    // period the detector accepts comes down with it.
+    let mut live = Live::with_config("rcl", &lab_config_with("reconnect_min_period_s = 0.5\n", ""));
+    let pki = Pki::create(&live.path(), SERVER_V4).expect("certificates");
+    let (cert, key) = (pki.cert.display().to_string(), pki.key.display().to_string());
+    let _server = live
+        .topo
+        .server
+        .spawn(
+            "openssl s_server",
+            "openssl",
+            &["s_server", "-accept", "443", "-cert", &cert, "-key", &key, "-quiet"],
+            Some(&live.path().join("s_server.log")),
+        )
+        .expect("openssl s_server");
+    live.start_agent();
+    let sessions = 6;
+    let start = Instant::now();
+    for n in 0..sessions {
+        let at = Duration::from_secs(n);
+        std::thread::sleep(at.saturating_sub(start.elapsed()));
+        let out = live
+            .topo
+            .client
+            .cmd("timeout")
+            .args(["3", "openssl", "s_client", "-connect", &format!("{SERVER_V4}:443")])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("BEGIN CERTIFICATE") || text.contains("Server certificate"), "no TLS session: {text}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let report = live.stop_agent();
+    let found = report.of_kind("vpn_reconnect_loop");
+    assert_eq!(found.len(), 1, "{:#?}", report.findings);
+    let f = found[0];
+    assert_eq!(f["subject"]["client"], CLIENT_V4);
+    assert_eq!(f["subject"]["server"], SERVER_V4);
+    assert_eq!(f["subject"]["port"], 443);
+    assert_eq!(f["evidence"]["sessions"], sessions, "{f:#}");
+    let period = f["evidence"]["period_s"].as_f64().unwrap_or(0.0);
+    assert!((period - 1.0).abs() <= 0.2, "period_s {period}: {f:#}");
     live.finish();
 }
