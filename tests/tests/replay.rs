@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use pathwatch_tests::{
-    TempDir, all_pcaps, dns_query, json_lines, pathwatch, pcaps_dir, privileged, rel, udp4, write_pcap,
+    TempDir, all_pcaps, dns_query, dns_response, eth_to_sll, json_lines, pathwatch, pcaps_dir, privileged, rel, udp4,
+    write_pcap, write_pcap_linktype,
 };
 use serde_json::Value;
 
@@ -225,6 +226,60 @@ fn kernel_replay_is_byte_identical_on_every_capture() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// DNS frames (query, SERVFAIL answer, twice) from 1 s after `t0`.
+fn dns_exchange(t0: u64) -> Vec<(u64, Vec<u8>)> {
+    let (client, resolver) = ([198, 18, 0, 2], [198, 18, 0, 1]);
+    (0..2u16)
+        .flat_map(|i| {
+            let t = t0 + u64::from(i) * 1_000_000_000;
+            [
+                (t, udp4(client, resolver, 40000 + i, 53, &dns_query(i, "a.example"))),
+                (t + 1_000_000, udp4(resolver, client, 53, 40000 + i, &dns_response(i, "a.example", 2))),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn kernel_replay_counts_frames_it_cannot_run_as_other_like_userspace() {
+    if !privileged("kernel_replay_counts_frames_it_cannot_run_as_other_like_userspace") {
+        return;
+    }
+    let dir = TempDir::new("kernel-other");
+    let t0 = 1_600_000_000_000_000_000u64;
+    // Ethernet frames shorter than an Ethernet header never reach the kernel.
+    let eth = dir.0.join("short.pcap");
+    let mut frames = dns_exchange(t0);
+    frames.extend([1usize, 6, 13].iter().enumerate().map(|(i, &n)| (t0 + 500_000_000 + i as u64, vec![0x45; n])));
+    frames.sort_by_key(|(t, _)| *t);
+    write_pcap(&eth, frames);
+    // Cooked frames whose own header is cut short cannot be made Ethernet at all.
+    let sll = dir.0.join("cut-sll.pcap");
+    let mut frames: Vec<(u64, Vec<u8>)> =
+        dns_exchange(t0 + 10_000_000_000).into_iter().map(|(t, f)| (t, eth_to_sll(&f))).collect();
+    frames.extend([4usize, 15].iter().enumerate().map(|(i, &n)| (t0 + 10_500_000_000 + i as u64, vec![0; n])));
+    frames.sort_by_key(|(t, _)| *t);
+    write_pcap_linktype(&sll, 113, frames);
+
+    let (eth, sll) = (eth.to_str().unwrap(), sll.to_str().unwrap());
+    for (files, packets, other) in [(vec![eth], 7, 3), (vec![sll], 6, 2), (vec![eth, sll], 13, 5)] {
+        let mut user_args = vec!["replay", "--json", "-"];
+        user_args.extend(&files);
+        let mut kernel_args = vec!["replay", "--kernel", "--json", "-"];
+        kernel_args.extend(&files);
+        let (c1, user, e1) = pathwatch(&user_args);
+        let (c2, kernel, e2) = pathwatch(&kernel_args);
+        assert_eq!((c1, c2), (0, 0), "{files:?}: {e1} {e2}");
+        let kernel = kernel.replace("\"source\":\"kernel\"", "\"source\":\"userspace\"");
+        assert_eq!(user, kernel, "{files:?}: userspace and kernel replay differ");
+        let summary = json_lines(&kernel).pop().unwrap();
+        let classes = summary["classes"].as_object().unwrap();
+        let sum: u64 = classes.values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!((summary["packets"].as_u64(), sum), (Some(packets), packets), "{files:?}: {summary}");
+        assert_eq!((classes["other"].as_u64(), classes["dns"].as_u64()), (Some(other), Some(packets - other)));
+    }
 }
 
 #[test]

@@ -73,8 +73,11 @@ fn floor_ns(kernel: &mut Kernel, name: &str, frame: &[u8]) -> anyhow::Result<f64
     let prog = floor(kernel, name)?;
     let mut best = f64::MAX;
     for _ in 0..ROUNDS {
-        let opts =
-            aya::programs::TestRunOptions { data_in: Some(frame), repeat: REPEATS, ..aya::programs::TestRunOptions::new() };
+        let opts = aya::programs::TestRunOptions {
+            data_in: Some(frame),
+            repeat: REPEATS,
+            ..aya::programs::TestRunOptions::new()
+        };
         best = best.min(aya::programs::TestRun::test_run(prog, opts)?.duration.as_nanos() as f64);
     }
     Ok(best)
