@@ -131,6 +131,28 @@ mod tests {
     }
 
     #[test]
+    fn evicts_the_least_recently_used_not_the_oldest_inserted() {
+        let mut t: Table<u32, u32> = Table::new("t", 3);
+        for i in 0..3 {
+            t.entry(i, || i);
+        }
+        // 0 is the oldest entry, but reading it (or finding it again) makes it the
+        // most recently used: 1, then 2, are the ones to go.
+        assert_eq!(t.get_mut(&0).copied(), Some(0));
+        t.entry(3, || 3);
+        assert!(t.peek(&1).is_none(), "1 was the least recently used");
+        assert!(t.peek(&0).is_some(), "0 was used after 1 and 2: a FIFO would have dropped it");
+        t.entry(0, || 99);
+        t.entry(4, || 4);
+        assert!(t.peek(&2).is_none() && t.peek(&0) == Some(&0), "entry() on a held key touches it too");
+        // peek does not touch: 3 is now the least recently used, though just peeked.
+        assert!(t.peek(&3).is_some());
+        t.entry(5, || 5);
+        assert!(t.peek(&3).is_none());
+        assert_eq!((t.len(), t.evictions()), (3, 3));
+    }
+
+    #[test]
     fn a_huge_capacity_allocates_nothing_up_front() {
         let t: Table<u64, [u8; 64]> = Table::new("big", 1 << 40);
         assert_eq!(t.map.cap().get(), usize::MAX, "lru must not be told the capacity");
