@@ -350,4 +350,9 @@ fn a_million_distinct_names_stay_within_the_table_caps() {
     assert_eq!(summary["tracked"]["dns_transactions"], 20000);
     assert_eq!(summary["evictions"]["dns_names"], n - 5000);
     assert_eq!(summary["evictions"]["dns_transactions"], n - 20000);
+    // 20000 queries fit in 0.2 s of this flood, well inside the 5 s timeout: every
+    // older query lost its place in the deadline queue (with its transaction).
+    assert_eq!(summary["tracked"]["dns_deadlines"], 20000);
+    assert_eq!(summary["evictions"]["dns_deadlines"], n - 20000);
+    assert_eq!(summary["tracked"]["pending_dns_probe_storm"], 0);
 }

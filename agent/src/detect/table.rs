@@ -48,6 +48,11 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
         self.map.peek(key)
     }
 
+    /// The entry for `key`, mutably, without touching its recency.
+    pub fn peek_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.map.peek_mut(key)
+    }
+
     /// The entry for `key`, created with `make` if missing (evicting the least
     /// recently used entry when full).
     pub fn entry(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
@@ -61,6 +66,19 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// Removes `key`.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         self.map.pop(key)
+    }
+
+    /// Removes `key` for want of room elsewhere (its partner in a full queue was
+    /// evicted), counting it as an eviction when it was held.
+    pub fn evict(&mut self, key: &K) -> Option<V> {
+        let gone = self.map.pop(key);
+        self.evictions += u64::from(gone.is_some());
+        gone
+    }
+
+    /// Takes every entry out, least recently used first (not counted as evictions).
+    pub fn drain(&mut self) -> Vec<(K, V)> {
+        std::iter::from_fn(|| self.map.pop_lru()).collect()
     }
 
     /// Entries held.
@@ -150,6 +168,20 @@ mod tests {
         t.entry(5, || 5);
         assert!(t.peek(&3).is_none());
         assert_eq!((t.len(), t.evictions()), (3, 3));
+    }
+
+    #[test]
+    fn evict_counts_only_what_was_held_and_drain_empties_oldest_first() {
+        let mut t: Table<u32, u32> = Table::new("t", 5);
+        for i in 0..4 {
+            t.entry(i, || i * 10);
+        }
+        assert_eq!((t.evict(&1), t.evict(&1), t.evict(&7)), (Some(10), None, None));
+        assert_eq!(t.evictions(), 1);
+        t.get_mut(&0);
+        assert_eq!(t.drain(), vec![(2, 20), (3, 30), (0, 0)]);
+        assert!(t.is_empty());
+        assert_eq!(t.evictions(), 1, "draining is not evicting");
     }
 
     #[test]
