@@ -8,7 +8,7 @@ use pathwatch_tests::{
     TempDir, all_pcaps, dns_query, dns_response, eth_to_sll, json_lines, pathwatch, pcaps_dir, privileged, rel, udp4,
     write_pcap, write_pcap_linktype,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn replay(files: &[&str]) -> (i32, Vec<Value>, String) {
     let mut args = vec!["replay", "--json", "-"];
@@ -82,6 +82,41 @@ fn windows_seed_is_two_backoff_storms_with_timeouts_and_pending() {
             "{qname}"
         );
     }
+}
+
+#[test]
+fn qnames_match_case_insensitively_from_query_to_response_to_known_probe() {
+    let dir = TempDir::new("qname-case");
+    let pcap = dir.0.join("mus-mixed-case.pcap");
+    let (client, resolver) = ([198, 18, 0, 2], [198, 18, 0, 1]);
+    let asked = ["MUS.Cisco.COM", "mus.cisco.com", "Mus.CISCO.com", "mus.cisco.com"];
+    let echoed = ["mus.cisco.com", "MUS.CISCO.COM", "mUs.CiScO.cOm", "MUS.cisco.com"];
+    let mut frames = Vec::new();
+    for i in 0..8u16 {
+        let t = 1_600_000_000_000_000_000 + u64::from(i) * 15_000_000_000;
+        let (port, q, r) = (50000 + i, asked[usize::from(i) % 4], echoed[usize::from(i) % 4]);
+        frames.push((t, udp4(client, resolver, port, 53, &dns_query(0x1000 + i, q))));
+        frames.push((t + 11_500_000_000, udp4(resolver, client, 53, port, &dns_response(0x1000 + i, r, 2))));
+    }
+    frames.sort_by_key(|(t, _)| *t);
+    write_pcap(&pcap, frames);
+    let (code, lines, err) = replay(&[pcap.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let f = findings(&lines);
+    assert_eq!(f.len(), 1, "one storm, whatever the case: {lines:#?}");
+    let f = f[0];
+    assert_eq!(f["kind"], "dns_probe_storm");
+    assert_eq!(f["subject"]["qname"], "mus.cisco.com");
+    let e = &f["evidence"];
+    assert_eq!(e["known_probe"], "cisco-anyconnect-mus");
+    assert_eq!(
+        (&e["queries"], &e["responses"], &e["timeouts"], &e["pending"]),
+        (&json!(8), &json!(8), &json!(0), &json!(0))
+    );
+    assert_eq!(e["rcodes"], json!({"SERVFAIL": 8}));
+    // Every response found the transaction of its query: latencies were measured.
+    assert_eq!(e["median_latency_s"], json!(11.5));
+    assert_eq!(e["pattern"], "periodic");
 }
 
 /// What each capture should produce, and why (from SOURCES.md and tshark), as
