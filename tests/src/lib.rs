@@ -66,6 +66,23 @@ pub fn expected() -> BTreeMap<String, ExpectedRow> {
     out
 }
 
+/// EXPECTED.tsv's columns that the `summary` line's `events` object counts too, with
+/// the summary's name for each (DESIGN.md: "These counters count packets, as
+/// EXPECTED.tsv does"). `packets` is the summary's own `packets`.
+pub const SUMMARY_EVENT_COLUMNS: &[(&str, &str)] = &[
+    ("dns_queries", "dns_query"),
+    ("dns_responses", "dns_response"),
+    ("dns_servfail", "dns_servfail"),
+    ("dns_nxdomain", "dns_nxdomain"),
+    ("dtls_records", "dtls_record"),
+    ("dtls_client_hello", "dtls_client_hello"),
+    ("dtls_hello_verify", "dtls_hello_verify"),
+    ("dtls_server_hello", "dtls_server_hello"),
+    ("icmp_frag_needed", "icmp_frag_needed"),
+    ("icmpv6_ptb", "icmpv6_packet_too_big"),
+    ("icmp_port_unreach", "icmp_port_unreachable"),
+];
+
 /// The `pathwatch` binary of this build (cargo builds it for `agent/tests`, next to
 /// the test executables' `deps` directory).
 pub fn bin() -> PathBuf {

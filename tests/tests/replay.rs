@@ -1,12 +1,13 @@
 //! `pathwatch replay` end to end: the seed captures give exactly the findings of
-//! tests/pcaps/seed/README.md, every public capture gives what tshark says it should,
-//! the kernel classifier gives byte-identical output, and damaged files lose nothing.
+//! tests/pcaps/seed/README.md, every public capture gives the findings tshark predicts
+//! and a summary whose counters are tshark's (EXPECTED.tsv), the kernel classifier
+//! gives byte-identical output, and damaged files lose nothing.
 
 use std::collections::BTreeSet;
 
 use pathwatch_tests::{
-    TempDir, all_pcaps, dns_query, dns_response, eth_to_sll, json_lines, pathwatch, pcaps_dir, privileged, rel, udp4,
-    write_pcap, write_pcap_linktype,
+    SUMMARY_EVENT_COLUMNS, TempDir, all_pcaps, dns_query, dns_response, eth_to_sll, expected, json_lines, pathwatch,
+    pcaps_dir, privileged, rel, udp4, write_pcap, write_pcap_linktype,
 };
 use serde_json::{Value, json};
 
@@ -242,6 +243,41 @@ fn every_capture_gives_the_findings_tshark_predicts_and_healthy_ones_none() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn summary_counters_equal_tshark_counts_on_every_capture() {
+    let expected = expected();
+    let header: Vec<&String> = expected.values().next().expect("EXPECTED.tsv has rows").keys().collect();
+    for (column, _) in SUMMARY_EVENT_COLUMNS.iter().chain(&[("packets", "")]) {
+        assert!(header.iter().any(|h| h == column), "EXPECTED.tsv has no column {column}: {header:?}");
+    }
+    let (mut problems, mut checked) = (Vec::new(), 0);
+    for path in all_pcaps() {
+        let name = rel(&path);
+        let Some(want) = expected.get(&name) else { continue };
+        let (code, lines, err) = replay(&[path.to_str().unwrap()]);
+        let Some(summary) = lines.last().filter(|l| code == 0 && l["type"] == "summary") else {
+            problems.push(format!("{name}: exit {code}, no summary: {err}"));
+            continue;
+        };
+        checked += 1;
+        let got = |column: &str| match column {
+            "packets" => summary["packets"].as_u64(),
+            _ => SUMMARY_EVENT_COLUMNS
+                .iter()
+                .find(|(c, _)| *c == column)
+                .and_then(|(_, key)| summary["events"][*key].as_u64()),
+        };
+        for (column, want) in want {
+            let covered = column == "packets" || SUMMARY_EVENT_COLUMNS.iter().any(|(c, _)| c == column);
+            if covered && got(column) != Some(*want) {
+                problems.push(format!("{name}: {column} = {:?} in the summary, tshark {want}", got(column)));
+            }
+        }
+    }
+    assert!(checked >= 80, "only {checked} captures with an EXPECTED.tsv row");
+    assert!(problems.is_empty(), "{} mismatches:\n{}", problems.len(), problems.join("\n"));
 }
 
 #[test]
