@@ -6,8 +6,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The captures (a copy of `../shared/pcaps`, kept in the repository so a clean clone
-/// can run the tests; `pcaps_match_shared` checks the two agree).
+/// The captures: a copy of `../shared/pcaps` made by hand and kept in the repository,
+/// because CI and a clean clone have no `../shared`. No test compares the two; when
+/// `../shared/pcaps` changes, copy it again.
 pub fn pcaps_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps")
 }
