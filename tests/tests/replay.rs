@@ -26,6 +26,29 @@ fn findings(lines: &[Value]) -> Vec<&Value> {
     lines.iter().filter(|l| l["type"] == "finding").collect()
 }
 
+/// The evidence keys DESIGN.md requires of a `dns_probe_storm`, present even when
+/// null (indexing a JSON object gives null for a missing key too).
+const STORM_EVIDENCE: &[&str] = &[
+    "queries",
+    "responses",
+    "rcodes",
+    "timeouts",
+    "pending",
+    "pattern",
+    "period_s",
+    "jitter_s",
+    "median_latency_s",
+    "known_probe",
+];
+
+/// A storm's evidence, with every key DESIGN.md requires present.
+fn storm_evidence(f: &Value) -> &serde_json::Map<String, Value> {
+    let e = f["evidence"].as_object().expect("evidence is an object");
+    let missing: Vec<&&str> = STORM_EVIDENCE.iter().filter(|k| !e.contains_key(**k)).collect();
+    assert!(missing.is_empty(), "dns_probe_storm evidence lacks {missing:?}: {e:?}");
+    e
+}
+
 #[test]
 fn anyconnect_seed_is_one_periodic_servfail_storm_on_a_known_probe() {
     let (code, lines, err) = replay(&[&seed("anyconnect-mus-servfail.pcap")]);
@@ -38,11 +61,11 @@ fn anyconnect_seed_is_one_periodic_servfail_storm_on_a_known_probe() {
     assert_eq!(f["subject"]["resolver"], "10.88.240.69");
     assert_eq!(f["subject"]["qname"], "mus.cisco.com");
     assert_eq!(f["subject"]["qtype"], "A");
-    let e = &f["evidence"];
+    let e = storm_evidence(f);
     assert_eq!(e["queries"], 8);
     assert_eq!(e["responses"], 8);
     assert_eq!(e["rcodes"], serde_json::json!({"SERVFAIL": 8}));
-    assert_eq!(e["timeouts"], 0);
+    assert_eq!((&e["timeouts"], &e["pending"]), (&json!(0), &json!(0)));
     assert_eq!(e["pattern"], "periodic");
     let period = e["period_s"].as_f64().unwrap();
     assert!((period - 15.0).abs() <= 0.2, "period {period}");
@@ -73,10 +96,10 @@ fn windows_seed_is_two_backoff_storms_with_timeouts_and_pending() {
         assert_eq!(f["kind"], "dns_probe_storm");
         assert_eq!(f["subject"]["client"], "10.4.9.62");
         assert_eq!(f["subject"]["resolver"], "10.4.9.1");
-        let e = &f["evidence"];
+        let e = storm_evidence(f);
         assert_eq!(e["pattern"], "backoff", "{qname}");
         assert_eq!(e["responses"], 0);
-        assert_eq!(e["known_probe"], Value::Null);
+        assert_eq!(e.get("known_probe"), Some(&Value::Null), "{qname}: no known probe, and the key says so");
         assert_eq!(
             (e["queries"].as_u64(), e["timeouts"].as_u64(), e["pending"].as_u64()),
             (Some(queries), Some(timeouts), Some(pending)),
@@ -108,7 +131,7 @@ fn qnames_match_case_insensitively_from_query_to_response_to_known_probe() {
     let f = f[0];
     assert_eq!(f["kind"], "dns_probe_storm");
     assert_eq!(f["subject"]["qname"], "mus.cisco.com");
-    let e = &f["evidence"];
+    let e = storm_evidence(f);
     assert_eq!(e["known_probe"], "cisco-anyconnect-mus");
     assert_eq!(
         (&e["queries"], &e["responses"], &e["timeouts"], &e["pending"]),
