@@ -159,7 +159,7 @@ pub struct DnsConfig {
     pub storm_min_failed_ratio: Ratio,
     /// `periodic`: every interval within this fraction of the median interval.
     pub periodic_tolerance: Ratio,
-    /// Transactions tracked (LRU).
+    /// Transactions tracked (LRU); also the query packets awaiting their timeout.
     pub transactions_cap: Cap,
     /// (client, name, type) series tracked (LRU).
     pub names_cap: Cap,
@@ -173,7 +173,7 @@ pub struct DnsConfig {
 pub struct DtlsConfig {
     /// A flow with ClientHellos and no DTLS record back for this long is blocked.
     pub timeout_s: Secs,
-    /// DTLS flows tracked (LRU).
+    /// DTLS flows tracked (LRU); also the flows awaiting an answer.
     pub flows_cap: Cap,
     /// A TLS session this close in time to a blocked DTLS flow marks the fallback.
     pub tls_window_s: Secs,
@@ -211,6 +211,9 @@ pub struct OutputConfig {
     pub finding_interval_s: Secs,
     /// Findings held (LRU).
     pub findings_cap: Cap,
+    /// Findings waiting to be (re)built, per kind (LRU): live between two reports, in
+    /// a replay until its end.
+    pub pending_cap: Cap,
 }
 
 /// `[kernel]`
@@ -293,7 +296,12 @@ impl Default for PmtuConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { report_interval_s: Secs(10.0), finding_interval_s: Secs(60.0), findings_cap: Cap(10_000) }
+        OutputConfig {
+            report_interval_s: Secs(10.0),
+            finding_interval_s: Secs(60.0),
+            findings_cap: Cap(10_000),
+            pending_cap: Cap(10_000),
+        }
     }
 }
 
@@ -411,6 +419,23 @@ mod tests {
     #[test]
     fn the_commented_default_file_is_the_default() {
         assert_eq!(parse(DEFAULT_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_setting_is_spelled_out_in_the_default_file() {
+        // Serialising leaves out what is unset by default (tunnel_mtu, listen), which
+        // the file shows commented out.
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let file: toml::Table = toml::from_str(DEFAULT_TOML).unwrap();
+        for (section, keys) in &defaults {
+            let written = file.get(section).and_then(toml::Value::as_table);
+            for key in keys.as_table().unwrap().keys() {
+                assert!(
+                    written.is_some_and(|w| w.contains_key(key)),
+                    "[{section}] {key} is missing from config_default.toml"
+                );
+            }
+        }
     }
 
     #[test]

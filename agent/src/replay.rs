@@ -200,11 +200,16 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
         pb.finish_and_clear();
     }
     if let Source::Kernel(runner) = &mut source {
+        // `classes` holds the frames the kernel never saw (too short, or no Ethernet
+        // to give it), counted as `other` by hand; the kernel counted the rest.
         match runner.kernel().counters(&[0]) {
-            Ok(c) => classes = c.packets_by_class(Direction::Ingress),
+            Ok(c) => {
+                for (held, kernel) in classes.iter_mut().zip(c.packets_by_class(Direction::Ingress)) {
+                    *held += kernel;
+                }
+            }
             Err(e) => errors.push(format!("reading the kernel counters: {e}")),
         }
-        // Frames the kernel could not take were counted as `other` by hand.
     }
     counts.dtls_record = classes[Class::Dtls as usize];
     detectors.finish(last_ts);

@@ -6,8 +6,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The captures (a copy of `../shared/pcaps`, kept in the repository so a clean clone
-/// can run the tests; `pcaps_match_shared` checks the two agree).
+/// The captures: a copy of `../shared/pcaps` made by hand and kept in the repository,
+/// because CI and a clean clone have no `../shared`. No test compares the two; when
+/// `../shared/pcaps` changes, copy it again.
 pub fn pcaps_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps")
 }
@@ -66,6 +67,23 @@ pub fn expected() -> BTreeMap<String, ExpectedRow> {
     out
 }
 
+/// EXPECTED.tsv's columns that the `summary` line's `events` object counts too, with
+/// the summary's name for each (DESIGN.md: "These counters count packets, as
+/// EXPECTED.tsv does"). `packets` is the summary's own `packets`.
+pub const SUMMARY_EVENT_COLUMNS: &[(&str, &str)] = &[
+    ("dns_queries", "dns_query"),
+    ("dns_responses", "dns_response"),
+    ("dns_servfail", "dns_servfail"),
+    ("dns_nxdomain", "dns_nxdomain"),
+    ("dtls_records", "dtls_record"),
+    ("dtls_client_hello", "dtls_client_hello"),
+    ("dtls_hello_verify", "dtls_hello_verify"),
+    ("dtls_server_hello", "dtls_server_hello"),
+    ("icmp_frag_needed", "icmp_frag_needed"),
+    ("icmpv6_ptb", "icmpv6_packet_too_big"),
+    ("icmp_port_unreach", "icmp_port_unreachable"),
+];
+
 /// The `pathwatch` binary of this build (cargo builds it for `agent/tests`, next to
 /// the test executables' `deps` directory).
 pub fn bin() -> PathBuf {
@@ -116,14 +134,53 @@ impl Drop for TempDir {
 
 /// Writes frames (timestamp ns, Ethernet bytes) to a pcap file.
 pub fn write_pcap(path: &Path, frames: impl IntoIterator<Item = (u64, Vec<u8>)>) {
+    write_pcap_linktype(path, 1, frames);
+}
+
+/// Writes frames (timestamp ns, bytes as link type `linktype` has them, e.g. 113 for
+/// Linux cooked SLL, 276 for SLL2, 101 for raw IP) to a pcap file.
+pub fn write_pcap_linktype(path: &Path, linktype: u32, frames: impl IntoIterator<Item = (u64, Vec<u8>)>) {
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
     let file = std::io::BufWriter::new(std::fs::File::create(path).expect("create pcap"));
-    let header = PcapHeader { ts_resolution: pcap_file::TsResolution::NanoSecond, ..Default::default() };
+    let header = PcapHeader {
+        ts_resolution: pcap_file::TsResolution::NanoSecond,
+        datalink: pcap_file::DataLink::from(linktype),
+        ..Default::default()
+    };
     let mut w = PcapWriter::with_header(file, header).expect("pcap header");
     for (ts, data) in frames {
         let pkt = PcapPacket::new(std::time::Duration::from_nanos(ts), data.len() as u32, &data);
         w.write_packet(&pkt).expect("write packet");
     }
+}
+
+/// An Ethernet frame as Linux cooked capture v1 (SLL, link type 113) has it: a 16-byte
+/// header with the packet type (0 = to us), ARPHRD_ETHER, the source MAC and the
+/// EtherType, then the frame's payload.
+pub fn eth_to_sll(eth: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0, 1, 0, 6];
+    out.extend_from_slice(&eth[6..12]);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&eth[12..]);
+    out
+}
+
+/// An Ethernet frame as Linux cooked capture v2 (SLL2, link type 276) has it: a
+/// 20-byte header with the EtherType first, then the payload.
+pub fn eth_to_sll2(eth: &[u8]) -> Vec<u8> {
+    let mut out = eth[12..14].to_vec();
+    out.extend_from_slice(&[0, 0]); // reserved
+    out.extend_from_slice(&2u32.to_be_bytes()); // interface index
+    out.extend_from_slice(&[0, 1, 0, 6]); // ARPHRD_ETHER, to us, address length
+    out.extend_from_slice(&eth[6..12]);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&eth[14..]);
+    out
+}
+
+/// An untagged Ethernet frame's IP packet, as raw-IP captures (link type 101) have it.
+pub fn eth_to_raw_ip(eth: &[u8]) -> Vec<u8> {
+    eth[14..].to_vec()
 }
 
 /// An Ethernet/IPv4/UDP frame.

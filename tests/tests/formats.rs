@@ -1,11 +1,84 @@
-//! Capture formats written by the real tools, read back by `pathwatch replay`:
-//! tcpdump's Linux cooked v2 (SLL2, `-i any`) pcap and tshark's pcapng (SLL), taken in
-//! a namespace of our own while `dig` sends DNS queries to a local dnsmasq.
+//! Capture formats read back by `pathwatch replay`: the same frames written with each
+//! link type replay knows (no root needed), and tcpdump's Linux cooked v2 (SLL2, `-i
+//! any`) pcap and tshark's pcapng (SLL) as the real tools write them, taken in a
+//! namespace of our own while `dig` sends DNS queries to a local dnsmasq.
 
 use std::time::Duration;
 
 use pathwatch::lab::netns::{NetNs, wait_for};
-use pathwatch_tests::{TempDir, json_lines, pathwatch, privileged};
+use pathwatch_tests::{
+    TempDir, dns_query, dns_response, eth_to_raw_ip, eth_to_sll, eth_to_sll2, json_lines, pathwatch, privileged, udp4,
+    write_pcap_linktype,
+};
+use serde_json::Value;
+
+/// An Ethernet/IPv6/UDP frame.
+fn udp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv6(src, dst, 64)
+        .udp(sport, dport);
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("build frame");
+    out
+}
+
+/// A SERVFAIL storm on mus.cisco.com over IPv4 and one on another name over IPv6.
+fn storm_frames() -> Vec<(u64, Vec<u8>)> {
+    let (c4, r4) = ([198, 18, 0, 2], [198, 18, 0, 1]);
+    let (mut c6, mut r6) = ([0u8; 16], [0u8; 16]);
+    c6[0] = 0xfd;
+    c6[15] = 2;
+    r6[0] = 0xfd;
+    r6[15] = 1;
+    let mut frames = Vec::new();
+    for i in 0..6u16 {
+        let t = 1_600_000_000_000_000_000 + u64::from(i) * 15_000_000_000;
+        let port = 50000 + i;
+        frames.push((t, udp4(c4, r4, port, 53, &dns_query(i, "mus.cisco.com"))));
+        frames.push((t + 2_000_000_000, udp4(r4, c4, 53, port, &dns_response(i, "mus.cisco.com", 2))));
+        frames.push((t + 1_000, udp6(c6, r6, port, 53, &dns_query(0x100 + i, "v6.example"))));
+        frames.push((t + 3_000_000, udp6(r6, c6, 53, port, &dns_response(0x100 + i, "v6.example", 3))));
+    }
+    frames.sort_by_key(|(t, _)| *t);
+    frames
+}
+
+/// `replay --json -` of `capture`: its lines, the summary without its file names.
+fn replay_lines(capture: &std::path::Path) -> Vec<Value> {
+    let (code, out, err) = pathwatch(&["replay", "--json", "-", capture.to_str().unwrap()]);
+    assert_eq!(code, 0, "{}: {err}", capture.display());
+    let mut lines = json_lines(&out);
+    let summary = lines.last_mut().expect("a summary line").as_object_mut().expect("an object");
+    assert_eq!(summary["type"], "summary");
+    summary.remove("files");
+    lines
+}
+
+#[test]
+fn cooked_and_raw_ip_captures_replay_like_ethernet() {
+    let dir = TempDir::new("linktypes");
+    let frames = storm_frames();
+    let write = |name: &str, linktype: u32, convert: fn(&[u8]) -> Vec<u8>| {
+        let path = dir.0.join(name);
+        write_pcap_linktype(&path, linktype, frames.iter().map(|(t, f)| (*t, convert(f))));
+        path
+    };
+    let ethernet = replay_lines(&write("ethernet.pcap", 1, |f| f.to_vec()));
+    let summary = ethernet.last().unwrap();
+    assert_eq!(summary["packets"], 24);
+    assert_eq!((&summary["events"]["dns_servfail"], &summary["events"]["dns_nxdomain"]), (&6.into(), &6.into()));
+    let qnames: Vec<&Value> =
+        ethernet.iter().filter(|l| l["type"] == "finding").map(|l| &l["subject"]["qname"]).collect();
+    assert_eq!(qnames, ["mus.cisco.com", "v6.example"], "{ethernet:#?}");
+    for (name, linktype, convert) in [
+        ("sll.pcap", 113, eth_to_sll as fn(&[u8]) -> Vec<u8>),
+        ("sll2.pcap", 276, eth_to_sll2),
+        ("raw.pcap", 101, eth_to_raw_ip),
+    ] {
+        let got = replay_lines(&write(name, linktype, convert));
+        assert_eq!(got, ethernet, "{name} (link type {linktype}) replays differently from Ethernet");
+    }
+}
 
 #[test]
 fn sll2_pcap_from_tcpdump_and_pcapng_from_tshark_replay_alike() {

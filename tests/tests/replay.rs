@@ -1,13 +1,15 @@
 //! `pathwatch replay` end to end: the seed captures give exactly the findings of
-//! tests/pcaps/seed/README.md, every public capture gives what tshark says it should,
-//! the kernel classifier gives byte-identical output, and damaged files lose nothing.
+//! tests/pcaps/seed/README.md, every public capture gives the findings tshark predicts
+//! and a summary whose counters are tshark's (EXPECTED.tsv), the kernel classifier
+//! gives byte-identical output, and damaged files lose nothing.
 
 use std::collections::BTreeSet;
 
 use pathwatch_tests::{
-    TempDir, all_pcaps, dns_query, json_lines, pathwatch, pcaps_dir, privileged, rel, udp4, write_pcap,
+    SUMMARY_EVENT_COLUMNS, TempDir, all_pcaps, dns_query, dns_response, eth_to_sll, expected, json_lines, pathwatch,
+    pcaps_dir, privileged, rel, udp4, write_pcap, write_pcap_linktype,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn replay(files: &[&str]) -> (i32, Vec<Value>, String) {
     let mut args = vec!["replay", "--json", "-"];
@@ -24,6 +26,29 @@ fn findings(lines: &[Value]) -> Vec<&Value> {
     lines.iter().filter(|l| l["type"] == "finding").collect()
 }
 
+/// The evidence keys DESIGN.md requires of a `dns_probe_storm`, present even when
+/// null (indexing a JSON object gives null for a missing key too).
+const STORM_EVIDENCE: &[&str] = &[
+    "queries",
+    "responses",
+    "rcodes",
+    "timeouts",
+    "pending",
+    "pattern",
+    "period_s",
+    "jitter_s",
+    "median_latency_s",
+    "known_probe",
+];
+
+/// A storm's evidence, with every key DESIGN.md requires present.
+fn storm_evidence(f: &Value) -> &serde_json::Map<String, Value> {
+    let e = f["evidence"].as_object().expect("evidence is an object");
+    let missing: Vec<&&str> = STORM_EVIDENCE.iter().filter(|k| !e.contains_key(**k)).collect();
+    assert!(missing.is_empty(), "dns_probe_storm evidence lacks {missing:?}: {e:?}");
+    e
+}
+
 #[test]
 fn anyconnect_seed_is_one_periodic_servfail_storm_on_a_known_probe() {
     let (code, lines, err) = replay(&[&seed("anyconnect-mus-servfail.pcap")]);
@@ -36,11 +61,11 @@ fn anyconnect_seed_is_one_periodic_servfail_storm_on_a_known_probe() {
     assert_eq!(f["subject"]["resolver"], "10.88.240.69");
     assert_eq!(f["subject"]["qname"], "mus.cisco.com");
     assert_eq!(f["subject"]["qtype"], "A");
-    let e = &f["evidence"];
+    let e = storm_evidence(f);
     assert_eq!(e["queries"], 8);
     assert_eq!(e["responses"], 8);
     assert_eq!(e["rcodes"], serde_json::json!({"SERVFAIL": 8}));
-    assert_eq!(e["timeouts"], 0);
+    assert_eq!((&e["timeouts"], &e["pending"]), (&json!(0), &json!(0)));
     assert_eq!(e["pattern"], "periodic");
     let period = e["period_s"].as_f64().unwrap();
     assert!((period - 15.0).abs() <= 0.2, "period {period}");
@@ -71,16 +96,51 @@ fn windows_seed_is_two_backoff_storms_with_timeouts_and_pending() {
         assert_eq!(f["kind"], "dns_probe_storm");
         assert_eq!(f["subject"]["client"], "10.4.9.62");
         assert_eq!(f["subject"]["resolver"], "10.4.9.1");
-        let e = &f["evidence"];
+        let e = storm_evidence(f);
         assert_eq!(e["pattern"], "backoff", "{qname}");
         assert_eq!(e["responses"], 0);
-        assert_eq!(e["known_probe"], Value::Null);
+        assert_eq!(e.get("known_probe"), Some(&Value::Null), "{qname}: no known probe, and the key says so");
         assert_eq!(
             (e["queries"].as_u64(), e["timeouts"].as_u64(), e["pending"].as_u64()),
             (Some(queries), Some(timeouts), Some(pending)),
             "{qname}"
         );
     }
+}
+
+#[test]
+fn qnames_match_case_insensitively_from_query_to_response_to_known_probe() {
+    let dir = TempDir::new("qname-case");
+    let pcap = dir.0.join("mus-mixed-case.pcap");
+    let (client, resolver) = ([198, 18, 0, 2], [198, 18, 0, 1]);
+    let asked = ["MUS.Cisco.COM", "mus.cisco.com", "Mus.CISCO.com", "mus.cisco.com"];
+    let echoed = ["mus.cisco.com", "MUS.CISCO.COM", "mUs.CiScO.cOm", "MUS.cisco.com"];
+    let mut frames = Vec::new();
+    for i in 0..8u16 {
+        let t = 1_600_000_000_000_000_000 + u64::from(i) * 15_000_000_000;
+        let (port, q, r) = (50000 + i, asked[usize::from(i) % 4], echoed[usize::from(i) % 4]);
+        frames.push((t, udp4(client, resolver, port, 53, &dns_query(0x1000 + i, q))));
+        frames.push((t + 11_500_000_000, udp4(resolver, client, 53, port, &dns_response(0x1000 + i, r, 2))));
+    }
+    frames.sort_by_key(|(t, _)| *t);
+    write_pcap(&pcap, frames);
+    let (code, lines, err) = replay(&[pcap.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let f = findings(&lines);
+    assert_eq!(f.len(), 1, "one storm, whatever the case: {lines:#?}");
+    let f = f[0];
+    assert_eq!(f["kind"], "dns_probe_storm");
+    assert_eq!(f["subject"]["qname"], "mus.cisco.com");
+    let e = storm_evidence(f);
+    assert_eq!(e["known_probe"], "cisco-anyconnect-mus");
+    assert_eq!(
+        (&e["queries"], &e["responses"], &e["timeouts"], &e["pending"]),
+        (&json!(8), &json!(8), &json!(0), &json!(0))
+    );
+    assert_eq!(e["rcodes"], json!({"SERVFAIL": 8}));
+    // Every response found the transaction of its query: latencies were measured.
+    assert_eq!(e["median_latency_s"], json!(11.5));
+    assert_eq!(e["pattern"], "periodic");
 }
 
 /// What each capture should produce, and why (from SOURCES.md and tshark), as
@@ -209,6 +269,41 @@ fn every_capture_gives_the_findings_tshark_predicts_and_healthy_ones_none() {
 }
 
 #[test]
+fn summary_counters_equal_tshark_counts_on_every_capture() {
+    let expected = expected();
+    let header: Vec<&String> = expected.values().next().expect("EXPECTED.tsv has rows").keys().collect();
+    for (column, _) in SUMMARY_EVENT_COLUMNS.iter().chain(&[("packets", "")]) {
+        assert!(header.iter().any(|h| h == column), "EXPECTED.tsv has no column {column}: {header:?}");
+    }
+    let (mut problems, mut checked) = (Vec::new(), 0);
+    for path in all_pcaps() {
+        let name = rel(&path);
+        let Some(want) = expected.get(&name) else { continue };
+        let (code, lines, err) = replay(&[path.to_str().unwrap()]);
+        let Some(summary) = lines.last().filter(|l| code == 0 && l["type"] == "summary") else {
+            problems.push(format!("{name}: exit {code}, no summary: {err}"));
+            continue;
+        };
+        checked += 1;
+        let got = |column: &str| match column {
+            "packets" => summary["packets"].as_u64(),
+            _ => SUMMARY_EVENT_COLUMNS
+                .iter()
+                .find(|(c, _)| *c == column)
+                .and_then(|(_, key)| summary["events"][*key].as_u64()),
+        };
+        for (column, want) in want {
+            let covered = column == "packets" || SUMMARY_EVENT_COLUMNS.iter().any(|(c, _)| c == column);
+            if covered && got(column) != Some(*want) {
+                problems.push(format!("{name}: {column} = {:?} in the summary, tshark {want}", got(column)));
+            }
+        }
+    }
+    assert!(checked >= 80, "only {checked} captures with an EXPECTED.tsv row");
+    assert!(problems.is_empty(), "{} mismatches:\n{}", problems.len(), problems.join("\n"));
+}
+
+#[test]
 fn kernel_replay_is_byte_identical_on_every_capture() {
     if !privileged("kernel_replay_is_byte_identical_on_every_capture") {
         return;
@@ -225,6 +320,60 @@ fn kernel_replay_is_byte_identical_on_every_capture() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// DNS frames (query, SERVFAIL answer, twice) from 1 s after `t0`.
+fn dns_exchange(t0: u64) -> Vec<(u64, Vec<u8>)> {
+    let (client, resolver) = ([198, 18, 0, 2], [198, 18, 0, 1]);
+    (0..2u16)
+        .flat_map(|i| {
+            let t = t0 + u64::from(i) * 1_000_000_000;
+            [
+                (t, udp4(client, resolver, 40000 + i, 53, &dns_query(i, "a.example"))),
+                (t + 1_000_000, udp4(resolver, client, 53, 40000 + i, &dns_response(i, "a.example", 2))),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn kernel_replay_counts_frames_it_cannot_run_as_other_like_userspace() {
+    if !privileged("kernel_replay_counts_frames_it_cannot_run_as_other_like_userspace") {
+        return;
+    }
+    let dir = TempDir::new("kernel-other");
+    let t0 = 1_600_000_000_000_000_000u64;
+    // Ethernet frames shorter than an Ethernet header never reach the kernel.
+    let eth = dir.0.join("short.pcap");
+    let mut frames = dns_exchange(t0);
+    frames.extend([1usize, 6, 13].iter().enumerate().map(|(i, &n)| (t0 + 500_000_000 + i as u64, vec![0x45; n])));
+    frames.sort_by_key(|(t, _)| *t);
+    write_pcap(&eth, frames);
+    // Cooked frames whose own header is cut short cannot be made Ethernet at all.
+    let sll = dir.0.join("cut-sll.pcap");
+    let mut frames: Vec<(u64, Vec<u8>)> =
+        dns_exchange(t0 + 10_000_000_000).into_iter().map(|(t, f)| (t, eth_to_sll(&f))).collect();
+    frames.extend([4usize, 15].iter().enumerate().map(|(i, &n)| (t0 + 10_500_000_000 + i as u64, vec![0; n])));
+    frames.sort_by_key(|(t, _)| *t);
+    write_pcap_linktype(&sll, 113, frames);
+
+    let (eth, sll) = (eth.to_str().unwrap(), sll.to_str().unwrap());
+    for (files, packets, other) in [(vec![eth], 7, 3), (vec![sll], 6, 2), (vec![eth, sll], 13, 5)] {
+        let mut user_args = vec!["replay", "--json", "-"];
+        user_args.extend(&files);
+        let mut kernel_args = vec!["replay", "--kernel", "--json", "-"];
+        kernel_args.extend(&files);
+        let (c1, user, e1) = pathwatch(&user_args);
+        let (c2, kernel, e2) = pathwatch(&kernel_args);
+        assert_eq!((c1, c2), (0, 0), "{files:?}: {e1} {e2}");
+        let kernel = kernel.replace("\"source\":\"kernel\"", "\"source\":\"userspace\"");
+        assert_eq!(user, kernel, "{files:?}: userspace and kernel replay differ");
+        let summary = json_lines(&kernel).pop().unwrap();
+        let classes = summary["classes"].as_object().unwrap();
+        let sum: u64 = classes.values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!((summary["packets"].as_u64(), sum), (Some(packets), packets), "{files:?}: {summary}");
+        assert_eq!((classes["other"].as_u64(), classes["dns"].as_u64()), (Some(other), Some(packets - other)));
+    }
 }
 
 #[test]
@@ -295,4 +444,9 @@ fn a_million_distinct_names_stay_within_the_table_caps() {
     assert_eq!(summary["tracked"]["dns_transactions"], 20000);
     assert_eq!(summary["evictions"]["dns_names"], n - 5000);
     assert_eq!(summary["evictions"]["dns_transactions"], n - 20000);
+    // 20000 queries fit in 0.2 s of this flood, well inside the 5 s timeout: every
+    // older query lost its place in the deadline queue (with its transaction).
+    assert_eq!(summary["tracked"]["dns_deadlines"], 20000);
+    assert_eq!(summary["evictions"]["dns_deadlines"], n - 20000);
+    assert_eq!(summary["tracked"]["pending_dns_probe_storm"], 0);
 }

@@ -8,6 +8,11 @@
 //! (retransmissions of one id at growing gaps: a stub resolver's 1, 2, 4 s) or
 //! `burst`. Timeouts count query packets; a late answer turns one back into a
 //! response, and a query younger than `timeout_s` at the end is `pending`.
+//!
+//! Every query packet waits for its timeout in a bounded queue. When more queries
+//! arrive within `timeout_s` than `transactions_cap`, the oldest waiting query is
+//! evicted with its transaction (both counted): it can no longer time out, so it is
+//! neither pending nor a timeout, though a late answer still counts.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -19,6 +24,7 @@ use serde_json::{Map, Value, json};
 use super::{
     finding::{Finding, FindingBook, Severity},
     pending::Pending,
+    queue::BoundedQueue,
     table::Table,
     util::{intervals, is_backoff, median, regularity, round3, secs},
 };
@@ -59,6 +65,9 @@ enum Outcome {
     Pending,
     TimedOut,
     Answered(u8),
+    /// Its deadline was evicted before it was due: whether it would have timed out
+    /// is unknown (an answer still counts).
+    Untracked,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -87,9 +96,13 @@ struct Series {
 struct Deadline {
     at: u64,
     sent: u64,
-    series: SeriesKey,
-    id: u16,
-    port: u16,
+    txn: TxnKey,
+}
+
+impl TxnKey {
+    fn series(&self) -> SeriesKey {
+        SeriesKey { client: self.client, qname: self.qname, qtype: self.qtype }
+    }
 }
 
 /// The DNS detector.
@@ -102,8 +115,7 @@ pub struct DnsDetector {
     probes: Vec<(DnsName, KnownProbe)>,
     transactions: Table<TxnKey, u64>,
     series: Table<SeriesKey, Series>,
-    deadlines: VecDeque<Deadline>,
-    deadline_cap: usize,
+    deadlines: BoundedQueue<Deadline>,
     pending: Pending<SeriesKey>,
     /// Responses by rcode name, since start (for metrics).
     pub rcode_totals: BTreeMap<String, u64>,
@@ -127,9 +139,8 @@ impl DnsDetector {
             probes: cfg.known_probe_names(),
             transactions: Table::new("dns_transactions", cfg.dns.transactions_cap.0),
             series: Table::new("dns_names", cfg.dns.names_cap.0),
-            deadlines: VecDeque::new(),
-            deadline_cap: cfg.dns.transactions_cap.0 as usize,
-            pending: Pending::default(),
+            deadlines: BoundedQueue::new("dns_deadlines", cfg.dns.transactions_cap.0),
+            pending: Pending::new("pending_dns_probe_storm", cfg.output.pending_cap.0),
             rcode_totals: BTreeMap::new(),
             timeouts_total: 0,
         }
@@ -145,14 +156,19 @@ impl DnsDetector {
         self.probes = cfg.known_probe_names();
         self.transactions.resize(cfg.dns.transactions_cap.0);
         self.series.resize(cfg.dns.names_cap.0);
-        self.deadline_cap = cfg.dns.transactions_cap.0 as usize;
+        for d in self.deadlines.resize(cfg.dns.transactions_cap.0) {
+            self.abandon(d);
+        }
+        self.pending.resize(cfg.output.pending_cap.0);
     }
 
     /// Tables, for `tracked` and `evictions`.
-    pub fn occupancy(&self) -> [(&'static str, usize, u64); 2] {
+    pub fn occupancy(&self) -> [(&'static str, usize, u64); 4] {
         [
             (self.transactions.name(), self.transactions.len(), self.transactions.evictions()),
             (self.series.name(), self.series.len(), self.series.evictions()),
+            (self.deadlines.name(), self.deadlines.len(), self.deadlines.evictions()),
+            self.pending.occupancy(),
         ]
     }
 
@@ -173,6 +189,12 @@ impl DnsDetector {
         let (client, resolver, port) = (ev.src_ip(), ev.dst_ip(), ev.header.src_port);
         let qname = q.name.key();
         let txn = TxnKey { client, resolver, client_port: port, id, qname, qtype: q.qtype };
+        // The deadline first: at the cap it evicts the oldest query with its
+        // transaction, which may be this one's earlier packet.
+        let deadline = Deadline { at: now.saturating_add(self.timeout_ns), sent: now, txn };
+        if let Some(evicted) = self.deadlines.push_back(deadline) {
+            self.abandon(evicted);
+        }
         self.transactions.entry(txn, || now);
         let key = SeriesKey { client, qname, qtype: q.qtype };
         let s = self.series.entry(key, || Series {
@@ -197,16 +219,6 @@ impl DnsDetector {
             }
         }
         s.recent.push_back(QueryPacket { ts: now, id, port, outcome: Outcome::Pending });
-        if self.deadlines.len() == self.deadline_cap {
-            self.deadlines.pop_front();
-        }
-        self.deadlines.push_back(Deadline {
-            at: now.saturating_add(self.timeout_ns),
-            sent: now,
-            series: key,
-            id,
-            port,
-        });
         self.evaluate(&key, now);
     }
 
@@ -231,7 +243,7 @@ impl DnsDetector {
             if p.outcome == Outcome::TimedOut {
                 s.timeouts -= 1;
             }
-            if matches!(p.outcome, Outcome::Pending | Outcome::TimedOut) {
+            if matches!(p.outcome, Outcome::Pending | Outcome::TimedOut | Outcome::Untracked) {
                 p.outcome = Outcome::Answered(rcode);
             }
         }
@@ -242,9 +254,10 @@ impl DnsDetector {
     pub fn expire(&mut self, now: u64) {
         while self.deadlines.front().is_some_and(|d| d.at <= now) {
             let d = self.deadlines.pop_front().expect("checked");
-            let Some(s) = self.series.get_mut(&d.series) else { continue };
+            let series = d.txn.series();
+            let Some(s) = self.series.get_mut(&series) else { continue };
             let mut changed = false;
-            for p in s.recent.iter_mut().filter(|p| p.id == d.id && p.port == d.port && p.ts == d.sent) {
+            for p in s.recent.iter_mut().filter(|p| p.id == d.txn.id && p.port == d.txn.client_port && p.ts == d.sent) {
                 if p.outcome == Outcome::Pending {
                     p.outcome = Outcome::TimedOut;
                     s.timeouts += 1;
@@ -253,8 +266,29 @@ impl DnsDetector {
                 }
             }
             if changed {
-                self.evaluate(&d.series, d.at);
+                self.evaluate(&series, d.at);
             }
+        }
+    }
+
+    /// A query whose deadline was evicted: its transaction goes too (unless it was
+    /// started again after this packet), and the packet can no longer time out.
+    fn abandon(&mut self, d: Deadline) {
+        if self.transactions.peek(&d.txn).is_some_and(|&first_sent| first_sent <= d.sent) {
+            self.transactions.evict(&d.txn);
+        }
+        let series = d.txn.series();
+        let Some(s) = self.series.peek_mut(&series) else { return };
+        let mut changed = false;
+        for p in s.recent.iter_mut().filter(|p| p.id == d.txn.id && p.port == d.txn.client_port && p.ts == d.sent) {
+            if p.outcome == Outcome::Pending {
+                p.outcome = Outcome::Untracked;
+                changed = true;
+            }
+        }
+        if changed && s.storm {
+            // Its `pending` count changed.
+            self.pending.mark(&series, s.last_seen);
         }
     }
 
@@ -425,4 +459,104 @@ pub fn fleet(findings: &[Finding]) -> Vec<Value> {
             json!({"kind": "dns_probe_storm", "qname": qname, "qtype": qtype, "clients": clients.len(), "resolvers": resolvers})
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::{EventHeader, EventKind};
+
+    use crate::{
+        config::{Cap, Config},
+        detect::{Detectors, Emission},
+        event::Event,
+    };
+
+    const S: u64 = 1_000_000_000;
+    const T0: u64 = 1_700_000_000 * S;
+
+    fn v4(last: u8) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[198, 18, 0, last]);
+        a
+    }
+
+    /// A DNS message `A name` with `id`, as a query or a response with `rcode`.
+    fn dns_event(ts: u64, client: u8, id: u16, name: &str, response: Option<u8>) -> Event {
+        let flags = match response {
+            None => [0x01, 0x00],
+            Some(rcode) => [0x81, 0x80 | rcode],
+        };
+        let mut snap = id.to_be_bytes().to_vec();
+        snap.extend_from_slice(&flags);
+        snap.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.') {
+            snap.push(label.len() as u8);
+            snap.extend_from_slice(label.as_bytes());
+        }
+        snap.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let (c, r) = ((v4(client), 40000 + id), (v4(1), 53));
+        let ((src, sport), (dst, dport)) = if response.is_none() { (c, r) } else { (r, c) };
+        let header = EventHeader {
+            ts_ns: ts,
+            kind: EventKind::Dns as u8,
+            ip_version: 4,
+            src_addr: src,
+            dst_addr: dst,
+            src_port: sport,
+            dst_port: dport,
+            snap_len: snap.len() as u16,
+            ..Default::default()
+        };
+        Event { header, snap }
+    }
+
+    #[test]
+    fn a_query_whose_deadline_is_evicted_goes_with_its_transaction_and_stays_answerable() {
+        let mut cfg = Config::default();
+        cfg.dns.transactions_cap = Cap(2);
+        let mut d = Detectors::new(&cfg, Emission::AtEnd);
+        // Four queries within the timeout; room for two deadlines: ids 1 and 2 lose
+        // theirs, with their transactions.
+        for id in 1..=4u16 {
+            d.on_event(&dns_event(T0 + u64::from(id) * 1_000_000, 2, id, "lost.example", None));
+        }
+        assert_eq!(d.evictions()["dns_deadlines"], 2);
+        assert_eq!(d.evictions()["dns_transactions"], 2);
+        assert_eq!((d.tracked()["dns_deadlines"], d.tracked()["dns_transactions"]), (2, 2));
+        // id 1 is still answered (late, without a latency: its transaction is gone).
+        d.on_event(&dns_event(T0 + 2 * S, 2, 1, "lost.example", Some(2)));
+        d.finish(T0 + 60 * S);
+        let f = d.take_due();
+        assert_eq!(f.len(), 1, "{f:?}");
+        let e = &f[0].evidence;
+        // ids 3 and 4 timed out; 2 can no longer time out and is not left pending forever.
+        assert_eq!(
+            (&e["queries"], &e["responses"], &e["timeouts"], &e["pending"]),
+            (&4.into(), &1.into(), &2.into(), &0.into()),
+            "{e:?}"
+        );
+        assert_eq!(e["median_latency_s"], serde_json::Value::Null);
+        assert_eq!(d.tracked()["dns_deadlines"], 0);
+    }
+
+    #[test]
+    fn storm_marks_past_pending_cap_are_dropped_and_counted() {
+        let mut cfg = Config::default();
+        cfg.output.pending_cap = Cap(1);
+        let mut d = Detectors::new(&cfg, Emission::AtEnd);
+        for client in [2u8, 3] {
+            for id in 1..=4u16 {
+                let t = T0 + u64::from(client) * 100 * S + u64::from(id) * 15 * S;
+                d.on_event(&dns_event(t, client, id, "fail.example", None));
+                d.on_event(&dns_event(t + S, client, id, "fail.example", Some(2)));
+            }
+        }
+        assert_eq!(d.tracked()["pending_dns_probe_storm"], 1);
+        assert_eq!(d.evictions()["pending_dns_probe_storm"], 1, "client 2's storm was pushed out by client 3's");
+        d.finish(T0 + 1000 * S);
+        let f = d.take_due();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].subject["client"], "198.18.0.3");
+        assert_eq!(d.tracked()["pending_dns_probe_storm"], 0);
+    }
 }

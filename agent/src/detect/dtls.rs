@@ -7,6 +7,11 @@
 //! ClientHello from the same client to the same server marks the fallback to TLS.
 //! TLS sessions from one client to one server at a regular interval are a VPN that
 //! keeps reconnecting.
+//!
+//! New flows wait for their timeout in a queue bounded by `flows_cap`. When more new
+//! flows arrive within `timeout_s` than that, the oldest waiting flow is evicted from
+//! the queue and from the flow table (both counted): it can no longer be found
+//! blocked, and starts over if it says ClientHello again.
 
 use std::{collections::VecDeque, net::IpAddr};
 
@@ -18,6 +23,7 @@ use serde_json::{Map, json};
 use super::{
     finding::{Finding, FindingBook, Severity},
     pending::Pending,
+    queue::BoundedQueue,
     table::Table,
     util::{intervals, regularity, round3, secs},
 };
@@ -86,8 +92,7 @@ pub struct DtlsDetector {
     /// Latest TLS ClientHello per (client, server), any port.
     tls_last: Table<(IpAddr, IpAddr), u64>,
     /// Flows with ClientHellos and no answer yet, in order of first ClientHello.
-    waiting: VecDeque<(u64, FlowKey)>,
-    waiting_cap: usize,
+    waiting: BoundedQueue<(u64, FlowKey)>,
     pending_blocked: Pending<Subject>,
     pending_unreachable: Pending<Subject>,
     pending_reconnect: Pending<Subject>,
@@ -106,11 +111,10 @@ impl DtlsDetector {
             subjects: Table::new("dtls_subjects", cfg.dtls.flows_cap.0),
             tls: Table::new("tls_sessions", cfg.dtls.flows_cap.0),
             tls_last: Table::new("tls_pairs", cfg.dtls.flows_cap.0),
-            waiting: VecDeque::new(),
-            waiting_cap: cfg.dtls.flows_cap.0 as usize,
-            pending_blocked: Pending::default(),
-            pending_unreachable: Pending::default(),
-            pending_reconnect: Pending::default(),
+            waiting: BoundedQueue::new("dtls_waiting", cfg.dtls.flows_cap.0),
+            pending_blocked: Pending::new("pending_dtls_blocked", cfg.output.pending_cap.0),
+            pending_unreachable: Pending::new("pending_dtls_port_unreachable", cfg.output.pending_cap.0),
+            pending_reconnect: Pending::new("pending_vpn_reconnect_loop", cfg.output.pending_cap.0),
         }
     }
 
@@ -125,17 +129,34 @@ impl DtlsDetector {
         self.subjects.resize(cfg.dtls.flows_cap.0);
         self.tls.resize(cfg.dtls.flows_cap.0);
         self.tls_last.resize(cfg.dtls.flows_cap.0);
-        self.waiting_cap = cfg.dtls.flows_cap.0 as usize;
+        for evicted in self.waiting.resize(cfg.dtls.flows_cap.0) {
+            self.forget(evicted);
+        }
+        for p in [&mut self.pending_blocked, &mut self.pending_unreachable, &mut self.pending_reconnect] {
+            p.resize(cfg.output.pending_cap.0);
+        }
     }
 
     /// Tables, for `tracked` and `evictions`.
-    pub fn occupancy(&self) -> [(&'static str, usize, u64); 4] {
+    pub fn occupancy(&self) -> [(&'static str, usize, u64); 8] {
         [
             (self.flows.name(), self.flows.len(), self.flows.evictions()),
             (self.subjects.name(), self.subjects.len(), self.subjects.evictions()),
             (self.tls.name(), self.tls.len(), self.tls.evictions()),
             (self.tls_last.name(), self.tls_last.len(), self.tls_last.evictions()),
+            (self.waiting.name(), self.waiting.len(), self.waiting.evictions()),
+            self.pending_blocked.occupancy(),
+            self.pending_unreachable.occupancy(),
+            self.pending_reconnect.occupancy(),
         ]
+    }
+
+    /// A waiting flow evicted from the queue: the flow goes too (unless it was started
+    /// again after it), so that no flow is held that can never time out.
+    fn forget(&mut self, (first_hello, key): (u64, FlowKey)) {
+        if self.flows.peek(&key).is_some_and(|f| f.hellos.first().is_some_and(|&t| t <= first_hello)) {
+            self.flows.evict(&key);
+        }
     }
 
     /// A datagram of DTLS handshake, alert or CCS records.
@@ -154,12 +175,6 @@ impl DtlsDetector {
             if flow.hellos.len() < HELLO_TIMES {
                 flow.hellos.push(now);
             }
-            if new {
-                self.waiting.push_back((now, key));
-                if self.waiting.len() > self.waiting_cap {
-                    self.waiting.pop_front();
-                }
-            }
             if flow.blocked {
                 let times = flow.hellos.clone();
                 let agg = self.subjects.entry(key.subject(), Agg::default);
@@ -169,6 +184,9 @@ impl DtlsDetector {
                     agg.retransmits = times;
                 }
                 self.pending_blocked.mark(&key.subject(), now);
+            }
+            if new && let Some(evicted) = self.waiting.push_back((now, key)) {
+                self.forget(evicted);
             }
         } else {
             // Records from the server side answer the flow.
@@ -412,5 +430,75 @@ impl Subject {
         m.insert("server".into(), json!(self.server.to_string()));
         m.insert("port".into(), json!(self.port));
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::{EventHeader, EventInfo, EventKind, proto::HS_CLIENT_HELLO};
+
+    use crate::{
+        config::{Cap, Config},
+        detect::{Detectors, Emission},
+        event::Event,
+    };
+
+    const MS: u64 = 1_000_000;
+    const T0: u64 = 1_700_000_000_000_000_000;
+
+    /// A DTLS ClientHello from 198.18.0.`client` to 198.18.1.1:443.
+    fn hello(ts: u64, client: u8) -> Event {
+        let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+        src[..4].copy_from_slice(&[198, 18, 0, client]);
+        dst[..4].copy_from_slice(&[198, 18, 1, 1]);
+        let info = EventInfo {
+            handshake_mask: 1 << HS_CLIENT_HELLO,
+            dtls_records: 1,
+            dtls_content_mask: 1 << (22 - 20),
+            ..Default::default()
+        };
+        let header = EventHeader {
+            ts_ns: ts,
+            kind: EventKind::Dtls as u8,
+            ip_version: 4,
+            src_addr: src,
+            dst_addr: dst,
+            src_port: 50000,
+            dst_port: 443,
+            info,
+            ..Default::default()
+        };
+        Event { header, snap: Vec::new() }
+    }
+
+    fn blocked_clients(d: &mut Detectors) -> Vec<String> {
+        let mut c: Vec<String> = d
+            .take_due()
+            .iter()
+            .filter(|f| f.kind == "dtls_blocked")
+            .map(|f| f.subject["client"].as_str().unwrap().to_string())
+            .collect();
+        c.sort();
+        c
+    }
+
+    #[test]
+    fn a_flow_evicted_from_the_waiting_queue_is_forgotten_not_held_forever() {
+        let mut cfg = Config::default();
+        cfg.dtls.flows_cap = Cap(2);
+        let mut d = Detectors::new(&cfg, Emission::AtEnd);
+        // A and B start; A retries (so B is the least recently used flow); C starts:
+        // the flow table drops B, the full waiting queue drops A, the oldest waiting.
+        for (t, client) in [(0, 0xa), (1, 0xb), (2, 0xa), (3, 0xc)] {
+            d.on_event(&hello(T0 + t * MS, client));
+        }
+        assert_eq!(d.evictions()["dtls_waiting"], 1);
+        assert_eq!(d.evictions()["dtls_flows"], 2, "B by the LRU, A with its waiting entry");
+        assert_eq!((d.tracked()["dtls_flows"], d.tracked()["dtls_waiting"]), (1, 2));
+        // A, forgotten, starts over with its next hello (and B's stale entry goes).
+        d.on_event(&hello(T0 + 4 * MS, 0xa));
+        assert_eq!((d.tracked()["dtls_flows"], d.evictions()["dtls_waiting"]), (2, 2));
+        d.finish(T0 + 60_000 * MS);
+        assert_eq!(blocked_clients(&mut d), ["198.18.0.10", "198.18.0.12"]);
     }
 }

@@ -6,6 +6,7 @@ pub mod dtls;
 pub mod finding;
 pub mod pending;
 pub mod pmtu;
+pub mod queue;
 pub mod table;
 pub mod util;
 

@@ -3,47 +3,53 @@
 //! A detector updates its state on every event but builds a finding (strings, JSON
 //! maps) only when the findings are next read: after each batch of events live, once
 //! at the end of a replay. A storm answered a million times costs one build per batch,
-//! not a million.
+//! not a million. A replay holds every mark to its end, so the marks live in a bounded
+//! [`Table`]: past `output.pending_cap` the least recently marked key is dropped (its
+//! finding is not rebuilt), and counted.
 
-use std::{collections::HashMap, hash::Hash};
+use std::hash::Hash;
 
-use ahash::RandomState;
+use super::table::Table;
 
 /// Keys marked since the last drain, with the time of their latest mark.
 pub struct Pending<K: Hash + Eq> {
-    marks: HashMap<K, (u64, u64), RandomState>,
-    seq: u64,
-}
-
-impl<K: Hash + Eq + Clone> Default for Pending<K> {
-    fn default() -> Self {
-        Pending { marks: HashMap::default(), seq: 0 }
-    }
+    marks: Table<K, u64>,
 }
 
 impl<K: Hash + Eq + Clone> Pending<K> {
+    /// Marks called `name` (in `tracked` / `evictions`), at most `capacity` of them.
+    pub fn new(name: &'static str, capacity: u64) -> Pending<K> {
+        Pending { marks: Table::new(name, capacity) }
+    }
+
     /// Marks `key` as changed at `now`.
     pub fn mark(&mut self, key: &K, now: u64) {
-        self.seq += 1;
-        let seq = self.seq;
         match self.marks.get_mut(key) {
-            Some(m) => *m = (m.0.max(now), seq),
+            Some(t) => *t = (*t).max(now),
             None => {
-                self.marks.insert(key.clone(), (now, seq));
+                self.marks.entry(key.clone(), || now);
             }
         }
     }
 
     /// Every marked key with its time, in the order of their latest marks.
     pub fn drain(&mut self) -> Vec<(K, u64)> {
-        let mut all: Vec<(K, (u64, u64))> = self.marks.drain().collect();
-        all.sort_by_key(|(_, (_, seq))| *seq);
-        all.into_iter().map(|(k, (t, _))| (k, t)).collect()
+        self.marks.drain()
     }
 
     /// Whether nothing is marked.
     pub fn is_empty(&self) -> bool {
         self.marks.is_empty()
+    }
+
+    /// Changes the capacity (dropping the least recently marked keys, counted).
+    pub fn resize(&mut self, capacity: u64) {
+        self.marks.resize(capacity);
+    }
+
+    /// (name, keys held, keys evicted), for `tracked` and `evictions`.
+    pub fn occupancy(&self) -> (&'static str, usize, u64) {
+        (self.marks.name(), self.marks.len(), self.marks.evictions())
     }
 }
 
@@ -53,11 +59,24 @@ mod tests {
 
     #[test]
     fn one_entry_per_key_with_the_latest_time_in_mark_order() {
-        let mut p = Pending::default();
+        let mut p = Pending::new("p", 10);
         p.mark(&"a", 5);
         p.mark(&"b", 6);
         p.mark(&"a", 9);
         assert_eq!(p.drain(), vec![("b", 6), ("a", 9)]);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn past_its_cap_the_least_recently_marked_key_is_dropped_and_counted() {
+        let mut p = Pending::new("p", 2);
+        p.mark(&"a", 1);
+        p.mark(&"b", 2);
+        p.mark(&"a", 3);
+        p.mark(&"c", 4);
+        assert_eq!(p.occupancy(), ("p", 2, 1));
+        assert_eq!(p.drain(), vec![("a", 3), ("c", 4)], "b was marked least recently");
+        p.mark(&"d", 5);
+        assert_eq!(p.occupancy(), ("p", 1, 1));
     }
 }

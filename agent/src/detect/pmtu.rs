@@ -97,9 +97,9 @@ impl PmtuDetector {
             paths: Table::new("icmp_paths", cap),
             signalled_flows: Table::new("icmp_flows", cap),
             mss: Table::new("mss_pairs", cap),
-            pending_signals: Pending::default(),
-            pending_black_holes: Pending::default(),
-            pending_mss: Pending::default(),
+            pending_signals: Pending::new("pending_pmtu_signal", cfg.output.pending_cap.0),
+            pending_black_holes: Pending::new("pending_pmtu_black_hole", cfg.output.pending_cap.0),
+            pending_mss: Pending::new("pending_mss_exceeds_path_mtu", cfg.output.pending_cap.0),
         }
     }
 
@@ -113,16 +113,22 @@ impl PmtuDetector {
         self.paths.resize(cap);
         self.signalled_flows.resize(cap);
         self.mss.resize(cap);
+        self.pending_signals.resize(cfg.output.pending_cap.0);
+        self.pending_black_holes.resize(cfg.output.pending_cap.0);
+        self.pending_mss.resize(cfg.output.pending_cap.0);
     }
 
     /// Tables, for `tracked` and `evictions`.
-    pub fn occupancy(&self) -> [(&'static str, usize, u64); 5] {
+    pub fn occupancy(&self) -> [(&'static str, usize, u64); 8] {
         [
             (self.mss.name(), self.mss.len(), self.mss.evictions()),
             (self.flows.name(), self.flows.len(), self.flows.evictions()),
             (self.signals.name(), self.signals.len(), self.signals.evictions()),
             (self.paths.name(), self.paths.len(), self.paths.evictions()),
             (self.signalled_flows.name(), self.signalled_flows.len(), self.signalled_flows.evictions()),
+            self.pending_signals.occupancy(),
+            self.pending_black_holes.occupancy(),
+            self.pending_mss.occupancy(),
         ]
     }
 

@@ -48,6 +48,11 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
         self.map.peek(key)
     }
 
+    /// The entry for `key`, mutably, without touching its recency.
+    pub fn peek_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.map.peek_mut(key)
+    }
+
     /// The entry for `key`, created with `make` if missing (evicting the least
     /// recently used entry when full).
     pub fn entry(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
@@ -61,6 +66,19 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// Removes `key`.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         self.map.pop(key)
+    }
+
+    /// Removes `key` for want of room elsewhere (its partner in a full queue was
+    /// evicted), counting it as an eviction when it was held.
+    pub fn evict(&mut self, key: &K) -> Option<V> {
+        let gone = self.map.pop(key);
+        self.evictions += u64::from(gone.is_some());
+        gone
+    }
+
+    /// Takes every entry out, least recently used first (not counted as evictions).
+    pub fn drain(&mut self) -> Vec<(K, V)> {
+        std::iter::from_fn(|| self.map.pop_lru()).collect()
     }
 
     /// Entries held.
@@ -128,6 +146,42 @@ mod tests {
         assert_eq!(t.peek(&9), Some(&1), "an existing entry is not replaced");
         t.resize(1);
         assert_eq!((t.len(), t.evictions()), (1, 9));
+    }
+
+    #[test]
+    fn evicts_the_least_recently_used_not_the_oldest_inserted() {
+        let mut t: Table<u32, u32> = Table::new("t", 3);
+        for i in 0..3 {
+            t.entry(i, || i);
+        }
+        // 0 is the oldest entry, but reading it (or finding it again) makes it the
+        // most recently used: 1, then 2, are the ones to go.
+        assert_eq!(t.get_mut(&0).copied(), Some(0));
+        t.entry(3, || 3);
+        assert!(t.peek(&1).is_none(), "1 was the least recently used");
+        assert!(t.peek(&0).is_some(), "0 was used after 1 and 2: a FIFO would have dropped it");
+        t.entry(0, || 99);
+        t.entry(4, || 4);
+        assert!(t.peek(&2).is_none() && t.peek(&0) == Some(&0), "entry() on a held key touches it too");
+        // peek does not touch: 3 is now the least recently used, though just peeked.
+        assert!(t.peek(&3).is_some());
+        t.entry(5, || 5);
+        assert!(t.peek(&3).is_none());
+        assert_eq!((t.len(), t.evictions()), (3, 3));
+    }
+
+    #[test]
+    fn evict_counts_only_what_was_held_and_drain_empties_oldest_first() {
+        let mut t: Table<u32, u32> = Table::new("t", 5);
+        for i in 0..4 {
+            t.entry(i, || i * 10);
+        }
+        assert_eq!((t.evict(&1), t.evict(&1), t.evict(&7)), (Some(10), None, None));
+        assert_eq!(t.evictions(), 1);
+        t.get_mut(&0);
+        assert_eq!(t.drain(), vec![(2, 20), (3, 30), (0, 0)]);
+        assert!(t.is_empty());
+        assert_eq!(t.evictions(), 1, "draining is not evicting");
     }
 
     #[test]
