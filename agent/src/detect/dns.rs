@@ -306,6 +306,11 @@ impl DnsDetector {
         self.pending.mark(key, now);
     }
 
+    /// Whether a table of marked findings is full: build them before the next mark.
+    pub fn pending_full(&self) -> bool {
+        self.pending.is_full()
+    }
+
     /// Builds the findings of the storms that changed since the last flush.
     pub fn flush(&mut self, book: &mut FindingBook) {
         for (key, at) in self.pending.drain() {
@@ -540,7 +545,7 @@ mod tests {
     }
 
     #[test]
-    fn storm_marks_past_pending_cap_are_dropped_and_counted() {
+    fn a_full_table_of_storm_marks_is_built_at_once_and_no_storm_is_lost() {
         let mut cfg = Config::default();
         cfg.output.pending_cap = Cap(1);
         let mut d = Detectors::new(&cfg, Emission::AtEnd);
@@ -551,12 +556,13 @@ mod tests {
                 d.on_event(&dns_event(t + S, client, id, "fail.example", Some(2)));
             }
         }
-        assert_eq!(d.tracked()["pending_dns_probe_storm"], 1);
-        assert_eq!(d.evictions()["pending_dns_probe_storm"], 1, "client 2's storm was pushed out by client 3's");
+        assert_eq!(d.evictions()["pending_dns_probe_storm"], 0, "a full table is flushed, not evicted from");
         d.finish(T0 + 1000 * S);
         let f = d.take_due();
-        assert_eq!(f.len(), 1);
-        assert_eq!(f[0].subject["client"], "198.18.0.3");
+        let clients: Vec<_> = f.iter().map(|f| f.subject["client"].clone()).collect();
+        assert_eq!(clients, ["198.18.0.2", "198.18.0.3"], "{f:?}");
+        // Built early or not, each storm has its final evidence.
+        assert!(f.iter().all(|f| f.evidence["queries"] == 4 && f.evidence["responses"] == 4), "{f:?}");
         assert_eq!(d.tracked()["pending_dns_probe_storm"], 0);
     }
 }

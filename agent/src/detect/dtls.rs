@@ -253,6 +253,11 @@ impl DtlsDetector {
         book.upsert(finding, format!("{:.0}", period / 10.0), now);
     }
 
+    /// Whether a table of marked findings is full: build them before the next mark.
+    pub fn pending_full(&self) -> bool {
+        self.pending_blocked.is_full() || self.pending_unreachable.is_full() || self.pending_reconnect.is_full()
+    }
+
     /// Builds the findings whose evidence changed since the last flush.
     pub fn flush(&mut self, book: &mut FindingBook) {
         for (s, at) in self.pending_blocked.drain() {

@@ -66,6 +66,15 @@ impl Detectors {
             EventKind::TcpSyn => self.pmtu.on_syn(ev),
             EventKind::TcpLargeRetransmit => self.pmtu.on_retransmit(ev),
         }
+        self.flush_if_full();
+    }
+
+    /// A replay builds findings at its end; a table of marks that fills up before then
+    /// is built now, so no finding is lost to `output.pending_cap`.
+    fn flush_if_full(&mut self) {
+        if self.dns.pending_full() || self.dtls.pending_full() || self.pmtu.pending_full() {
+            self.flush();
+        }
     }
 
     /// Time passes without events (live: a timer; replay: between frames).
@@ -73,6 +82,7 @@ impl Detectors {
         self.last_ts = self.last_ts.max(now_ns);
         self.dns.expire(now_ns);
         self.dtls.expire(now_ns);
+        self.flush_if_full();
     }
 
     /// End of input at `end_ns`: time out what is due, and queue a replay's findings.

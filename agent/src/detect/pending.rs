@@ -3,9 +3,11 @@
 //! A detector updates its state on every event but builds a finding (strings, JSON
 //! maps) only when the findings are next read: after each batch of events live, once
 //! at the end of a replay. A storm answered a million times costs one build per batch,
-//! not a million. A replay holds every mark to its end, so the marks live in a bounded
-//! [`Table`]: past `output.pending_cap` the least recently marked key is dropped (its
-//! finding is not rebuilt), and counted.
+//! not a million. A replay holds its marks until the end, so the marks live in a
+//! bounded [`Table`] (`output.pending_cap`): when one fills up, the detectors build
+//! the marked findings at once ([`crate::detect::Detectors::on_event`]) instead of
+//! letting a mark go. Only a mark that arrives while its table is full and cannot be
+//! flushed first is dropped, and counted.
 
 use std::hash::Hash;
 
@@ -35,6 +37,11 @@ impl<K: Hash + Eq + Clone> Pending<K> {
     /// Every marked key with its time, in the order of their latest marks.
     pub fn drain(&mut self) -> Vec<(K, u64)> {
         self.marks.drain()
+    }
+
+    /// Whether the next new key would drop the least recently marked one.
+    pub fn is_full(&self) -> bool {
+        self.marks.is_full()
     }
 
     /// Whether nothing is marked.

@@ -356,6 +356,11 @@ impl PmtuDetector {
         book.upsert(finding, format!("{}|{path_mtu}", mss), now);
     }
 
+    /// Whether a table of marked findings is full: build them before the next mark.
+    pub fn pending_full(&self) -> bool {
+        self.pending_signals.is_full() || self.pending_black_holes.is_full() || self.pending_mss.is_full()
+    }
+
     /// Builds the findings whose evidence changed since the last flush.
     pub fn flush(&mut self, book: &mut FindingBook) {
         for (k, at) in self.pending_signals.drain() {

@@ -38,6 +38,11 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
         self.name
     }
 
+    /// Whether the next new key would evict one.
+    pub fn is_full(&self) -> bool {
+        self.map.len() >= self.capacity
+    }
+
     /// The entry for `key`, marking it recently used.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         self.map.get_mut(key)
