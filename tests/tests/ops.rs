@@ -784,6 +784,12 @@ fn config_errors_point_at_file_line_and_column() {
             "5:13",
             "-5 is not allowed here: expected a positive number of seconds",
         ),
+        (
+            "cap-zero.toml",
+            "[dns]\ntimeout_s = 5.0\n\n[pmtu]\nflows_cap = 0\n",
+            "5:13",
+            "0 is not allowed here: expected a capacity from 1 to 100000000",
+        ),
     ];
     let pcap = dir.0.join("never-read.pcap");
     for (name, text, at, allowed) in cases {
