@@ -813,7 +813,17 @@ fn config_errors_point_at_file_line_and_column() {
 }
 
 // ---------------------------------------------------------------------------------
-// 5. SIGHUP reloads the DNS ports without re-attaching.
+// 5. SIGHUP reloads the configuration without re-attaching: the DNS ports (kernel),
+//    a detector threshold, and the stats interval.
+
+/// The test's configuration: `ports`, `storm_min_queries` and `report_interval_s`
+/// vary; queries time out after 0.3 s.
+fn hup_config(ports: &str, storm_min_queries: u32, report_interval_s: f64) -> String {
+    format!(
+        "[dns]\nports = [{ports}]\ntimeout_s = 0.3\nstorm_min_queries = {storm_min_queries}\n\n\
+         [output]\nreport_interval_s = {report_interval_s}\n"
+    )
+}
 
 #[test]
 fn sighup_reloads_dns_ports_without_reattaching() {
@@ -823,7 +833,8 @@ fn sighup_reloads_dns_ports_without_reattaching() {
     let dir = TempDir::new("ops5");
     let net = pair(5);
     let config = dir.0.join("pathwatch.toml");
-    std::fs::write(&config, "[dns]\nports = []\n").unwrap();
+    // Stats every minute (none during the test), storms from 50 queries.
+    std::fs::write(&config, hup_config("", 50, 60.0)).unwrap();
     let cfg = config.to_str().unwrap().to_string();
     let mut a = agent(
         &net.a,
@@ -843,6 +854,20 @@ fn sighup_reloads_dns_ports_without_reattaching() {
             &[("iface", net.a_if.as_str()), ("direction", "ingress"), ("class", class)],
         )
     };
+    let scrape = |name: &str, labels: &[(&str, &str)]| {
+        let (status, text) = http_get(&ns, metrics_at, "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200);
+        metric(&text, name, labels)
+    };
+    let storms = || scrape("pathwatch_findings_total", &[("kind", "dns_probe_storm")]);
+    let stats_lines = |a: &Proc| a.stdout().lines().filter(|l| l.starts_with("stats: ")).count();
+    // Queries to port 53, where nobody answers: each times out after 0.3 s.
+    let failing = |name: &str, n: u16| {
+        let p: Vec<Vec<u8>> = (0..n).map(|i| dns_query(0x700 + i, name)).collect();
+        let to = SocketAddr::from((net.a_ip, 53));
+        udp_send(net.b.name(), net.b_ip, to, p, None, Duration::from_millis(10));
+    };
+
     let to = SocketAddr::from((net.a_ip, 5353));
     let mut id = 0x500u16;
     let mut send = |n: usize| {
@@ -866,14 +891,28 @@ fn sighup_reloads_dns_ports_without_reattaching() {
     let links = links_of(a.pid());
     assert!(links.iter().any(|l| l.starts_with("xdp")) && links.iter().any(|l| l.starts_with("tcx")), "{links:?}");
 
-    // Now it is, within a second of the SIGHUP.
-    std::fs::write(&config, "[dns]\nports = [5353]\n").unwrap();
+    // Four failing queries for one name are no storm while 50 are needed.
+    failing("quiet.test", 4);
+    assert!(
+        wait_for(Duration::from_secs(3), || scrape("pathwatch_dns_timeouts_total", &[]) >= 4),
+        "the queries never timed out: {}",
+        scrape("pathwatch_dns_timeouts_total", &[])
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(storms(), 0, "a storm below the threshold:\n{}", a.logs());
+    assert_eq!(stats_lines(&a), 0, "a stats line before the 60 s interval:\n{}", a.logs());
+
+    // Now it is, within a second of the SIGHUP; storms need 3 queries, and stats
+    // lines come every 0.25 s.
+    std::fs::write(&config, hup_config("5353", 3, 0.25)).unwrap();
+    let stats_before = stats_lines(&a);
+    let dns_before = count("dns");
     let t0 = Instant::now();
     a.signal(libc::SIGHUP);
     let mut took = None;
     for _ in 0..40 {
         send(1);
-        if count("dns") > 0 {
+        if count("dns") > dns_before {
             took = Some(t0.elapsed());
             break;
         }
@@ -891,6 +930,29 @@ fn sighup_reloads_dns_ports_without_reattaching() {
         a.logs()
     );
     assert_eq!(links_of(a.pid()), links, "the bpf links changed across SIGHUP");
+    assert!(!a.stderr().contains("apply only at the next start"), "{}", a.logs());
+
+    // The new stats interval: lines every 0.25 s from the reload on.
+    assert!(
+        wait_for(Duration::from_secs(3), || stats_lines(&a) >= stats_before + 4),
+        "stats lines after SIGHUP set report_interval_s = 0.25: {} in {:?}\n{}",
+        stats_lines(&a) - stats_before,
+        t0.elapsed(),
+        a.logs()
+    );
+    let (took, seen) = (t0.elapsed(), stats_lines(&a) - stats_before);
+    eprintln!("{seen} stats lines in {} ms after SIGHUP (interval 250 ms)", took.as_millis());
+    assert!(seen as f64 <= took.as_secs_f64() / 0.25 + 1.0, "{seen} stats lines in {took:?}: faster than the interval");
+
+    // The new threshold: three failing queries for a new name are a storm now.
+    failing("loud.test", 3);
+    let named = |a: &Proc| a.stdout().lines().any(|l| l.contains("dns_probe_storm") && l.contains("loud.test"));
+    assert!(
+        wait_for(Duration::from_secs(3), || named(&a) && storms() >= 1),
+        "no storm for loud.test with storm_min_queries = 3 ({} storms):\n{}",
+        storms(),
+        a.logs()
+    );
 
     // A broken file: reported with line and column, old settings kept.
     std::fs::write(&config, "[dns]\nports = [5353]\ntimeout_s = \"soon\"\n").unwrap();
