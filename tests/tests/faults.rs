@@ -7,7 +7,7 @@
 //! | an interface deleted and re-created; `-i 'vpns*'` | [`an_interface_that_goes_and_comes_back_counts_on_in_its_slot`], [`a_glob_follows_tun_and_veth_devices_as_they_come_and_go`] |
 //! | the consumer stalled (SIGSTOP) with a tiny ring buffer | [`a_stalled_consumer_loses_events_exactly_and_resumes`] |
 //! | the JSON target full, or a closed pipe | [`a_full_json_target_is_reported_once_and_the_agent_keeps_counting`], [`json_into_a_closed_pipe_is_reported_and_the_agent_keeps_counting`] |
-//! | an adversarial flood with small caps | [`an_adversarial_flood_stays_within_the_caps_and_memory`] |
+//! | an adversarial flood with small caps; random names and addresses never reach a metric label | [`an_adversarial_flood_stays_within_the_caps_and_memory`] |
 //! | idle | [`an_idle_agent_uses_almost_no_cpu`] |
 //! | least privilege | [`after_attaching_the_agent_keeps_only_cap_bpf_and_cap_net_admin`] |
 //!
@@ -29,7 +29,7 @@ use std::{
 };
 
 use pathwatch::lab::netns::{NetNs, veth, wait_for};
-use pathwatch_tests::{TempDir, bin, dns_query, json_lines, privileged};
+use pathwatch_tests::{TempDir, bin, dns_query, json_lines, privileged, samples, unbounded_labels};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------
@@ -896,10 +896,13 @@ const FLOOD_SRC_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x66, 0x02];
 /// nothing to answer.
 const FLOOD_DST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x66, 0x99];
 
-fn dns_frame(r: &mut Rng, dst: [u8; 4]) -> Vec<u8> {
-    let payload = dns_query(r.next() as u16, &r.name());
-    let b =
-        etherparse::PacketBuilder::ethernet2(FLOOD_SRC_MAC, FLOOD_DST_MAC).ipv4(r.addr(), dst, 64).udp(r.port(), 53);
+/// A DNS query for a random name from a random client; the name and the client's
+/// address are added to `sent`.
+fn dns_frame(r: &mut Rng, dst: [u8; 4], sent: &mut Vec<String>) -> Vec<u8> {
+    let (name, src) = (r.name(), r.addr());
+    sent.extend([name.clone(), Ipv4Addr::from(src).to_string()]);
+    let payload = dns_query(r.next() as u16, &name);
+    let b = etherparse::PacketBuilder::ethernet2(FLOOD_SRC_MAC, FLOOD_DST_MAC).ipv4(src, dst, 64).udp(r.port(), 53);
     let mut out = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut out, &payload).unwrap();
     out
@@ -988,9 +991,21 @@ fn an_adversarial_flood_stays_within_the_caps_and_memory() {
     )
     .unwrap();
     let json = dir.0.join("agent.json");
+    const PORT: u16 = 9464;
+    let port = PORT.to_string();
     let mut a = agent(
         &p.a,
-        &["run", "-i", &p.a_if, "--config", config.to_str().unwrap(), "--json", json.to_str().unwrap()],
+        &[
+            "run",
+            "-i",
+            &p.a_if,
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+            "--metrics",
+            &port,
+        ],
         &dir.0,
     );
     let rss_idle = peak_rss_kib(a.pid());
@@ -1001,12 +1016,15 @@ fn an_adversarial_flood_stays_within_the_caps_and_memory() {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
     let mut frames = Vec::with_capacity(NAMES + 2 * FLOWS);
     let mut flows = Vec::with_capacity(FLOWS);
+    // Every name and address the flood carries, to look for in the metrics' labels.
+    let mut carried = vec![p.a_ip.to_string(), p.b_ip.to_string()];
     for k in 0..NAMES.max(FLOWS) {
         if k < NAMES {
-            frames.push(dns_frame(&mut r, dst));
+            frames.push(dns_frame(&mut r, dst, &mut carried));
         }
         if k < FLOWS {
             let (src, sport, seq) = (r.addr(), r.port(), r.next() as u32);
+            carried.push(Ipv4Addr::from(src).to_string());
             frames.push(tcp_frame(src, dst, sport, seq));
             flows.push((src, sport, seq));
         }
@@ -1028,6 +1046,18 @@ fn an_adversarial_flood_stays_within_the_caps_and_memory() {
     eprintln!("flood: {sent} of {total} frames sent in {:.2} s", took.as_secs_f64());
     assert_eq!(sent, total, "the flood was cut short");
     std::thread::sleep(Duration::from_millis(1500));
+    // A live scrape: only bounded labels, none of the random names or addresses.
+    let (status, text) =
+        http_get(p.a.name(), SocketAddr::from((Ipv4Addr::LOCALHOST, PORT)), "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "{text}");
+    let problems = unbounded_labels(&text, &carried);
+    assert!(problems.is_empty(), "/metrics labels after the flood:\n{}", problems.join("\n"));
+    assert!(metric(&text, "pathwatch_evictions_total", &[("table", "dns_names")]) > 0, "{text}");
+    eprintln!(
+        "flood: {} samples on /metrics, every label bounded ({} sent values checked)",
+        samples(&text).len(),
+        carried.len()
+    );
     let rss_peak = peak_rss_kib(a.pid());
     let rss_now = status_field(a.pid(), "VmRSS").unwrap_or_default();
 

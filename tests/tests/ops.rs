@@ -30,7 +30,7 @@ use std::{
 };
 
 use pathwatch::lab::netns::{Daemon, NetNs, veth, wait_for};
-use pathwatch_tests::{TempDir, bin, dns_query, json_lines, pathwatch, privileged};
+use pathwatch_tests::{TempDir, bin, dns_query, json_lines, pathwatch, privileged, samples, unbounded_labels};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------
@@ -532,6 +532,19 @@ fn prometheus_scrapes_the_live_agent() {
     let check = check.wait_with_output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
     assert!(check.status.success() && said.is_empty(), "promtool check metrics ({}):\n{said}", check.status);
+    // Labels carry bounded values only: none of the addresses or names that went by.
+    let [_, _, net_octet, _] = s.net.a_ip.octets();
+    let sent: Vec<String> = [
+        s.net.a_ip.to_string(),
+        s.net.b_ip.to_string(),
+        Ipv4Addr::new(198, 18, net_octet, 9).to_string(),
+        "ok.test".into(),
+        "nx.test".into(),
+    ]
+    .into();
+    let problems = unbounded_labels(&text, &sent);
+    assert!(problems.is_empty(), "/metrics labels:\n{}", problems.join("\n"));
+    assert!(samples(&text).len() > 50, "too few samples to say anything:\n{text}");
     let (status, body) = http_get(&ns, metrics_addr, "/healthz").unwrap();
     assert_eq!((status, body.trim()), (200, "ok"), "/healthz");
     let (status, _) = http_get(&ns, metrics_addr, "/nothing-here").unwrap();
