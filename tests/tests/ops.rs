@@ -545,6 +545,17 @@ fn prometheus_scrapes_the_live_agent() {
     let problems = unbounded_labels(&text, &sent);
     assert!(problems.is_empty(), "/metrics labels:\n{}", problems.join("\n"));
     assert!(samples(&text).len() > 50, "too few samples to say anything:\n{text}");
+    // Lost events by source: ringbuf, queue (no userspace queue: always 0) and
+    // undecodable records; none in this run.
+    let lost: Vec<(String, f64)> = samples(&text)
+        .into_iter()
+        .filter(|x| x.name == "pathwatch_events_lost_total")
+        .map(|x| (x.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","), x.value))
+        .collect();
+    let want = ["source=ringbuf", "source=queue", "source=undecodable"].map(|l| (l.to_string(), 0.0));
+    assert_eq!(lost, want, "pathwatch_events_lost_total");
+    let help = text.lines().find(|l| l.starts_with("# HELP pathwatch_events_lost_total ")).expect("HELP");
+    assert!(help.contains("queue = ") && help.contains("always 0") && help.contains("undecodable = "), "{help}");
     let (status, body) = http_get(&ns, metrics_addr, "/healthz").unwrap();
     assert_eq!((status, body.trim()), (200, "ok"), "/healthz");
     let (status, _) = http_get(&ns, metrics_addr, "/nothing-here").unwrap();

@@ -3,8 +3,9 @@
 //! Built on prometheus-client with one custom collector: every value is read at
 //! scrape time (kernel per-CPU counters summed over CPUs, userspace counters under
 //! their lock), so the packet path does no work for metrics. Labels carry only
-//! bounded values: interface, direction, class, kind, rcode, table. Served by hyper on
-//! the agent's tokio runtime; a port alone listens on 127.0.0.1.
+//! bounded values: interface, direction, class, kind, source, rcode, table (and the
+//! build's version). Served by hyper on the agent's tokio runtime; a port alone
+//! listens on 127.0.0.1.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -128,10 +129,14 @@ impl Collector for AgentCollector {
         counter_family(
             &mut enc,
             "pathwatch_events_lost",
-            "Events lost: ringbuf = the kernel could not reserve ring-buffer space; queue = the agent dropped them.",
+            "Events lost before the detectors, by source: ringbuf = the kernel could not reserve ring-buffer \
+             space (a consumer falling behind shows here); queue = dropped from a userspace queue, always 0 (the \
+             agent reads the ring buffer straight into the detectors); undecodable = ring-buffer records the agent \
+             could not decode.",
             &[
                 (vec![("source", "ringbuf".into())], kstats[kstats::RINGBUF_FULL as usize]),
-                (vec![("source", "queue".into())], st.undecodable),
+                (vec![("source", "queue".into())], 0),
+                (vec![("source", "undecodable".into())], st.undecodable),
             ],
         )?;
         let rcodes: Vec<(Labels, u64)> =
