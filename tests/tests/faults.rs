@@ -10,6 +10,7 @@
 //! | an adversarial flood with small caps; random names and addresses never reach a metric label | [`an_adversarial_flood_stays_within_the_caps_and_memory`] |
 //! | idle | [`an_idle_agent_uses_almost_no_cpu`] |
 //! | least privilege | [`after_attaching_the_agent_keeps_only_cap_bpf_and_cap_net_admin`] |
+//! | /metrics out of file descriptors; idle connections | [`the_metrics_server_rests_when_out_of_descriptors_and_caps_its_connections`] |
 //!
 //! Each test builds namespaces of its own (`pwt-flt<N>-a`, where the agent runs, and
 //! `pwt-flt<N>-b`, its peer) joined by veth pairs, with addresses in 198.18.0.0/15 only
@@ -1194,5 +1195,100 @@ fn after_attaching_the_agent_keeps_only_cap_bpf_and_cap_net_admin() {
     assert_eq!(mode & 0o007, 0, "the JSON file is open to others: {mode:o}");
     assert_eq!(mode & !0o640, 0, "the JSON file has more than rw-r-----: {mode:o}");
     assert_eq!(mode & 0o600, 0o600, "{mode:o}");
+    assert_eq!(a.stop(libc::SIGTERM, Duration::from_secs(15)), Some(0), "{}", a.logs());
+}
+
+// ---------------------------------------------------------------------------------
+// 9. /metrics out of file descriptors, and held by idle connections.
+
+/// The open file descriptors of `pid`, ascending.
+fn fds_of(pid: u32) -> Vec<u64> {
+    let mut fds: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// The RLIMIT_NOFILE that leaves `pid` exactly `spare` new descriptors: one more than
+/// the `spare`-th lowest free number (descriptors already open above it stay usable).
+fn open_files_leaving(pid: u32, spare: usize) -> u64 {
+    let open = fds_of(pid);
+    let free = (0..).filter(|fd| open.binary_search(fd).is_err()).nth(spare - 1).expect("a free number");
+    free + 1
+}
+
+/// Sets the soft RLIMIT_NOFILE of `pid` (the hard limit stays); returns the old one.
+fn set_open_files(pid: u32, soft: u64) -> u64 {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit reads and writes one rlimit each, through valid pointers.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit {pid}: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit { rlim_cur: soft, rlim_max: old.rlim_max };
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit {pid}: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+/// `n` TCP connections to `addr` from inside `ns` that send nothing; closed on drop.
+fn idle_connections(ns: &str, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    in_netns(ns, move || {
+        (0..n).map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect")).collect()
+    })
+}
+
+#[test]
+fn the_metrics_server_rests_when_out_of_descriptors_and_caps_its_connections() {
+    if !privileged("the_metrics_server_rests_when_out_of_descriptors_and_caps_its_connections") {
+        return;
+    }
+    const PORT: u16 = 9464;
+    let cap = pathwatch::run::metrics::MAX_CONNECTIONS as u64;
+    let dir = TempDir::new("flt11");
+    let p = pair(11);
+    let mut a = agent(&p.a, &["run", "-i", &p.a_if, "--metrics", &PORT.to_string()], &dir.0);
+    let pid = a.pid();
+    let ns = p.a.name().to_string();
+    let at = SocketAddr::from((Ipv4Addr::LOCALHOST, PORT));
+    let answers = || http_get(&ns, at, "/metrics").is_ok_and(|(status, _)| status == 200);
+    assert!(answers(), "{}", a.logs());
+
+    // Two descriptors to spare and four idle connections: the third accept fails
+    // with EMFILE, and keeps failing while they are held.
+    let limit = open_files_leaving(pid, 2);
+    let old = set_open_files(pid, limit);
+    let held = idle_connections(&ns, at, 4);
+    let said = "warning: metrics: cannot accept connections: Too many open files";
+    assert!(wait_for(Duration::from_secs(3), || a.stderr().contains(said)), "no {said:?}:\n{}", a.logs());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (ticks0, t0) = (cpu_ticks(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let share = (cpu_ticks(pid) - ticks0) as f64 / hz / t0.elapsed().as_secs_f64();
+    eprintln!("out of descriptors: {:.2} % of a CPU; stderr: {}", share * 100.0, a.stderr().trim());
+    assert!(share < 0.05, "the agent spins on a failing accept: {:.1} % of a CPU", share * 100.0);
+    assert_eq!(a.stderr().matches(said).count(), 1, "reported more than once:\n{}", a.logs());
+    assert!(a.running(), "{}", a.logs());
+
+    // Descriptors back: scrapes are answered again, and the agent says so.
+    drop(held);
+    set_open_files(pid, old);
+    assert!(wait_for(Duration::from_secs(5), answers), "/metrics after the descriptors came back:\n{}", a.logs());
+    let back = "notice: metrics: accepting connections again";
+    assert!(wait_for(Duration::from_secs(2), || a.stderr().contains(back)), "no {back:?}:\n{}", a.logs());
+
+    // Twenty idle connections: the agent takes `cap` of them, the rest wait in the
+    // listen backlog.
+    let before = fds_of(pid).len() as u64;
+    let held = idle_connections(&ns, at, 20);
+    std::thread::sleep(Duration::from_millis(500));
+    let taken = (fds_of(pid).len() as u64).saturating_sub(before);
+    eprintln!("20 idle connections: the agent holds {taken} (cap {cap})");
+    assert!(taken <= cap && taken >= cap / 2, "the agent holds {taken} connections, cap {cap}");
+    drop(held);
+    assert!(wait_for(Duration::from_secs(5), answers), "/metrics after the idle connections closed:\n{}", a.logs());
     assert_eq!(a.stop(libc::SIGTERM, Duration::from_secs(15)), Some(0), "{}", a.logs());
 }
