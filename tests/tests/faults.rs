@@ -5,6 +5,7 @@
 //! | `kill -9` of the agent | [`kill_9_leaves_no_link_program_map_or_pin_and_a_new_agent_starts_at_once`] (live.rs checks `ip link`/`tc` for one interface; here: every link, program and map id the agent held is gone, nothing new under /sys/fs/bpf, and a new agent starts on the same two interfaces and counts) |
 //! | two agents on one interface | [`a_second_agent_on_the_same_interface_exits_2_naming_the_holder`] |
 //! | an interface deleted and re-created; `-i 'vpns*'` | [`an_interface_that_goes_and_comes_back_counts_on_in_its_slot`], [`a_glob_follows_tun_and_veth_devices_as_they_come_and_go`] |
+//! | more interfaces than counter slots, coming and going | [`slots_of_gone_interfaces_are_reused_zeroed_and_their_counts_kept`] |
 //! | the consumer stalled (SIGSTOP) with a tiny ring buffer | [`a_stalled_consumer_loses_events_exactly_and_resumes`] |
 //! | the JSON target full, or a closed pipe | [`a_full_json_target_is_reported_once_and_the_agent_keeps_counting`], [`json_into_a_closed_pipe_is_reported_and_the_agent_keeps_counting`] |
 //! | an adversarial flood with small caps; random names and addresses never reach a metric label | [`an_adversarial_flood_stays_within_the_caps_and_memory`] |
@@ -1291,4 +1292,144 @@ fn the_metrics_server_rests_when_out_of_descriptors_and_caps_its_connections() {
     drop(held);
     assert!(wait_for(Duration::from_secs(5), answers), "/metrics after the idle connections closed:\n{}", a.logs());
     assert_eq!(a.stop(libc::SIGTERM, Duration::from_secs(15)), Some(0), "{}", a.logs());
+}
+
+// ---------------------------------------------------------------------------------
+// 10. More interfaces than counter slots, coming and going.
+
+#[test]
+fn slots_of_gone_interfaces_are_reused_zeroed_and_their_counts_kept() {
+    if !privileged("slots_of_gone_interfaces_are_reused_zeroed_and_their_counts_kept") {
+        return;
+    }
+    // 80 devices, ten at a time, then one more: the kernel has 63 counter slots.
+    const DEVICES: usize = 80;
+    const BATCH: usize = 10;
+    const PORT: u16 = 9464;
+    let dir = TempDir::new("flt12");
+    let a = netns("pwt-flt12-a");
+    let b = netns("pwt-flt12-b");
+    let config = dir.0.join("pathwatch.toml");
+    std::fs::write(&config, "[output]\nreport_interval_s = 0.5\n").unwrap();
+    let json = dir.0.join("agent.json");
+    let port = PORT.to_string();
+    let args = [
+        "run",
+        "-i",
+        "vpnr*",
+        "--config",
+        config.to_str().unwrap(),
+        "--metrics",
+        &port,
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let mut agent = agent(&a, &args, &dir.0);
+    let pid = agent.pid();
+    let ns = a.name().to_string();
+    let scrape = || {
+        let (status, text) = http_get(&ns, SocketAddr::from((Ipv4Addr::LOCALHOST, PORT)), "/metrics").unwrap();
+        assert_eq!(status, 200);
+        text
+    };
+    let dns = |text: &str, iface: &str| {
+        metric(text, "pathwatch_packets_total", &[("iface", iface), ("direction", "ingress"), ("class", "dns")])
+    };
+    // Device k gets 1-4 DNS queries, sent from its peer in `b` (frames addressed to
+    // no one: XDP counts them, the stack drops them, nothing answers).
+    let queries_for = |k: usize| 1 + k % 4;
+    let frame = |k: usize| {
+        let src = [198, 18, 72, 2];
+        pathwatch_tests::udp4(src, [198, 18, 72, 1], 40000 + k as u16, 53, &dns_query(k as u16, "slot.test"))
+    };
+    let device = |k: usize| (format!("vpnr{k}"), format!("f12p{k}"));
+    let mut sent = 0;
+    let bring_up_and_count = |k: usize| {
+        let (name, peer) = device(k);
+        veth(&a, &name, &b, &peer).unwrap();
+        (name, peer, queries_for(k))
+    };
+
+    let mut reclaimed_from = Vec::new();
+    for first in (0..DEVICES).step_by(BATCH) {
+        let batch: Vec<(String, String, usize)> = (first..first + BATCH).map(bring_up_and_count).collect();
+        // Said once its slot is mapped (its links exist a moment before).
+        for (name, _, _) in &batch {
+            let said = format!("pathwatch: {name} appeared: watching it");
+            assert!(
+                wait_for(Duration::from_secs(3), || agent.stderr().contains(&said)),
+                "no {said:?}:\n{}",
+                agent.logs()
+            );
+            assert!(watched(pid, ifindex_in(&a, name)), "{name}: {:?}", bpf_fds(pid));
+        }
+        for (_, peer, n) in &batch {
+            let frames: Vec<Vec<u8>> = (0..*n).map(|_| frame(*n)).collect();
+            let peer = peer.clone();
+            let went = in_netns(b.name(), move || send_frames(&peer, &frames, Duration::from_secs(5)));
+            assert_eq!(went, *n);
+            sent += n;
+        }
+        // Each device counts exactly its own queries: a reused slot starts at zero.
+        let exact = || {
+            let text = scrape();
+            batch.iter().all(|(name, _, n)| dns(&text, name) == *n as u64)
+        };
+        assert!(wait_for(Duration::from_secs(3), exact), "batch from {first}:\n{}", {
+            let text = scrape();
+            batch.iter().map(|(name, _, n)| format!("{name}: {} of {n}\n", dns(&text, name))).collect::<String>()
+        });
+        for (name, _, _) in &batch {
+            a.ip(&["link", "del", name]).unwrap();
+        }
+        for (name, _, _) in &batch {
+            let said = format!("pathwatch: {name} went away");
+            assert!(wait_for(Duration::from_secs(3), || agent.stderr().contains(&said)), "no {said:?}");
+        }
+        // A gone device keeps its series, final, while its slot is not needed.
+        let text = scrape();
+        let (name, _, n) = &batch[0];
+        if first + BATCH <= 63 {
+            assert_eq!(dns(&text, name), *n as u64, "{name} gone: its final count");
+        }
+        let before = first.saturating_sub(63);
+        reclaimed_from.extend((before..(first + BATCH).saturating_sub(63)).map(|k| device(k).0));
+    }
+    assert!(agent.running(), "{}", agent.logs());
+
+    // One more, after 80 came and went: its own slot, its own counts.
+    let (last, peer, _) = bring_up_and_count(DEVICES);
+    reclaimed_from.push(device(DEVICES - 63).0);
+    let said = format!("pathwatch: {last} appeared: watching it");
+    assert!(wait_for(Duration::from_secs(3), || agent.stderr().contains(&said)), "no {said:?}:\n{}", agent.logs());
+    let frames: Vec<Vec<u8>> = (0..5).map(frame).collect();
+    assert_eq!(in_netns(b.name(), move || send_frames(&peer, &frames, Duration::from_secs(5))), 5);
+    sent += 5;
+    assert!(wait_for(Duration::from_secs(3), || dns(&scrape(), &last) == 5), "{last}: {} of 5", dns(&scrape(), &last));
+    let text = scrape();
+    let present: Vec<String> =
+        (0..=DEVICES).map(|k| device(k).0).filter(|n| text.contains(&format!("iface=\"{n}\""))).collect();
+    eprintln!("after {} devices: {} on /metrics, slots taken back from {reclaimed_from:?}", DEVICES + 1, present.len());
+    assert_eq!(present.len(), 63, "one series set per slot: {present:?}");
+    assert!(
+        reclaimed_from.iter().all(|n| !present.contains(n)),
+        "a device whose slot went to another still has series"
+    );
+
+    assert_eq!(agent.stop(libc::SIGTERM, Duration::from_secs(15)), Some(0), "{}", agent.logs());
+    let text = std::fs::read_to_string(&json).unwrap();
+    let s = summary_of(&text);
+    let interfaces = s["interfaces"].as_object().unwrap();
+    eprintln!("summary: {} interfaces, classes {}", interfaces.len(), s["classes"]);
+    assert_eq!(interfaces.len(), 63);
+    assert_eq!(u(&s["interfaces"][&last]["ingress"]["packets"]["dns"]), 5);
+    assert_eq!(s["interfaces"][&last]["gone"], false);
+    let (gone, n) = (device(DEVICES - 1).0, queries_for(DEVICES - 1));
+    assert_eq!(s["interfaces"][&gone]["gone"], true, "{}", s["interfaces"]);
+    assert_eq!(u(&s["interfaces"][&gone]["ingress"]["packets"]["dns"]), n as u64);
+    // The run's totals keep every device's counts, also of those whose slots went.
+    assert_eq!(u(&s["classes"]["dns"]), sent as u64, "every query sent to any device, once");
+    let totals: Vec<u64> =
+        json_lines(&text).iter().filter(|l| l["type"] == "stats").map(|l| u(&l["classes"]["dns"])).collect();
+    assert!(totals.len() >= 4 && totals.windows(2).all(|w| w[0] <= w[1]), "dns totals went back: {totals:?}");
 }

@@ -82,20 +82,19 @@ fn gauge_family(
 
 impl Collector for AgentCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let interfaces = self.shared.state.lock().expect("state lock").interfaces.clone();
-        let (snapshot, kstats) = {
-            let k = self.shared.kernel.lock().expect("kernel lock");
-            let slots: Vec<u32> = interfaces.iter().map(|(_, _, s)| *s).collect();
-            (k.counters(&slots).unwrap_or_default(), k.stats().unwrap_or([0; kstats::NUM_STATS as usize]))
-        };
+        // A gone interface keeps its series, final, until its slot goes to another.
+        let super::stats::Counted { interfaces, totals, kstats } = super::stats::counted(&self.shared);
         let mut packets = Vec::new();
         let mut bytes = Vec::new();
-        for (name, _, slot) in &interfaces {
+        for (listed, counts) in &interfaces {
             for dir in Direction::ALL {
                 for class in Class::ALL {
-                    let c = snapshot.get(*slot, dir, class);
-                    let labels: Labels =
-                        vec![("iface", name.clone()), ("direction", dir.name().into()), ("class", class.name().into())];
+                    let c = counts.get(dir, class);
+                    let labels: Labels = vec![
+                        ("iface", listed.name.clone()),
+                        ("direction", dir.name().into()),
+                        ("class", class.name().into()),
+                    ];
                     packets.push((labels.clone(), c.packets));
                     bytes.push((labels, c.bytes));
                 }
@@ -117,7 +116,7 @@ impl Collector for AgentCollector {
         let (kernel_held, kernel_evicted) = super::stats::kernel_flows(&self.shared, &kstats);
         let st = self.shared.state.lock().expect("state lock");
         let mut counts = st.counts;
-        counts.dtls_record = packets.iter().filter(|(l, _)| l[2].1 == Class::Dtls.name()).map(|(_, v)| *v).sum();
+        counts.dtls_record = Direction::ALL.iter().map(|d| totals.get(*d, Class::Dtls).packets).sum();
         let events = serde_json::to_value(counts).expect("plain counters");
         let mut per_kind = Vec::new();
         for (k, v) in events.as_object().expect("object") {

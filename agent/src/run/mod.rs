@@ -8,9 +8,10 @@ mod attach;
 mod clock;
 pub mod links;
 pub mod metrics;
+mod slots;
 mod stats;
 
-pub use attach::{glob_match, ifindex, interface_names, xdp_holder};
+pub use attach::{InterfaceSet, Listed, glob_match, ifindex, interface_names, xdp_holder};
 pub use clock::{EventClock, monotonic_ns};
 
 use std::{
@@ -57,8 +58,8 @@ pub struct LiveState {
     pub undecodable: u64,
     /// Detectors and findings.
     pub detectors: Detectors,
-    /// Watched interfaces: name → (ifindex, slot).
-    pub interfaces: Vec<(String, u32, u32)>,
+    /// The interfaces counters are reported for.
+    pub interfaces: InterfaceSet,
 }
 
 /// Runs the agent live; returns the exit code.
@@ -165,7 +166,7 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
             counts: EventCounts::default(),
             undecodable: 0,
             detectors: Detectors::new(&config, Emission::Live { interval_ns: config.output.finding_interval_s.ns() }),
-            interfaces: attachments.by_name.values().map(|a| (a.name.clone(), a.ifindex, a.slot)).collect(),
+            interfaces: attachments.interface_set(),
         }),
         kernel_flows_evicted: Default::default(),
     });
@@ -423,8 +424,7 @@ fn on_links(
         }
     }
     if changed {
-        shared.state.lock().expect("state lock").interfaces =
-            att.by_name.values().map(|a| (a.name.clone(), a.ifindex, a.slot)).collect();
+        shared.state.lock().expect("state lock").interfaces = att.interface_set();
     }
 }
 
