@@ -121,7 +121,7 @@ impl Output {
             self.json_errors += 1;
             self.json = None;
             let where_ = match &self.target {
-                JsonTarget::File(p) => p.display().to_string(),
+                JsonTarget::File(p) => crate::printable::path(p),
                 _ => "standard output".to_string(),
             };
             self.error(&format!(

@@ -56,7 +56,7 @@ const EVENT_KINDS: &[&str] = &[
     "tcp_syn",
     "tcp_large_retransmit",
 ];
-const LOST_SOURCES: &[&str] = &["ringbuf", "queue"];
+const LOST_SOURCES: &[&str] = &["ringbuf", "queue", "undecodable"];
 const RCODES: &[&str] = &["NOERROR", "SERVFAIL", "NXDOMAIN", "REFUSED"];
 const FINDING_KINDS: &[&str] = &[
     "dns_probe_storm",

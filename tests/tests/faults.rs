@@ -5,11 +5,13 @@
 //! | `kill -9` of the agent | [`kill_9_leaves_no_link_program_map_or_pin_and_a_new_agent_starts_at_once`] (live.rs checks `ip link`/`tc` for one interface; here: every link, program and map id the agent held is gone, nothing new under /sys/fs/bpf, and a new agent starts on the same two interfaces and counts) |
 //! | two agents on one interface | [`a_second_agent_on_the_same_interface_exits_2_naming_the_holder`] |
 //! | an interface deleted and re-created; `-i 'vpns*'` | [`an_interface_that_goes_and_comes_back_counts_on_in_its_slot`], [`a_glob_follows_tun_and_veth_devices_as_they_come_and_go`] |
+//! | more interfaces than counter slots, coming and going | [`slots_of_gone_interfaces_are_reused_zeroed_and_their_counts_kept`] |
 //! | the consumer stalled (SIGSTOP) with a tiny ring buffer | [`a_stalled_consumer_loses_events_exactly_and_resumes`] |
 //! | the JSON target full, or a closed pipe | [`a_full_json_target_is_reported_once_and_the_agent_keeps_counting`], [`json_into_a_closed_pipe_is_reported_and_the_agent_keeps_counting`] |
-//! | an adversarial flood with small caps | [`an_adversarial_flood_stays_within_the_caps_and_memory`] |
+//! | an adversarial flood with small caps; random names and addresses never reach a metric label | [`an_adversarial_flood_stays_within_the_caps_and_memory`] |
 //! | idle | [`an_idle_agent_uses_almost_no_cpu`] |
 //! | least privilege | [`after_attaching_the_agent_keeps_only_cap_bpf_and_cap_net_admin`] |
+//! | /metrics out of file descriptors; idle connections | [`the_metrics_server_rests_when_out_of_descriptors_and_caps_its_connections`] |
 //!
 //! Each test builds namespaces of its own (`pwt-flt<N>-a`, where the agent runs, and
 //! `pwt-flt<N>-b`, its peer) joined by veth pairs, with addresses in 198.18.0.0/15 only
@@ -29,7 +31,7 @@ use std::{
 };
 
 use pathwatch::lab::netns::{NetNs, veth, wait_for};
-use pathwatch_tests::{TempDir, bin, dns_query, json_lines, privileged};
+use pathwatch_tests::{TempDir, bin, dns_query, json_lines, privileged, samples, unbounded_labels};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------
@@ -896,10 +898,13 @@ const FLOOD_SRC_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x66, 0x02];
 /// nothing to answer.
 const FLOOD_DST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x66, 0x99];
 
-fn dns_frame(r: &mut Rng, dst: [u8; 4]) -> Vec<u8> {
-    let payload = dns_query(r.next() as u16, &r.name());
-    let b =
-        etherparse::PacketBuilder::ethernet2(FLOOD_SRC_MAC, FLOOD_DST_MAC).ipv4(r.addr(), dst, 64).udp(r.port(), 53);
+/// A DNS query for a random name from a random client; the name and the client's
+/// address are added to `sent`.
+fn dns_frame(r: &mut Rng, dst: [u8; 4], sent: &mut Vec<String>) -> Vec<u8> {
+    let (name, src) = (r.name(), r.addr());
+    sent.extend([name.clone(), Ipv4Addr::from(src).to_string()]);
+    let payload = dns_query(r.next() as u16, &name);
+    let b = etherparse::PacketBuilder::ethernet2(FLOOD_SRC_MAC, FLOOD_DST_MAC).ipv4(src, dst, 64).udp(r.port(), 53);
     let mut out = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut out, &payload).unwrap();
     out
@@ -988,9 +993,21 @@ fn an_adversarial_flood_stays_within_the_caps_and_memory() {
     )
     .unwrap();
     let json = dir.0.join("agent.json");
+    const PORT: u16 = 9464;
+    let port = PORT.to_string();
     let mut a = agent(
         &p.a,
-        &["run", "-i", &p.a_if, "--config", config.to_str().unwrap(), "--json", json.to_str().unwrap()],
+        &[
+            "run",
+            "-i",
+            &p.a_if,
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+            "--metrics",
+            &port,
+        ],
         &dir.0,
     );
     let rss_idle = peak_rss_kib(a.pid());
@@ -1001,12 +1018,15 @@ fn an_adversarial_flood_stays_within_the_caps_and_memory() {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
     let mut frames = Vec::with_capacity(NAMES + 2 * FLOWS);
     let mut flows = Vec::with_capacity(FLOWS);
+    // Every name and address the flood carries, to look for in the metrics' labels.
+    let mut carried = vec![p.a_ip.to_string(), p.b_ip.to_string()];
     for k in 0..NAMES.max(FLOWS) {
         if k < NAMES {
-            frames.push(dns_frame(&mut r, dst));
+            frames.push(dns_frame(&mut r, dst, &mut carried));
         }
         if k < FLOWS {
             let (src, sport, seq) = (r.addr(), r.port(), r.next() as u32);
+            carried.push(Ipv4Addr::from(src).to_string());
             frames.push(tcp_frame(src, dst, sport, seq));
             flows.push((src, sport, seq));
         }
@@ -1028,6 +1048,18 @@ fn an_adversarial_flood_stays_within_the_caps_and_memory() {
     eprintln!("flood: {sent} of {total} frames sent in {:.2} s", took.as_secs_f64());
     assert_eq!(sent, total, "the flood was cut short");
     std::thread::sleep(Duration::from_millis(1500));
+    // A live scrape: only bounded labels, none of the random names or addresses.
+    let (status, text) =
+        http_get(p.a.name(), SocketAddr::from((Ipv4Addr::LOCALHOST, PORT)), "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "{text}");
+    let problems = unbounded_labels(&text, &carried);
+    assert!(problems.is_empty(), "/metrics labels after the flood:\n{}", problems.join("\n"));
+    assert!(metric(&text, "pathwatch_evictions_total", &[("table", "dns_names")]) > 0, "{text}");
+    eprintln!(
+        "flood: {} samples on /metrics, every label bounded ({} sent values checked)",
+        samples(&text).len(),
+        carried.len()
+    );
     let rss_peak = peak_rss_kib(a.pid());
     let rss_now = status_field(a.pid(), "VmRSS").unwrap_or_default();
 
@@ -1165,4 +1197,239 @@ fn after_attaching_the_agent_keeps_only_cap_bpf_and_cap_net_admin() {
     assert_eq!(mode & !0o640, 0, "the JSON file has more than rw-r-----: {mode:o}");
     assert_eq!(mode & 0o600, 0o600, "{mode:o}");
     assert_eq!(a.stop(libc::SIGTERM, Duration::from_secs(15)), Some(0), "{}", a.logs());
+}
+
+// ---------------------------------------------------------------------------------
+// 9. /metrics out of file descriptors, and held by idle connections.
+
+/// The open file descriptors of `pid`, ascending.
+fn fds_of(pid: u32) -> Vec<u64> {
+    let mut fds: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// The RLIMIT_NOFILE that leaves `pid` exactly `spare` new descriptors: one more than
+/// the `spare`-th lowest free number (descriptors already open above it stay usable).
+fn open_files_leaving(pid: u32, spare: usize) -> u64 {
+    let open = fds_of(pid);
+    let free = (0..).filter(|fd| open.binary_search(fd).is_err()).nth(spare - 1).expect("a free number");
+    free + 1
+}
+
+/// Sets the soft RLIMIT_NOFILE of `pid` (the hard limit stays); returns the old one.
+fn set_open_files(pid: u32, soft: u64) -> u64 {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit reads and writes one rlimit each, through valid pointers.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit {pid}: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit { rlim_cur: soft, rlim_max: old.rlim_max };
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit {pid}: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+/// `n` TCP connections to `addr` from inside `ns` that send nothing; closed on drop.
+fn idle_connections(ns: &str, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    in_netns(ns, move || {
+        (0..n).map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect")).collect()
+    })
+}
+
+#[test]
+fn the_metrics_server_rests_when_out_of_descriptors_and_caps_its_connections() {
+    if !privileged("the_metrics_server_rests_when_out_of_descriptors_and_caps_its_connections") {
+        return;
+    }
+    const PORT: u16 = 9464;
+    let cap = pathwatch::run::metrics::MAX_CONNECTIONS as u64;
+    let dir = TempDir::new("flt11");
+    let p = pair(11);
+    let mut a = agent(&p.a, &["run", "-i", &p.a_if, "--metrics", &PORT.to_string()], &dir.0);
+    let pid = a.pid();
+    let ns = p.a.name().to_string();
+    let at = SocketAddr::from((Ipv4Addr::LOCALHOST, PORT));
+    let answers = || http_get(&ns, at, "/metrics").is_ok_and(|(status, _)| status == 200);
+    assert!(answers(), "{}", a.logs());
+
+    // Two descriptors to spare and four idle connections: the third accept fails
+    // with EMFILE, and keeps failing while they are held.
+    let limit = open_files_leaving(pid, 2);
+    let old = set_open_files(pid, limit);
+    let held = idle_connections(&ns, at, 4);
+    let said = "warning: metrics: cannot accept connections: Too many open files";
+    assert!(wait_for(Duration::from_secs(3), || a.stderr().contains(said)), "no {said:?}:\n{}", a.logs());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (ticks0, t0) = (cpu_ticks(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let share = (cpu_ticks(pid) - ticks0) as f64 / hz / t0.elapsed().as_secs_f64();
+    eprintln!("out of descriptors: {:.2} % of a CPU; stderr: {}", share * 100.0, a.stderr().trim());
+    assert!(share < 0.05, "the agent spins on a failing accept: {:.1} % of a CPU", share * 100.0);
+    assert_eq!(a.stderr().matches(said).count(), 1, "reported more than once:\n{}", a.logs());
+    assert!(a.running(), "{}", a.logs());
+
+    // Descriptors back: scrapes are answered again, and the agent says so.
+    drop(held);
+    set_open_files(pid, old);
+    assert!(wait_for(Duration::from_secs(5), answers), "/metrics after the descriptors came back:\n{}", a.logs());
+    let back = "notice: metrics: accepting connections again";
+    assert!(wait_for(Duration::from_secs(2), || a.stderr().contains(back)), "no {back:?}:\n{}", a.logs());
+
+    // Twenty idle connections: the agent takes `cap` of them, the rest wait in the
+    // listen backlog.
+    let before = fds_of(pid).len() as u64;
+    let held = idle_connections(&ns, at, 20);
+    std::thread::sleep(Duration::from_millis(500));
+    let taken = (fds_of(pid).len() as u64).saturating_sub(before);
+    eprintln!("20 idle connections: the agent holds {taken} (cap {cap})");
+    assert!(taken <= cap && taken >= cap / 2, "the agent holds {taken} connections, cap {cap}");
+    drop(held);
+    assert!(wait_for(Duration::from_secs(5), answers), "/metrics after the idle connections closed:\n{}", a.logs());
+    assert_eq!(a.stop(libc::SIGTERM, Duration::from_secs(15)), Some(0), "{}", a.logs());
+}
+
+// ---------------------------------------------------------------------------------
+// 10. More interfaces than counter slots, coming and going.
+
+#[test]
+fn slots_of_gone_interfaces_are_reused_zeroed_and_their_counts_kept() {
+    if !privileged("slots_of_gone_interfaces_are_reused_zeroed_and_their_counts_kept") {
+        return;
+    }
+    // 80 devices, ten at a time, then one more: the kernel has 63 counter slots.
+    const DEVICES: usize = 80;
+    const BATCH: usize = 10;
+    const PORT: u16 = 9464;
+    let dir = TempDir::new("flt12");
+    let a = netns("pwt-flt12-a");
+    let b = netns("pwt-flt12-b");
+    let config = dir.0.join("pathwatch.toml");
+    std::fs::write(&config, "[output]\nreport_interval_s = 0.5\n").unwrap();
+    let json = dir.0.join("agent.json");
+    let port = PORT.to_string();
+    let args = [
+        "run",
+        "-i",
+        "vpnr*",
+        "--config",
+        config.to_str().unwrap(),
+        "--metrics",
+        &port,
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let mut agent = agent(&a, &args, &dir.0);
+    let pid = agent.pid();
+    let ns = a.name().to_string();
+    let scrape = || {
+        let (status, text) = http_get(&ns, SocketAddr::from((Ipv4Addr::LOCALHOST, PORT)), "/metrics").unwrap();
+        assert_eq!(status, 200);
+        text
+    };
+    let dns = |text: &str, iface: &str| {
+        metric(text, "pathwatch_packets_total", &[("iface", iface), ("direction", "ingress"), ("class", "dns")])
+    };
+    // Device k gets 1-4 DNS queries, sent from its peer in `b` (frames addressed to
+    // no one: XDP counts them, the stack drops them, nothing answers).
+    let queries_for = |k: usize| 1 + k % 4;
+    let frame = |k: usize| {
+        let src = [198, 18, 72, 2];
+        pathwatch_tests::udp4(src, [198, 18, 72, 1], 40000 + k as u16, 53, &dns_query(k as u16, "slot.test"))
+    };
+    let device = |k: usize| (format!("vpnr{k}"), format!("f12p{k}"));
+    let mut sent = 0;
+    let bring_up_and_count = |k: usize| {
+        let (name, peer) = device(k);
+        veth(&a, &name, &b, &peer).unwrap();
+        (name, peer, queries_for(k))
+    };
+
+    let mut reclaimed_from = Vec::new();
+    for first in (0..DEVICES).step_by(BATCH) {
+        let batch: Vec<(String, String, usize)> = (first..first + BATCH).map(bring_up_and_count).collect();
+        // Said once its slot is mapped (its links exist a moment before).
+        for (name, _, _) in &batch {
+            let said = format!("pathwatch: {name} appeared: watching it");
+            assert!(
+                wait_for(Duration::from_secs(3), || agent.stderr().contains(&said)),
+                "no {said:?}:\n{}",
+                agent.logs()
+            );
+            assert!(watched(pid, ifindex_in(&a, name)), "{name}: {:?}", bpf_fds(pid));
+        }
+        for (_, peer, n) in &batch {
+            let frames: Vec<Vec<u8>> = (0..*n).map(|_| frame(*n)).collect();
+            let peer = peer.clone();
+            let went = in_netns(b.name(), move || send_frames(&peer, &frames, Duration::from_secs(5)));
+            assert_eq!(went, *n);
+            sent += n;
+        }
+        // Each device counts exactly its own queries: a reused slot starts at zero.
+        let exact = || {
+            let text = scrape();
+            batch.iter().all(|(name, _, n)| dns(&text, name) == *n as u64)
+        };
+        assert!(wait_for(Duration::from_secs(3), exact), "batch from {first}:\n{}", {
+            let text = scrape();
+            batch.iter().map(|(name, _, n)| format!("{name}: {} of {n}\n", dns(&text, name))).collect::<String>()
+        });
+        for (name, _, _) in &batch {
+            a.ip(&["link", "del", name]).unwrap();
+        }
+        for (name, _, _) in &batch {
+            let said = format!("pathwatch: {name} went away");
+            assert!(wait_for(Duration::from_secs(3), || agent.stderr().contains(&said)), "no {said:?}");
+        }
+        // A gone device keeps its series, final, while its slot is not needed.
+        let text = scrape();
+        let (name, _, n) = &batch[0];
+        if first + BATCH <= 63 {
+            assert_eq!(dns(&text, name), *n as u64, "{name} gone: its final count");
+        }
+        let before = first.saturating_sub(63);
+        reclaimed_from.extend((before..(first + BATCH).saturating_sub(63)).map(|k| device(k).0));
+    }
+    assert!(agent.running(), "{}", agent.logs());
+
+    // One more, after 80 came and went: its own slot, its own counts.
+    let (last, peer, _) = bring_up_and_count(DEVICES);
+    reclaimed_from.push(device(DEVICES - 63).0);
+    let said = format!("pathwatch: {last} appeared: watching it");
+    assert!(wait_for(Duration::from_secs(3), || agent.stderr().contains(&said)), "no {said:?}:\n{}", agent.logs());
+    let frames: Vec<Vec<u8>> = (0..5).map(frame).collect();
+    assert_eq!(in_netns(b.name(), move || send_frames(&peer, &frames, Duration::from_secs(5))), 5);
+    sent += 5;
+    assert!(wait_for(Duration::from_secs(3), || dns(&scrape(), &last) == 5), "{last}: {} of 5", dns(&scrape(), &last));
+    let text = scrape();
+    let present: Vec<String> =
+        (0..=DEVICES).map(|k| device(k).0).filter(|n| text.contains(&format!("iface=\"{n}\""))).collect();
+    eprintln!("after {} devices: {} on /metrics, slots taken back from {reclaimed_from:?}", DEVICES + 1, present.len());
+    assert_eq!(present.len(), 63, "one series set per slot: {present:?}");
+    assert!(
+        reclaimed_from.iter().all(|n| !present.contains(n)),
+        "a device whose slot went to another still has series"
+    );
+
+    assert_eq!(agent.stop(libc::SIGTERM, Duration::from_secs(15)), Some(0), "{}", agent.logs());
+    let text = std::fs::read_to_string(&json).unwrap();
+    let s = summary_of(&text);
+    let interfaces = s["interfaces"].as_object().unwrap();
+    eprintln!("summary: {} interfaces, classes {}", interfaces.len(), s["classes"]);
+    assert_eq!(interfaces.len(), 63);
+    assert_eq!(u(&s["interfaces"][&last]["ingress"]["packets"]["dns"]), 5);
+    assert_eq!(s["interfaces"][&last]["gone"], false);
+    let (gone, n) = (device(DEVICES - 1).0, queries_for(DEVICES - 1));
+    assert_eq!(s["interfaces"][&gone]["gone"], true, "{}", s["interfaces"]);
+    assert_eq!(u(&s["interfaces"][&gone]["ingress"]["packets"]["dns"]), n as u64);
+    // The run's totals keep every device's counts, also of those whose slots went.
+    assert_eq!(u(&s["classes"]["dns"]), sent as u64, "every query sent to any device, once");
+    let totals: Vec<u64> =
+        json_lines(&text).iter().filter(|l| l["type"] == "stats").map(|l| u(&l["classes"]["dns"])).collect();
+    assert!(totals.len() >= 4 && totals.windows(2).all(|w| w[0] <= w[1]), "dns totals went back: {totals:?}");
 }

@@ -375,9 +375,50 @@ fn assert_clean(case: &str, mode: &str, stream: &str, out: &[u8]) {
     }
 }
 
+/// How long one `pathwatch` run may take before the test kills it: a hang must fail
+/// the test, not stall CI.
+const RUN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `pathwatch ARGS` to completion within [`RUN_DEADLINE`]: (exit code, stdout,
+/// stderr). A run still going at the deadline is killed by its PID and fails the test.
 fn run(args: &[&str]) -> (i32, Vec<u8>, Vec<u8>) {
-    let out = std::process::Command::new(pathwatch_tests::bin()).args(args).output().expect("run pathwatch");
-    (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
+    use std::{io::Read, process::Stdio, time::Instant};
+    let mut child = std::process::Command::new(pathwatch_tests::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pathwatch");
+    // Both pipes are drained while the child runs, so a full pipe cannot block it.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for pathwatch") {
+            break status;
+        }
+        if started.elapsed() > RUN_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = err.join().unwrap_or_default();
+            panic!(
+                "pathwatch {args:?} still running after {} s: killed (pid {}); stderr so far:\n{}",
+                RUN_DEADLINE.as_secs(),
+                child.id(),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    (status.code().unwrap_or(-1), out.join().expect("stdout reader"), err.join().expect("stderr reader"))
 }
 
 #[test]
@@ -482,6 +523,25 @@ fn hostile_file_names_are_escaped_in_errors() {
         let stderr = String::from_utf8(stderr).unwrap();
         assert!(stderr.contains(want), "{args:?}: wanted `{want}` in: {stderr}");
     }
+}
+
+#[test]
+fn a_json_target_with_a_hostile_name_that_fails_is_named_escaped() {
+    let dir = TempDir::new("hostile-json-target");
+    let capture = dir.0.join("one.pcap");
+    write_pcap(&capture, [(T0, udp4(CLIENT, RESOLVER, 40000, 53, &dns_query(1, "a.example")))]);
+    // A JSON target whose name carries a terminal escape, and whose writes fail
+    // (a link to /dev/full: ENOSPC on the first line).
+    let target = dir.0.join("out\u{1b}[2Jx\r.json");
+    std::os::unix::fs::symlink("/dev/full", &target).unwrap();
+    let args = ["replay", "--json", target.to_str().unwrap(), capture.to_str().unwrap()];
+    let (_, stdout, stderr) = run(&args);
+    assert_clean("json-target", "replay --json", "stdout", &stdout);
+    assert_clean("json-target", "replay --json", "stderr", &stderr);
+    let stderr = String::from_utf8(stderr).unwrap();
+    let want = "cannot write JSON lines to ";
+    let line = stderr.lines().find(|l| l.contains(want)).unwrap_or_else(|| panic!("no {want:?} in: {stderr}"));
+    assert!(line.contains("out\\u{1b}[2Jx\\r.json: No space left on device"), "{line}");
 }
 
 /// Inputs the fuzz targets crashed on, replayed through the same library calls.

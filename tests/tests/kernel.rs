@@ -42,6 +42,7 @@ use pathwatch::{
     event::Event,
     kernel::{
         LoadOptions,
+        counters::ClassCounts,
         testrun::{Hook, MIN_FRAME, TestRunner},
     },
 };
@@ -1817,6 +1818,36 @@ fn forwarded_packets_raise_events_once() {
         let info = kernel_events[0].header.info;
         assert_eq!((info.retransmits, info.largest_acked, info.seg_len), (1, 0, LARGE_SEG as u16), "{ip:?}");
     }
+}
+
+/// A counter slot that goes to another interface is zeroed first (the agent reuses
+/// the slots of interfaces that went), and a slot asked for twice is summed once.
+#[test]
+fn a_cleared_counter_slot_starts_at_zero_and_a_slot_is_summed_once() {
+    let Some(mut rig) = rig("a_cleared_counter_slot_starts_at_zero_and_a_slot_is_summed_once") else { return };
+    // An XDP test run comes in on the loopback device of this namespace.
+    const LO: u32 = 1;
+    const SLOT: u32 = 5;
+    rig.runner.kernel().watch_interface(LO, SLOT).expect("watch lo");
+    let query = udp(Ip::V4.headers(Host::Client, Host::Server), UDP_CLIENT_PORT, 53, &dns_query(9, "slot.test"));
+    let dns_in = |runner: &mut TestRunner, slots: &[u32]| {
+        runner.kernel().counters(slots).expect("read COUNTERS").get(SLOT, Direction::Ingress, Class::Dns).packets
+    };
+    rig.runner.run_repeat(Hook::Xdp, &query, 3).expect("test run");
+    assert_eq!(dns_in(&mut rig.runner, &[SLOT]), 3);
+    assert_eq!(dns_in(&mut rig.runner, &[SLOT, SLOT, SLOT]), 3, "a slot asked for three times");
+    let shared = rig.runner.kernel().counters(&[0]).expect("read COUNTERS").slot(0);
+    rig.runner.kernel().clear_slot(SLOT).expect("clear the slot");
+    let cleared = rig.runner.kernel().counters(&[SLOT]).expect("read COUNTERS").slot(SLOT);
+    assert_eq!(cleared, ClassCounts::default(), "every CPU's counters of the slot");
+    assert_eq!(
+        rig.runner.kernel().counters(&[0]).expect("read COUNTERS").slot(0),
+        shared,
+        "the shared slot is untouched"
+    );
+    rig.runner.run_repeat(Hook::Xdp, &query, 2).expect("test run");
+    assert_eq!(dns_in(&mut rig.runner, &[SLOT]), 2, "counting on from zero");
+    rig.runner.kernel().unwatch_interface(LO).expect("unwatch lo");
 }
 
 /// The catalogue itself: every class is covered over both IP versions where it

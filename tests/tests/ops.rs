@@ -30,7 +30,7 @@ use std::{
 };
 
 use pathwatch::lab::netns::{Daemon, NetNs, veth, wait_for};
-use pathwatch_tests::{TempDir, bin, dns_query, json_lines, pathwatch, privileged};
+use pathwatch_tests::{TempDir, bin, dns_query, json_lines, pathwatch, privileged, samples, unbounded_labels};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------
@@ -532,6 +532,30 @@ fn prometheus_scrapes_the_live_agent() {
     let check = check.wait_with_output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
     assert!(check.status.success() && said.is_empty(), "promtool check metrics ({}):\n{said}", check.status);
+    // Labels carry bounded values only: none of the addresses or names that went by.
+    let [_, _, net_octet, _] = s.net.a_ip.octets();
+    let sent: Vec<String> = [
+        s.net.a_ip.to_string(),
+        s.net.b_ip.to_string(),
+        Ipv4Addr::new(198, 18, net_octet, 9).to_string(),
+        "ok.test".into(),
+        "nx.test".into(),
+    ]
+    .into();
+    let problems = unbounded_labels(&text, &sent);
+    assert!(problems.is_empty(), "/metrics labels:\n{}", problems.join("\n"));
+    assert!(samples(&text).len() > 50, "too few samples to say anything:\n{text}");
+    // Lost events by source: ringbuf, queue (no userspace queue: always 0) and
+    // undecodable records; none in this run.
+    let lost: Vec<(String, f64)> = samples(&text)
+        .into_iter()
+        .filter(|x| x.name == "pathwatch_events_lost_total")
+        .map(|x| (x.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","), x.value))
+        .collect();
+    let want = ["source=ringbuf", "source=queue", "source=undecodable"].map(|l| (l.to_string(), 0.0));
+    assert_eq!(lost, want, "pathwatch_events_lost_total");
+    let help = text.lines().find(|l| l.starts_with("# HELP pathwatch_events_lost_total ")).expect("HELP");
+    assert!(help.contains("queue = ") && help.contains("always 0") && help.contains("undecodable = "), "{help}");
     let (status, body) = http_get(&ns, metrics_addr, "/healthz").unwrap();
     assert_eq!((status, body.trim()), (200, "ok"), "/healthz");
     let (status, _) = http_get(&ns, metrics_addr, "/nothing-here").unwrap();
@@ -784,6 +808,12 @@ fn config_errors_point_at_file_line_and_column() {
             "5:13",
             "-5 is not allowed here: expected a positive number of seconds",
         ),
+        (
+            "cap-zero.toml",
+            "[dns]\ntimeout_s = 5.0\n\n[pmtu]\nflows_cap = 0\n",
+            "5:13",
+            "0 is not allowed here: expected a capacity from 1 to 100000000",
+        ),
     ];
     let pcap = dir.0.join("never-read.pcap");
     for (name, text, at, allowed) in cases {
@@ -807,7 +837,17 @@ fn config_errors_point_at_file_line_and_column() {
 }
 
 // ---------------------------------------------------------------------------------
-// 5. SIGHUP reloads the DNS ports without re-attaching.
+// 5. SIGHUP reloads the configuration without re-attaching: the DNS ports (kernel),
+//    a detector threshold, and the stats interval.
+
+/// The test's configuration: `ports`, `storm_min_queries` and `report_interval_s`
+/// vary; queries time out after 0.3 s.
+fn hup_config(ports: &str, storm_min_queries: u32, report_interval_s: f64) -> String {
+    format!(
+        "[dns]\nports = [{ports}]\ntimeout_s = 0.3\nstorm_min_queries = {storm_min_queries}\n\n\
+         [output]\nreport_interval_s = {report_interval_s}\n"
+    )
+}
 
 #[test]
 fn sighup_reloads_dns_ports_without_reattaching() {
@@ -817,7 +857,8 @@ fn sighup_reloads_dns_ports_without_reattaching() {
     let dir = TempDir::new("ops5");
     let net = pair(5);
     let config = dir.0.join("pathwatch.toml");
-    std::fs::write(&config, "[dns]\nports = []\n").unwrap();
+    // Stats every minute (none during the test), storms from 50 queries.
+    std::fs::write(&config, hup_config("", 50, 60.0)).unwrap();
     let cfg = config.to_str().unwrap().to_string();
     let mut a = agent(
         &net.a,
@@ -837,6 +878,20 @@ fn sighup_reloads_dns_ports_without_reattaching() {
             &[("iface", net.a_if.as_str()), ("direction", "ingress"), ("class", class)],
         )
     };
+    let scrape = |name: &str, labels: &[(&str, &str)]| {
+        let (status, text) = http_get(&ns, metrics_at, "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200);
+        metric(&text, name, labels)
+    };
+    let storms = || scrape("pathwatch_findings_total", &[("kind", "dns_probe_storm")]);
+    let stats_lines = |a: &Proc| a.stdout().lines().filter(|l| l.starts_with("stats: ")).count();
+    // Queries to port 53, where nobody answers: each times out after 0.3 s.
+    let failing = |name: &str, n: u16| {
+        let p: Vec<Vec<u8>> = (0..n).map(|i| dns_query(0x700 + i, name)).collect();
+        let to = SocketAddr::from((net.a_ip, 53));
+        udp_send(net.b.name(), net.b_ip, to, p, None, Duration::from_millis(10));
+    };
+
     let to = SocketAddr::from((net.a_ip, 5353));
     let mut id = 0x500u16;
     let mut send = |n: usize| {
@@ -860,14 +915,28 @@ fn sighup_reloads_dns_ports_without_reattaching() {
     let links = links_of(a.pid());
     assert!(links.iter().any(|l| l.starts_with("xdp")) && links.iter().any(|l| l.starts_with("tcx")), "{links:?}");
 
-    // Now it is, within a second of the SIGHUP.
-    std::fs::write(&config, "[dns]\nports = [5353]\n").unwrap();
+    // Four failing queries for one name are no storm while 50 are needed.
+    failing("quiet.test", 4);
+    assert!(
+        wait_for(Duration::from_secs(3), || scrape("pathwatch_dns_timeouts_total", &[]) >= 4),
+        "the queries never timed out: {}",
+        scrape("pathwatch_dns_timeouts_total", &[])
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(storms(), 0, "a storm below the threshold:\n{}", a.logs());
+    assert_eq!(stats_lines(&a), 0, "a stats line before the 60 s interval:\n{}", a.logs());
+
+    // Now it is, within a second of the SIGHUP; storms need 3 queries, and stats
+    // lines come every 0.25 s.
+    std::fs::write(&config, hup_config("5353", 3, 0.25)).unwrap();
+    let stats_before = stats_lines(&a);
+    let dns_before = count("dns");
     let t0 = Instant::now();
     a.signal(libc::SIGHUP);
     let mut took = None;
     for _ in 0..40 {
         send(1);
-        if count("dns") > 0 {
+        if count("dns") > dns_before {
             took = Some(t0.elapsed());
             break;
         }
@@ -885,6 +954,29 @@ fn sighup_reloads_dns_ports_without_reattaching() {
         a.logs()
     );
     assert_eq!(links_of(a.pid()), links, "the bpf links changed across SIGHUP");
+    assert!(!a.stderr().contains("apply only at the next start"), "{}", a.logs());
+
+    // The new stats interval: lines every 0.25 s from the reload on.
+    assert!(
+        wait_for(Duration::from_secs(3), || stats_lines(&a) >= stats_before + 4),
+        "stats lines after SIGHUP set report_interval_s = 0.25: {} in {:?}\n{}",
+        stats_lines(&a) - stats_before,
+        t0.elapsed(),
+        a.logs()
+    );
+    let (took, seen) = (t0.elapsed(), stats_lines(&a) - stats_before);
+    eprintln!("{seen} stats lines in {} ms after SIGHUP (interval 250 ms)", took.as_millis());
+    assert!(seen as f64 <= took.as_secs_f64() / 0.25 + 1.0, "{seen} stats lines in {took:?}: faster than the interval");
+
+    // The new threshold: three failing queries for a new name are a storm now.
+    failing("loud.test", 3);
+    let named = |a: &Proc| a.stdout().lines().any(|l| l.contains("dns_probe_storm") && l.contains("loud.test"));
+    assert!(
+        wait_for(Duration::from_secs(3), || named(&a) && storms() >= 1),
+        "no storm for loud.test with storm_min_queries = 3 ({} storms):\n{}",
+        storms(),
+        a.logs()
+    );
 
     // A broken file: reported with line and column, old settings kept.
     std::fs::write(&config, "[dns]\nports = [5353]\ntimeout_s = \"soon\"\n").unwrap();

@@ -115,6 +115,16 @@ impl FindingBook {
         FindingBook { mode, entries: Table::new("findings", cap), due: Vec::new(), totals: BTreeMap::new() }
     }
 
+    /// Applies a new repeat interval (live only; a replay prints at the end whatever
+    /// it says) and a new cap (shrinking evicts the least recently updated findings,
+    /// counted as evictions). Findings held keep their state.
+    pub fn reconfigure(&mut self, interval_ns: u64, cap: u64) {
+        if let Emission::Live { interval_ns: current } = &mut self.mode {
+            *current = interval_ns;
+        }
+        self.entries.resize(cap);
+    }
+
     /// Records the current state of a finding; `material` summarises the evidence
     /// that, when it changes, is worth printing again.
     pub fn upsert(&mut self, finding: Finding, material: String, now_ns: u64) {
@@ -229,6 +239,29 @@ mod tests {
         book.upsert(finding(8, 90 * s), "periodic".into(), 90 * s);
         assert!(book.take_due().is_empty(), "changed again, but within the interval");
         assert_eq!(book.totals()["dns_probe_storm"], 1);
+    }
+
+    #[test]
+    fn reconfigure_changes_the_repeat_interval_and_the_cap() {
+        let s = 1_000_000_000;
+        let mut book = FindingBook::new(Emission::Live { interval_ns: 60 * s }, 10);
+        book.upsert(finding(4, 0), "periodic".into(), 0);
+        assert_eq!(book.take_due().len(), 1);
+        book.upsert(finding(5, 2 * s), "burst".into(), 2 * s);
+        assert!(book.take_due().is_empty(), "within the 60 s interval");
+        book.reconfigure(s, 10);
+        book.upsert(finding(6, 3 * s), "backoff".into(), 3 * s);
+        assert_eq!(book.take_due().len(), 1, "the 1 s interval applies to a finding held before");
+        let mut other = finding(1, 4 * s);
+        other.subject.insert("client".into(), json!("198.18.0.3"));
+        book.upsert(other, "x".into(), 4 * s);
+        assert_eq!(book.occupancy(), (2, 0));
+        book.reconfigure(s, 1);
+        assert_eq!(book.occupancy(), (1, 1), "a smaller cap evicts the least recently updated");
+        assert_eq!(book.all()[0].subject["client"], json!("198.18.0.3"));
+        let mut replay = FindingBook::new(Emission::AtEnd, 10);
+        replay.reconfigure(s, 10);
+        assert_eq!(replay.mode, Emission::AtEnd, "a replay stays a replay");
     }
 
     #[test]

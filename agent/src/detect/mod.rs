@@ -43,11 +43,13 @@ impl Detectors {
         }
     }
 
-    /// Applies a new configuration without losing state.
+    /// Applies a new configuration without losing state: thresholds, caps, and the
+    /// findings' repeat interval and cap.
     pub fn reconfigure(&mut self, cfg: &Config) {
         self.dns.reconfigure(cfg);
         self.dtls.reconfigure(cfg);
         self.pmtu.reconfigure(cfg);
+        self.book.reconfigure(cfg.output.finding_interval_s.ns(), cfg.output.findings_cap.0);
     }
 
     /// One event.

@@ -6,7 +6,7 @@ use agent_common::{
     names::{MAP_COUNTERS, MAP_FLOWS, MAP_STATS},
     stats::NUM_STATS,
 };
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 
 use super::{Kernel, KernelError};
 
@@ -17,7 +17,39 @@ pub struct CounterSnapshot {
     pub cells: Vec<Counter>,
 }
 
+/// Packets and bytes per direction and class: one interface's, or a total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassCounts(pub [[Counter; CLASS_SLOTS as usize]; 2]);
+
+impl ClassCounts {
+    /// The counter for one direction and class.
+    pub fn get(&self, direction: Direction, class: Class) -> Counter {
+        self.0[direction as usize][class as usize]
+    }
+
+    /// Adds `other`, cell by cell.
+    pub fn add(&mut self, other: &ClassCounts) {
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                m.packets += t.packets;
+                m.bytes += t.bytes;
+            }
+        }
+    }
+}
+
 impl CounterSnapshot {
+    /// The counters of one slot.
+    pub fn slot(&self, slot: u32) -> ClassCounts {
+        let mut out = ClassCounts::default();
+        for direction in Direction::ALL {
+            for class in Class::ALL {
+                out.0[direction as usize][class as usize] = self.get(slot, direction, class);
+            }
+        }
+        out
+    }
+
     /// The counter for one cell.
     pub fn get(&self, slot: u32, direction: Direction, class: Class) -> Counter {
         self.cells.get(counter_index(slot, direction as u32, class as u32) as usize).copied().unwrap_or_default()
@@ -48,15 +80,34 @@ impl Kernel {
                 for class in 0..CLASS_SLOTS {
                     let index = counter_index(slot, direction, class);
                     let per_cpu = array.get(&index, 0).map_err(|e| KernelError::from_any("reading COUNTERS", e))?;
-                    let cell = &mut cells[index as usize];
-                    for c in per_cpu.iter() {
-                        cell.packets += c.packets;
-                        cell.bytes += c.bytes;
-                    }
+                    // Assigned, not added: a slot asked for twice is summed once.
+                    cells[index as usize] = per_cpu.iter().fold(Counter::default(), |sum, c| Counter {
+                        packets: sum.packets + c.packets,
+                        bytes: sum.bytes + c.bytes,
+                    });
                 }
             }
         }
         Ok(CounterSnapshot { cells })
+    }
+
+    /// Sets every per-CPU counter of `slot` to zero, before the slot counts for
+    /// another interface. Nothing may count in it meanwhile (no watched interface
+    /// maps to it), or those counts are lost.
+    pub fn clear_slot(&mut self, slot: u32) -> Result<(), KernelError> {
+        let map = self.ebpf_mut().map_mut(MAP_COUNTERS).expect("COUNTERS map is in the object");
+        let mut array: PerCpuArray<&mut MapData, Counter> =
+            PerCpuArray::try_from(map).map_err(|e| KernelError::from_any("opening the COUNTERS map", e))?;
+        for direction in 0..2 {
+            for class in 0..CLASS_SLOTS {
+                let index = counter_index(slot, direction, class);
+                let cpus = array.get(&index, 0).map_err(|e| KernelError::from_any("reading COUNTERS", e))?.len();
+                let zeros = PerCpuValues::try_from(vec![Counter::default(); cpus])
+                    .map_err(|e| KernelError::from_any("zeroing COUNTERS", e))?;
+                array.set(index, zeros, 0).map_err(|e| KernelError::from_any("zeroing COUNTERS", e))?;
+            }
+        }
+        Ok(())
     }
 
     /// The kernel statistics (see `agent_common::stats`), summed over CPUs.

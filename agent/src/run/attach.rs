@@ -5,12 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use agent_common::class::MAX_IFACE_SLOTS;
 use aya::programs::{
     LinkOrder, TcAttachType, XdpMode as AyaXdpMode, tc::SchedClassifierLinkId, tc::TcAttachOptions, xdp::XdpLinkId,
 };
 
-use crate::{cli::XdpMode, kernel::Kernel};
+use super::slots::{Choice, SlotBook};
+use crate::{
+    cli::XdpMode,
+    kernel::{Kernel, counters::ClassCounts},
+};
 
 /// One watched interface.
 #[derive(Debug)]
@@ -103,13 +106,42 @@ fn errno_of(e: &aya::programs::ProgramError) -> Option<i32> {
     None
 }
 
+/// An interface the counters are reported for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Interface name.
+    pub name: String,
+    /// Interface index (the last one, when gone).
+    pub ifindex: u32,
+    /// Counter slot (0: shared).
+    pub slot: u32,
+    /// Gone, its counters kept (final) until its slot goes to another interface.
+    pub gone: bool,
+}
+
+/// The interfaces whose counters the stats lines, the summary and /metrics report,
+/// and what the run's totals need besides them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceSet {
+    /// Watched interfaces, then gone ones that still hold a slot.
+    pub listed: Vec<Listed>,
+    /// Final counts of gone interfaces whose slots went to others.
+    pub retired: ClassCounts,
+    /// Whether an interface ever counted in the shared slot 0 (its counts are then
+    /// part of the totals, once).
+    pub shared_slot_used: bool,
+}
+
 /// The attachments of one run.
 pub struct Attachments {
     /// By interface name.
     pub by_name: BTreeMap<String, Attached>,
-    /// Counter slot per interface name, kept for the whole run: an interface that
-    /// goes and comes back counts on in the same slot (and metrics stay monotonic).
-    slots: BTreeMap<String, u32>,
+    /// Counter slots: an interface that goes and comes back counts on in its slot
+    /// (and metrics stay monotonic) unless the slot went to a new interface meanwhile.
+    slots: SlotBook,
+    /// Final counts of gone interfaces whose slots went to others.
+    retired: ClassCounts,
+    shared_slot_used: bool,
     mode: XdpMode,
     egress: bool,
 }
@@ -117,22 +149,66 @@ pub struct Attachments {
 impl Attachments {
     /// No attachments yet.
     pub fn new(mode: XdpMode, egress: bool) -> Attachments {
-        Attachments { by_name: BTreeMap::new(), slots: BTreeMap::new(), mode, egress }
+        Attachments {
+            by_name: BTreeMap::new(),
+            slots: SlotBook::new(),
+            retired: ClassCounts::default(),
+            shared_slot_used: false,
+            mode,
+            egress,
+        }
     }
 
-    fn slot_for(&mut self, name: &str) -> u32 {
-        if let Some(s) = self.slots.get(name) {
-            return *s;
+    /// What the counters are reported for.
+    pub fn interface_set(&self) -> InterfaceSet {
+        let watched = self.by_name.values().map(|a| Listed {
+            name: a.name.clone(),
+            ifindex: a.ifindex,
+            slot: a.slot,
+            gone: false,
+        });
+        let gone = self.slots.gone_holders().map(|(name, ifindex, slot)| Listed {
+            name: name.to_string(),
+            ifindex,
+            slot,
+            gone: true,
+        });
+        InterfaceSet {
+            listed: watched.chain(gone).collect(),
+            retired: self.retired,
+            shared_slot_used: self.shared_slot_used,
         }
-        let slot = (1..MAX_IFACE_SLOTS).find(|s| !self.slots.values().any(|v| v == s)).unwrap_or(0);
-        self.slots.insert(name.to_string(), slot);
-        slot
+    }
+
+    /// Makes `choice`'s slot ready for `name`: a reclaimed slot's final counts are kept
+    /// in `retired`, and any slot new to the name is zeroed. Falls back to the shared
+    /// slot when the kernel map cannot be written.
+    fn prepare_slot(&mut self, kernel: &mut Kernel, name: &str, choice: Choice) -> Choice {
+        let slot = match &choice {
+            Choice::Own(_) | Choice::Shared => return choice,
+            Choice::Free(slot) => *slot,
+            Choice::Reclaim { slot, from } => {
+                match kernel.counters(&[*slot]) {
+                    Ok(snapshot) => self.retired.add(&snapshot.slot(*slot)),
+                    Err(e) => tracing::warn!("{from}: final counters lost: {e}"),
+                }
+                // Its counts are in `retired` now, whatever happens to the slot.
+                self.slots.forget(from);
+                *slot
+            }
+        };
+        match kernel.clear_slot(slot) {
+            Ok(()) => choice,
+            Err(e) => {
+                tracing::warn!("{name}: cannot zero counter slot {slot}, counting in the shared slot: {e}");
+                Choice::Shared
+            }
+        }
     }
 
     /// Attaches to `name`; returns a notice to print when XDP fell back to skb mode.
     pub fn attach(&mut self, kernel: &mut Kernel, name: &str) -> Result<Option<String>, AttachError> {
         let ifindex = ifindex(name).ok_or_else(|| AttachError::NoSuchInterface(name.to_string()))?;
-        let slot = self.slot_for(name);
         let modes: &[(AyaXdpMode, &'static str)] = match self.mode {
             XdpMode::Auto => &[(AyaXdpMode::Driver, "native"), (AyaXdpMode::Skb, "skb")],
             XdpMode::Native => &[(AyaXdpMode::Driver, "native")],
@@ -187,6 +263,12 @@ impl Attachments {
         } else {
             None
         };
+        // Nothing maps to the slot until watch_interface: it is prepared first.
+        let choice = self.slots.choose(name);
+        let choice = self.prepare_slot(kernel, name, choice);
+        self.slots.commit(name, ifindex, &choice);
+        let slot = choice.slot();
+        self.shared_slot_used |= slot == 0;
         if let Err(e) = kernel.watch_interface(ifindex, slot) {
             tracing::warn!("{name}: cannot mark the interface as watched: {e}");
         }
@@ -205,6 +287,7 @@ impl Attachments {
             let _ = kernel.tc().detach(tc);
         }
         let _ = kernel.unwatch_interface(a.ifindex);
+        self.slots.gone(name);
         Some(a)
     }
 

@@ -8,9 +8,10 @@ mod attach;
 mod clock;
 pub mod links;
 pub mod metrics;
+mod slots;
 mod stats;
 
-pub use attach::{glob_match, ifindex, interface_names, xdp_holder};
+pub use attach::{InterfaceSet, Listed, glob_match, ifindex, interface_names, xdp_holder};
 pub use clock::{EventClock, monotonic_ns};
 
 use std::{
@@ -57,8 +58,8 @@ pub struct LiveState {
     pub undecodable: u64,
     /// Detectors and findings.
     pub detectors: Detectors,
-    /// Watched interfaces: name → (ifindex, slot).
-    pub interfaces: Vec<(String, u32, u32)>,
+    /// The interfaces counters are reported for.
+    pub interfaces: InterfaceSet,
 }
 
 /// Runs the agent live; returns the exit code.
@@ -165,7 +166,7 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
             counts: EventCounts::default(),
             undecodable: 0,
             detectors: Detectors::new(&config, Emission::Live { interval_ns: config.output.finding_interval_s.ns() }),
-            interfaces: attachments.by_name.values().map(|a| (a.name.clone(), a.ifindex, a.slot)).collect(),
+            interfaces: attachments.interface_set(),
         }),
         kernel_flows_evicted: Default::default(),
     });
@@ -235,8 +236,7 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
                 return 1;
             }
         };
-    let mut report = tokio::time::interval(Duration::from_secs_f64(config.output.report_interval_s.0));
-    report.tick().await;
+    let mut report = report_timer(config.output.report_interval_s);
     let mut timers = tokio::time::interval(Duration::from_millis(250));
     // The kernel does not wake us for an event that comes too soon after a wakeup
     // (agent_common::config::WAKEUP_INTERVAL_NS); after every read that found events
@@ -281,7 +281,11 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
                 out.human(&stats::render(&line));
             }
             _ = sighup.recv() => {
+                let every = config.output.report_interval_s;
                 reload(&args, &mut config, &shared, out);
+                if config.output.report_interval_s != every {
+                    report = report_timer(config.output.report_interval_s);
+                }
             }
             guard = async { link_watch.as_mut().expect("guarded").readable_mut().await }, if link_watch.is_some() => {
                 let Ok(mut guard) = guard else { link_watch = None; continue };
@@ -323,6 +327,12 @@ async fn run(args: RunArgs, mut config: Config, out: &mut Output) -> u8 {
         out.human(&line);
     }
     0
+}
+
+/// The `stats` line timer: first tick one period from now.
+fn report_timer(every: crate::config::Secs) -> tokio::time::Interval {
+    let period = Duration::from_secs_f64(every.0);
+    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
 }
 
 /// When to read the ring buffer again after a read that found `read` records: soon
@@ -414,14 +424,15 @@ fn on_links(
         }
     }
     if changed {
-        shared.state.lock().expect("state lock").interfaces =
-            att.by_name.values().map(|a| (a.name.clone(), a.ifindex, a.slot)).collect();
+        shared.state.lock().expect("state lock").interfaces = att.interface_set();
     }
 }
 
-/// SIGHUP: a new configuration reaches the kernel map and the detectors without
-/// re-attaching; a bad file leaves the old settings in place. The JSON file is
-/// reopened (logrotate).
+/// SIGHUP: a new configuration reaches the kernel map, the detectors, the findings
+/// book and the `stats` timer (the caller restarts it) without re-attaching; a bad
+/// file leaves the old settings in place. What is fixed at start (the ring buffer and
+/// kernel flow table sizes, the metrics address) keeps its running value, with a
+/// notice naming each that changed in the file. The JSON file is reopened (logrotate).
 fn reload(args: &RunArgs, config: &mut Config, shared: &Shared, out: &mut Output) {
     if let Err(e) = out.reopen() {
         out.error(&format!("error: SIGHUP: {e}; JSON lines keep going to the old file"));
@@ -430,24 +441,51 @@ fn reload(args: &RunArgs, config: &mut Config, shared: &Shared, out: &mut Output
         out.error("notice: SIGHUP: no --config file to reload; JSON output reopened");
         return;
     };
-    match Config::load(path) {
-        Ok(new) => {
-            let kernel_result = shared.kernel.lock().expect("kernel lock").set_config(&new.kernel_config());
-            if let Err(e) = kernel_result {
-                out.error(&format!("error: SIGHUP: {e}; old settings kept"));
-                return;
-            }
-            shared.state.lock().expect("state lock").detectors.reconfigure(&new);
-            if new.kernel.ringbuf_bytes != config.kernel.ringbuf_bytes
-                || new.pmtu.kernel_flow_entries != config.pmtu.kernel_flow_entries
-            {
-                out.error("notice: SIGHUP: [kernel] sizes and pmtu.kernel_flow_entries apply at the next start");
-            }
-            *config = new;
-            out.error(&format!("notice: SIGHUP: reloaded {}", crate::printable::path(path)));
+    let new = match Config::load(path) {
+        Ok(new) => new,
+        Err(e) => {
+            out.error(&format!("error: SIGHUP: {e}; old settings kept"));
+            return;
         }
-        Err(e) => out.error(&format!("error: SIGHUP: {e}; old settings kept")),
+    };
+    let (applied, at_start) = settle_reload(config, new, args.metrics.is_some());
+    // The kernel configuration is derived from the running ring size (wakeup_bytes).
+    let kernel_result = shared.kernel.lock().expect("kernel lock").set_config(&applied.kernel_config());
+    if let Err(e) = kernel_result {
+        out.error(&format!("error: SIGHUP: {e}; old settings kept"));
+        return;
     }
+    shared.state.lock().expect("state lock").detectors.reconfigure(&applied);
+    if !at_start.is_empty() {
+        out.error(&format!(
+            "notice: SIGHUP: {} changed in the file but apply only at the next start; running with the old value",
+            at_start.join(", ")
+        ));
+    }
+    *config = applied;
+    out.error(&format!("notice: SIGHUP: reloaded {}", crate::printable::path(path)));
+}
+
+/// The configuration a reload runs with: `new`, except for the settings fixed at
+/// start, which keep their `running` values; and the names of those the file changed.
+/// `metrics_flag`: `--metrics` was given (it wins over `metrics.listen`).
+fn settle_reload(running: &Config, mut new: Config, metrics_flag: bool) -> (Config, Vec<&'static str>) {
+    let mut at_start = Vec::new();
+    if new.kernel.ringbuf_bytes != running.kernel.ringbuf_bytes {
+        at_start.push("kernel.ringbuf_bytes");
+        new.kernel.ringbuf_bytes = running.kernel.ringbuf_bytes;
+    }
+    if new.pmtu.kernel_flow_entries != running.pmtu.kernel_flow_entries {
+        at_start.push("pmtu.kernel_flow_entries");
+        new.pmtu.kernel_flow_entries = running.pmtu.kernel_flow_entries;
+    }
+    if new.metrics.listen != running.metrics.listen {
+        if !metrics_flag {
+            at_start.push("metrics.listen");
+        }
+        new.metrics.listen = running.metrics.listen.clone();
+    }
+    (new, at_start)
 }
 
 /// `stats::NAMES` as JSON, for the stats and summary lines.
@@ -455,4 +493,37 @@ fn kernel_stats_json(stats: &[u64; kstats::NUM_STATS as usize]) -> serde_json::V
     let m: Map<String, serde_json::Value> =
         kstats::NAMES.iter().zip(stats).map(|(n, v)| ((*n).to_string(), json!(v))).collect();
     serde_json::Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cap, RingBytes, Secs};
+
+    #[test]
+    fn a_reload_applies_run_time_settings_and_keeps_those_fixed_at_start() {
+        let running = Config::default();
+        let mut file = Config::default();
+        file.output.report_interval_s = Secs(0.5);
+        file.output.finding_interval_s = Secs(5.0);
+        file.output.findings_cap = Cap(7);
+        file.dns.timeout_s = Secs(1.0);
+        file.kernel.ringbuf_bytes = RingBytes(1 << 24);
+        file.pmtu.kernel_flow_entries = Cap(1024);
+        file.metrics.listen = Some("9999".into());
+        let (applied, at_start) = settle_reload(&running, file.clone(), false);
+        assert_eq!(at_start, ["kernel.ringbuf_bytes", "pmtu.kernel_flow_entries", "metrics.listen"]);
+        assert_eq!(applied.output, file.output, "[output] applies on SIGHUP");
+        assert_eq!(applied.dns, file.dns);
+        assert_eq!(applied.kernel.ringbuf_bytes, running.kernel.ringbuf_bytes);
+        assert_eq!(applied.pmtu.kernel_flow_entries, running.pmtu.kernel_flow_entries);
+        assert_eq!(applied.metrics.listen, None);
+        // The kernel's wakeup threshold follows the ring it runs with, not the file's.
+        assert_eq!(applied.kernel_config().wakeup_bytes, running.kernel_config().wakeup_bytes);
+        // `--metrics` wins over metrics.listen: nothing to say about it.
+        let (_, at_start) = settle_reload(&running, file, true);
+        assert!(!at_start.contains(&"metrics.listen"), "{at_start:?}");
+        let (_, at_start) = settle_reload(&running, Config::default(), false);
+        assert!(at_start.is_empty());
+    }
 }

@@ -6,40 +6,83 @@ use std::time::Instant;
 use agent_common::{Class, Direction, stats as kstats};
 use serde_json::{Map, Value, json};
 
-use super::{EventClock, Shared, kernel_stats_json};
-use crate::{detect::finding::rfc3339, report};
+use super::{EventClock, Listed, Shared, kernel_stats_json};
+use crate::{detect::finding::rfc3339, kernel::counters::ClassCounts, report};
+
+/// The kernel's counters as reported: per listed interface, and the run's totals.
+pub struct Counted {
+    /// Each listed interface with its counters.
+    pub interfaces: Vec<(Listed, ClassCounts)>,
+    /// Every packet the programs counted on watched interfaces in this run: the listed
+    /// interfaces' slots (each once), the shared slot when used, and the final counts
+    /// of interfaces whose slots went to others. It never goes back.
+    pub totals: ClassCounts,
+    /// The kernel statistics.
+    pub kstats: [u64; kstats::NUM_STATS as usize],
+}
+
+/// Reads the counters of the listed interfaces and the kernel statistics.
+pub fn counted(shared: &Shared) -> Counted {
+    let set = shared.state.lock().expect("state lock").interfaces.clone();
+    let mut slots: Vec<u32> = set.listed.iter().map(|l| l.slot).filter(|s| *s != 0).collect();
+    if set.shared_slot_used {
+        slots.push(0);
+    }
+    slots.sort_unstable();
+    slots.dedup();
+    let kernel = shared.kernel.lock().expect("kernel lock");
+    // No slot at all: read slot 0 alone (an empty list would read every slot).
+    let snapshot = kernel.counters(if slots.is_empty() { &[0] } else { &slots }).unwrap_or_default();
+    let kstats = kernel.stats().unwrap_or([0; kstats::NUM_STATS as usize]);
+    drop(kernel);
+    let mut totals = set.retired;
+    for slot in &slots {
+        totals.add(&snapshot.slot(*slot));
+    }
+    let interfaces = set
+        .listed
+        .into_iter()
+        .map(|l| {
+            let c = snapshot.slot(l.slot);
+            (l, c)
+        })
+        .collect();
+    Counted { interfaces, totals, kstats }
+}
+
+/// Packets per class over both directions, and their sum.
+fn class_totals(totals: &ClassCounts) -> ([u64; 8], u64) {
+    let mut classes = [0u64; 8];
+    for dir in Direction::ALL {
+        for class in Class::ALL {
+            classes[class as usize] += totals.get(dir, class).packets;
+        }
+    }
+    (classes, classes.iter().sum())
+}
 
 /// Per interface and direction: packets and bytes per class; totals per class.
 fn interface_counters(shared: &Shared) -> (Value, u64, [u64; 8], [u64; kstats::NUM_STATS as usize]) {
-    let interfaces = shared.state.lock().expect("state lock").interfaces.clone();
-    let kernel = shared.kernel.lock().expect("kernel lock");
-    let slots: Vec<u32> = interfaces.iter().map(|(_, _, s)| *s).collect();
-    let snapshot = kernel.counters(&slots).unwrap_or_default();
-    let kstats = kernel.stats().unwrap_or([0; kstats::NUM_STATS as usize]);
-    drop(kernel);
+    let counted = counted(shared);
     let mut per_iface = Map::new();
-    let mut classes = [0u64; 8];
-    let mut packets = 0;
-    for (name, ifindex, slot) in &interfaces {
+    for (listed, counts) in &counted.interfaces {
         let mut iface = Map::new();
-        iface.insert("ifindex".into(), json!(ifindex));
+        iface.insert("ifindex".into(), json!(listed.ifindex));
+        iface.insert("gone".into(), json!(listed.gone));
         for dir in Direction::ALL {
             let mut pk = Map::new();
             let mut by = Map::new();
             for class in Class::ALL {
-                let c = snapshot.get(*slot, dir, class);
+                let c = counts.get(dir, class);
                 pk.insert(class.name().into(), json!(c.packets));
                 by.insert(class.name().into(), json!(c.bytes));
-                if *slot != 0 {
-                    classes[class as usize] += c.packets;
-                    packets += c.packets;
-                }
             }
             iface.insert(dir.name().into(), json!({"packets": pk, "bytes": by}));
         }
-        per_iface.insert(name.clone(), Value::Object(iface));
+        per_iface.insert(listed.name.clone(), Value::Object(iface));
     }
-    (Value::Object(per_iface), packets, classes, kstats)
+    let (classes, packets) = class_totals(&counted.totals);
+    (Value::Object(per_iface), packets, classes, counted.kstats)
 }
 
 /// The kernel's flow table: flows held, and flows evicted (inserted and no longer
@@ -70,7 +113,7 @@ pub fn stats_line(shared: &Shared, clock: &EventClock, started: Instant) -> Valu
         "classes": report::classes_json(&classes),
         "interfaces": interfaces,
         "events": report::events_json(&counts),
-        "events_lost": {"ringbuf": kstats[kstats::RINGBUF_FULL as usize], "queue": 0},
+        "events_lost": {"ringbuf": kstats[kstats::RINGBUF_FULL as usize], "queue": 0, "undecodable": st.undecodable},
         "kernel": kernel_stats_json(&kstats),
         "undecodable_events": st.undecodable,
         "tracked": tracked,
@@ -117,7 +160,8 @@ pub fn render(line: &Value) -> String {
                     .unwrap_or_default();
                 if !classes.is_empty() {
                     parts.push(format!(
-                        "{name} {}: {}",
+                        "{name}{} {}: {}",
+                        if v["gone"] == true { " (gone)" } else { "" },
                         if dir == "ingress" { "in" } else { "out" },
                         classes.join(", ")
                     ));
