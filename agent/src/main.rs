@@ -30,7 +30,12 @@ fn output(args: &OutputArgs) -> Result<Output, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("PATHWATCH_LOG"))
+        // Warnings by default (the few there are name a failure an operator must
+        // see); PATHWATCH_LOG=debug etc. for more.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PATHWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match cli.command {

@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::{Map, Value};
 
-use crate::detect::Finding;
+use crate::{detect::Finding, printable};
 
 /// Where JSON lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,13 +131,17 @@ impl Output {
     }
 
     /// A human line (never fails the command).
+    ///
+    /// Control characters other than line breaks are escaped here, whatever the line
+    /// carries ([`printable::lines`]): the last guard before the terminal.
     pub fn human(&mut self, line: &str) {
-        let _ = self.human.write_line(line);
+        let _ = self.human.write_line(&printable::lines(line));
     }
 
-    /// An error or warning: always to standard error, whatever the outputs are.
+    /// An error or warning: always to standard error, whatever the outputs are;
+    /// escaped as [`Output::human`] is.
     pub fn error(&mut self, line: &str) {
-        let _ = Sink::Stderr(io::stderr()).write_line(line);
+        let _ = Sink::Stderr(io::stderr()).write_line(&printable::lines(line));
     }
 
     /// A finding, both ways.

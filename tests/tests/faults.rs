@@ -635,6 +635,18 @@ fn a_glob_follows_tun_and_veth_devices_as_they_come_and_go() {
         a.ip(&["link", "set", "vpns0", "up"]).unwrap();
     });
     let (veth1, _) = appear("vpns1", &|| veth(&a, "vpns1", &b, "f4b1").unwrap());
+    // Linux lets an interface name carry control characters: one that would turn
+    // the operator's terminal red is shown escaped, and nothing raw reaches any output.
+    let hostile = "vpns\u{1b}[31mx";
+    a.ip(&["tuntap", "add", "dev", hostile, "mode", "tun"]).unwrap();
+    a.ip(&["link", "set", hostile, "up"]).unwrap();
+    let hostile_index = ifindex_in(&a, hostile);
+    assert!(wait_for(Duration::from_secs(3), || watched(pid, hostile_index)), "{}", agent.logs());
+    let said = "pathwatch: vpns\\u{1b}[31mx appeared: watching it";
+    assert!(wait_for(Duration::from_secs(2), || agent.stderr().contains(said)), "no {said:?}:\n{}", agent.logs());
+    a.ip(&["link", "del", hostile]).unwrap();
+    let said = "pathwatch: vpns\\u{1b}[31mx went away";
+    assert!(wait_for(Duration::from_secs(2), || agent.stderr().contains(said)), "no {said:?}:\n{}", agent.logs());
     veth(&a, "other4", &b, "f4b2").unwrap();
     let other = ifindex_in(&a, "other4");
     std::thread::sleep(Duration::from_millis(300));
@@ -655,6 +667,9 @@ fn a_glob_follows_tun_and_veth_devices_as_they_come_and_go() {
     }
     assert!(!bpf_fds(pid).iter().any(|f| matches!(f, BpfFd::Link(..))), "links left: {:?}", bpf_fds(pid));
     assert_eq!(agent.stop(libc::SIGTERM, Duration::from_secs(15)), Some(0), "{}", agent.logs());
+    for (stream, text) in [("stdout", agent.stdout()), ("stderr", agent.stderr())] {
+        assert!(!text.contains('\u{1b}'), "a raw escape reached {stream}:\n{}", agent.logs());
+    }
 }
 
 // ---------------------------------------------------------------------------------

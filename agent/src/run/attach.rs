@@ -13,6 +13,7 @@ use super::slots::{Choice, SlotBook};
 use crate::{
     cli::XdpMode,
     kernel::{Kernel, counters::ClassCounts},
+    printable,
 };
 
 /// One watched interface.
@@ -190,7 +191,7 @@ impl Attachments {
             Choice::Reclaim { slot, from } => {
                 match kernel.counters(&[*slot]) {
                     Ok(snapshot) => self.retired.add(&snapshot.slot(*slot)),
-                    Err(e) => tracing::warn!("{from}: final counters lost: {e}"),
+                    Err(e) => tracing::warn!("{}: final counters lost: {e}", printable::text(from)),
                 }
                 // Its counts are in `retired` now, whatever happens to the slot.
                 self.slots.forget(from);
@@ -200,7 +201,10 @@ impl Attachments {
         match kernel.clear_slot(slot) {
             Ok(()) => choice,
             Err(e) => {
-                tracing::warn!("{name}: cannot zero counter slot {slot}, counting in the shared slot: {e}");
+                tracing::warn!(
+                    "{}: cannot zero counter slot {slot}, counting in the shared slot: {e}",
+                    printable::text(name)
+                );
                 Choice::Shared
             }
         }
@@ -270,7 +274,7 @@ impl Attachments {
         let slot = choice.slot();
         self.shared_slot_used |= slot == 0;
         if let Err(e) = kernel.watch_interface(ifindex, slot) {
-            tracing::warn!("{name}: cannot mark the interface as watched: {e}");
+            tracing::warn!("{}: cannot mark the interface as watched: {e}", printable::text(name));
         }
         self.by_name
             .insert(name.to_string(), Attached { name: name.to_string(), ifindex, slot, xdp_mode, xdp: Some(xdp), tc });
