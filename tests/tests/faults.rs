@@ -1448,3 +1448,58 @@ fn slots_of_gone_interfaces_are_reused_zeroed_and_their_counts_kept() {
         json_lines(&text).iter().filter(|l| l["type"] == "stats").map(|l| u(&l["classes"]["dns"])).collect();
     assert!(totals.len() >= 4 && totals.windows(2).all(|w| w[0] <= w[1]), "dns totals went back: {totals:?}");
 }
+
+#[test]
+fn interfaces_past_the_counter_slots_are_reported_together_once() {
+    if !privileged("interfaces_past_the_counter_slots_are_reported_together_once") {
+        return;
+    }
+    // 63 tun devices take the 63 slots; two veth devices after them share slot 0.
+    const PORT: u16 = 9465;
+    let dir = TempDir::new("flt13");
+    let a = netns("pwt-flt13-a");
+    let b = netns("pwt-flt13-b");
+    let json = dir.0.join("agent.json");
+    let port = PORT.to_string();
+    let args = ["run", "-i", "vpnq*", "--metrics", &port, "--json", json.to_str().unwrap()];
+    let mut agent = agent(&a, &args, &dir.0);
+    for k in 0..63 {
+        let name = format!("vpnq{k}");
+        a.ip(&["tuntap", "add", "dev", &name, "mode", "tun"]).unwrap();
+        let said = format!("pathwatch: {name} appeared: watching it");
+        assert!(wait_for(Duration::from_secs(3), || agent.stderr().contains(&said)), "no {said:?}:\n{}", agent.logs());
+    }
+    let mut sent = 0;
+    for (k, n) in [(63usize, 3usize), (64, 4)] {
+        let (name, peer) = (format!("vpnq{k}"), format!("f13p{k}"));
+        veth(&a, &name, &b, &peer).unwrap();
+        let said = format!("pathwatch: {name} appeared: watching it");
+        assert!(wait_for(Duration::from_secs(3), || agent.stderr().contains(&said)), "no {said:?}:\n{}", agent.logs());
+        let frames: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let query = dns_query(i as u16, "shared.test");
+                pathwatch_tests::udp4([198, 18, 73, 2], [198, 18, 73, 1], 40000 + k as u16, 53, &query)
+            })
+            .collect();
+        assert_eq!(in_netns(b.name(), move || send_frames(&peer, &frames, Duration::from_secs(5))), n);
+        sent += n as u64;
+    }
+    let ns = a.name().to_string();
+    let scrape = || http_get(&ns, SocketAddr::from((Ipv4Addr::LOCALHOST, PORT)), "/metrics").unwrap().1;
+    let shared_dns = |text: &str| {
+        metric(text, "pathwatch_packets_total", &[("iface", "(shared)"), ("direction", "ingress"), ("class", "dns")])
+    };
+    assert!(wait_for(Duration::from_secs(3), || shared_dns(&scrape()) == sent), "{}", scrape());
+    let text = scrape();
+    for name in ["vpnq63", "vpnq64"] {
+        assert!(!text.contains(&format!("iface=\"{name}\"")), "{name} has series of its own, holding shared counts");
+    }
+    assert_eq!(agent.stop(libc::SIGTERM, Duration::from_secs(15)), Some(0), "{}", agent.logs());
+    let s = summary_of(&std::fs::read_to_string(&json).unwrap());
+    let interfaces = s["interfaces"].as_object().unwrap();
+    assert_eq!(interfaces.len(), 64, "63 with slots of their own, and the shared entry");
+    assert_eq!(u(&s["interfaces"]["(shared)"]["ingress"]["packets"]["dns"]), sent);
+    let per_iface: u64 = interfaces.values().map(|i| u(&i["ingress"]["packets"]["dns"])).sum();
+    assert_eq!(per_iface, sent, "a sum over the interfaces counts each packet once");
+    assert_eq!(u(&s["classes"]["dns"]), sent);
+}

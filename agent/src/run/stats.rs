@@ -21,6 +21,9 @@ pub struct Counted {
     pub kstats: [u64; kstats::NUM_STATS as usize],
 }
 
+/// The entry (and `iface` label) of the interfaces that count in the shared slot 0.
+pub const SHARED_SLOT_NAME: &str = "(shared)";
+
 /// Reads the counters of the listed interfaces and the kernel statistics.
 pub fn counted(shared: &Shared) -> Counted {
     let set = shared.state.lock().expect("state lock").interfaces.clone();
@@ -39,14 +42,22 @@ pub fn counted(shared: &Shared) -> Counted {
     for slot in &slots {
         totals.add(&snapshot.slot(*slot));
     }
-    let interfaces = set
+    // Interfaces without a slot of their own (past the 63 slots) count together in
+    // slot 0: they are reported as one entry, so that no two entries hold the same
+    // packets and a sum over interfaces stays true.
+    let mut interfaces: Vec<(Listed, ClassCounts)> = set
         .listed
         .into_iter()
+        .filter(|l| l.slot != 0)
         .map(|l| {
             let c = snapshot.slot(l.slot);
             (l, c)
         })
         .collect();
+    if set.shared_slot_used {
+        let shared = Listed { name: SHARED_SLOT_NAME.into(), ifindex: 0, slot: 0, gone: false };
+        interfaces.push((shared, snapshot.slot(0)));
+    }
     Counted { interfaces, totals, kstats }
 }
 
