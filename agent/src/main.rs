@@ -21,7 +21,7 @@ fn load_config(args: &OutputArgs) -> Result<Config, ExitCode> {
 }
 
 fn output(args: &OutputArgs) -> Result<Output, ExitCode> {
-    Output::new(JsonTarget::from_arg(args.json.as_deref()), args.verbose).map_err(|e| {
+    Output::new(JsonTarget::from_arg(args.json.as_deref()), args.verbose).map(Output::for_command).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })

@@ -4,7 +4,8 @@
 //! `--json -` sends JSON to stdout and the human lines to stderr; `--json PATH`
 //! appends JSON to a file (reopened on SIGHUP, for logrotate) and keeps the human
 //! lines on stdout. A JSON target that fails (a full disk, a closed pipe) is reported
-//! once and dropped; everything else keeps going.
+//! once and dropped; everything else keeps going. For a command (`replay`), a reader
+//! that closes standard output (`| head`) just ends it, quietly.
 
 use std::{
     fs::{File, OpenOptions},
@@ -67,12 +68,24 @@ impl Sink {
     }
 }
 
+/// Whose output it is: it decides what a closed standard output means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// `run`: the agent keeps counting whatever happens to its outputs.
+    Agent,
+    /// `replay` and other commands: a reader that went away (`| head`) ends the
+    /// output quietly, as it does for tcpdump or tshark.
+    Command,
+}
+
 /// The outputs of one command.
 pub struct Output {
     target: JsonTarget,
     json: Option<Sink>,
     human: Sink,
     verbose: u8,
+    role: Role,
+    stdout_closed: bool,
     /// JSON write failures (the target is dropped after the first).
     pub json_errors: u64,
 }
@@ -85,7 +98,19 @@ impl Output {
             JsonTarget::Stdout => (Some(Sink::Stdout(io::stdout())), Sink::Stderr(io::stderr())),
             JsonTarget::File(p) => (Some(Sink::File(open_append(p)?)), Sink::Stdout(io::stdout())),
         };
-        Ok(Output { target, json, human, verbose, json_errors: 0 })
+        Ok(Output { target, json, human, verbose, role: Role::Agent, stdout_closed: false, json_errors: 0 })
+    }
+
+    /// The outputs of a command that ends when its reader goes away (`replay`): a
+    /// closed standard output is no error, and [`Output::stdout_closed`] says so.
+    pub fn for_command(mut self) -> Output {
+        self.role = Role::Command;
+        self
+    }
+
+    /// Whether standard output was closed by its reader (`| head`).
+    pub fn stdout_closed(&self) -> bool {
+        self.stdout_closed
     }
 
     /// Whether human lines go to a terminal (for progress bars and colour).
@@ -118,15 +143,24 @@ impl Output {
     pub fn json(&mut self, value: &Value) {
         let Some(sink) = &mut self.json else { return };
         if let Err(e) = sink.write_line(&value.to_string()) {
-            self.json_errors += 1;
             self.json = None;
+            let to_stdout = self.target == JsonTarget::Stdout;
+            if to_stdout && e.kind() == io::ErrorKind::BrokenPipe {
+                self.stdout_closed = true;
+                if self.role == Role::Command {
+                    return;
+                }
+            }
+            self.json_errors += 1;
             let where_ = match &self.target {
                 JsonTarget::File(p) => crate::printable::path(p),
                 _ => "standard output".to_string(),
             };
-            self.error(&format!(
-                "error: cannot write JSON lines to {where_}: {e}; JSON output stopped, the agent keeps running"
-            ));
+            let after = match self.role {
+                Role::Agent => "; JSON output stopped, the agent keeps running",
+                Role::Command => "",
+            };
+            self.error(&format!("error: cannot write JSON lines to {where_}: {e}{after}"));
         }
     }
 
@@ -135,7 +169,12 @@ impl Output {
     /// Control characters other than line breaks are escaped here, whatever the line
     /// carries ([`printable::lines`]): the last guard before the terminal.
     pub fn human(&mut self, line: &str) {
-        let _ = self.human.write_line(&printable::lines(line));
+        if let Err(e) = self.human.write_line(&printable::lines(line))
+            && e.kind() == io::ErrorKind::BrokenPipe
+            && matches!(self.human, Sink::Stdout(_))
+        {
+            self.stdout_closed = true;
+        }
     }
 
     /// An error or warning: always to standard error, whatever the outputs are;

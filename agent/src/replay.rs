@@ -195,6 +195,9 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
             detectors.on_event(ev);
         }
         detectors.tick(frame.ts_ns);
+        if out.stdout_closed() {
+            break;
+        }
     }
     if let Some(pb) = progress {
         pb.finish_and_clear();
@@ -214,6 +217,10 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
     counts.dtls_record = classes[Class::Dtls as usize];
     detectors.finish(last_ts);
     for f in detectors.take_due() {
+        if out.stdout_closed() {
+            // The reader went away (`| head`): nothing more to say, and no error.
+            return 0;
+        }
         out.finding(&f);
     }
     let mut head = Map::new();
@@ -232,7 +239,13 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
     for e in &errors {
         out.error(&format!("error: {e}"));
     }
-    if errors.is_empty() { 0 } else { 2 }
+    if !errors.is_empty() {
+        2
+    } else if out.json_errors > 0 {
+        1
+    } else {
+        0
+    }
 }
 
 /// Moves the next frame of `file` onto the heap (or ends the file, keeping its error).

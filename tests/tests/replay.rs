@@ -450,3 +450,44 @@ fn a_million_distinct_names_stay_within_the_table_caps() {
     assert_eq!(summary["evictions"]["dns_deadlines"], n - 20000);
     assert_eq!(summary["tracked"]["pending_dns_probe_storm"], 0);
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_replay_quietly() {
+    use std::io::{BufRead, BufReader};
+    // 1500 clients each in a storm: far more output, JSON or human, than a pipe holds,
+    // so the replay is still writing when the reader goes.
+    let dir = TempDir::new("replay-head");
+    let capture = dir.0.join("storms.pcap");
+    let frames = (0..1500u32).flat_map(|c| {
+        let client = [198, 18, 100 + (c / 250) as u8, (c % 250) as u8 + 2];
+        (0..4u16).flat_map(move |q| {
+            let t = u64::from(q) * 15_000_000_000 + u64::from(c) * 1_000_000;
+            [
+                (t, udp4(client, [198, 18, 0, 53], 40000, 53, &dns_query(q, "head.test"))),
+                (t + 5_000_000, udp4([198, 18, 0, 53], client, 53, 40000, &dns_response(q, "head.test", 2))),
+            ]
+        })
+    });
+    let mut frames: Vec<(u64, Vec<u8>)> = frames.collect();
+    frames.sort_by_key(|f| f.0);
+    write_pcap(&capture, frames);
+    // `pathwatch replay ... FILE | head -1`: the first line arrives, the reader closes
+    // the pipe, and the replay ends at once with exit 0 and no error.
+    for args in [vec!["replay", "--json", "-"], vec!["replay"], vec!["replay", "-v"]] {
+        let mut child = std::process::Command::new(pathwatch_tests::bin())
+            .args(&args)
+            .arg(&capture)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(!first.is_empty(), "{args:?}: no first line");
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("error:"), "{args:?}: a closed pipe is no error: {stderr}");
+        assert!(!stderr.contains("summary:"), "{args:?}: the replay went on to its summary: {stderr}");
+    }
+}
