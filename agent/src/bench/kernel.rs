@@ -70,7 +70,14 @@ fn floor<'a>(kernel: &'a mut Kernel, name: &str) -> anyhow::Result<&'a mut Xdp> 
 
 /// ns/packet of a floor program on `frame` (minimum of [`ROUNDS`]).
 fn floor_ns(kernel: &mut Kernel, name: &str, frame: &[u8]) -> anyhow::Result<f64> {
-    let prog = floor(kernel, name)?;
+    best_ns(floor(kernel, name)?, frame)
+}
+
+/// The fastest of [`ROUNDS`] runs of [`REPEATS`] repeats of `frame` through `prog`.
+fn best_ns<P>(prog: &P, frame: &[u8]) -> anyhow::Result<f64>
+where
+    P: for<'a> aya::programs::TestRun<Opts<'a> = aya::programs::TestRunOptions<'a>, Result = aya::TestRunResult>,
+{
     let mut best = f64::MAX;
     for _ in 0..ROUNDS {
         let opts = aya::programs::TestRunOptions {
@@ -78,29 +85,19 @@ fn floor_ns(kernel: &mut Kernel, name: &str, frame: &[u8]) -> anyhow::Result<f64
             repeat: REPEATS,
             ..aya::programs::TestRunOptions::new()
         };
-        best = best.min(aya::programs::TestRun::test_run(prog, opts)?.duration.as_nanos() as f64);
+        // The kernel reports the mean per repeat, in whole ns; BPF_PROG_TEST_RUN does
+        // not return the total to recompute it from.
+        best = best.min(prog.test_run(opts)?.duration.as_nanos() as f64);
     }
     Ok(best)
 }
 
 fn min_ns(kernel: &mut Kernel, hook: Hook, frame: &[u8]) -> anyhow::Result<f64> {
-    let mut best = f64::MAX;
-    for _ in 0..ROUNDS {
-        let opts = aya::programs::TestRunOptions {
-            data_in: Some(frame),
-            repeat: REPEATS,
-            ..aya::programs::TestRunOptions::new()
-        };
-        let res = match hook {
-            Hook::Xdp => aya::programs::TestRun::test_run(kernel.xdp(), opts),
-            Hook::Baseline => aya::programs::TestRun::test_run(kernel.xdp_baseline(), opts),
-            Hook::Tc => aya::programs::TestRun::test_run(kernel.tc(), opts),
-        }?;
-        // The kernel reports the mean per repeat, in whole ns; recompute from the total
-        // would need the total, which BPF_PROG_TEST_RUN does not return.
-        best = best.min(res.duration.as_nanos() as f64);
+    match hook {
+        Hook::Xdp => best_ns(kernel.xdp(), frame),
+        Hook::Baseline => best_ns(kernel.xdp_baseline(), frame),
+        Hook::Tc => best_ns(kernel.tc(), frame),
     }
-    Ok(best)
 }
 
 /// Pause between two reads of the ring buffer by the drain thread: at ~100 ns per

@@ -99,6 +99,13 @@ struct Deadline {
     txn: TxnKey,
 }
 
+impl Deadline {
+    /// Whether `p` is the query packet this deadline was set for.
+    fn is_for(&self, p: &QueryPacket) -> bool {
+        p.id == self.txn.id && p.port == self.txn.client_port && p.ts == self.sent
+    }
+}
+
 impl TxnKey {
     fn series(&self) -> SeriesKey {
         SeriesKey { client: self.client, qname: self.qname, qtype: self.qtype }
@@ -257,7 +264,7 @@ impl DnsDetector {
             let series = d.txn.series();
             let Some(s) = self.series.get_mut(&series) else { continue };
             let mut changed = false;
-            for p in s.recent.iter_mut().filter(|p| p.id == d.txn.id && p.port == d.txn.client_port && p.ts == d.sent) {
+            for p in s.recent.iter_mut().filter(|p| d.is_for(p)) {
                 if p.outcome == Outcome::Pending {
                     p.outcome = Outcome::TimedOut;
                     s.timeouts += 1;
@@ -280,7 +287,7 @@ impl DnsDetector {
         let series = d.txn.series();
         let Some(s) = self.series.peek_mut(&series) else { return };
         let mut changed = false;
-        for p in s.recent.iter_mut().filter(|p| p.id == d.txn.id && p.port == d.txn.client_port && p.ts == d.sent) {
+        for p in s.recent.iter_mut().filter(|p| d.is_for(p)) {
             if p.outcome == Outcome::Pending {
                 p.outcome = Outcome::Untracked;
                 changed = true;

@@ -11,6 +11,8 @@
 
 use std::collections::VecDeque;
 
+use super::table::clamp_capacity;
+
 /// A FIFO of at most `capacity` entries; pushing onto a full one evicts the oldest.
 pub struct BoundedQueue<T> {
     name: &'static str,
@@ -23,7 +25,7 @@ impl<T> BoundedQueue<T> {
     /// A queue called `name` (as reported in `tracked` / `evictions`) holding at most
     /// `capacity` entries (at least one).
     pub fn new(name: &'static str, capacity: u64) -> BoundedQueue<T> {
-        BoundedQueue { name, items: VecDeque::new(), capacity: clamp(capacity), evictions: 0 }
+        BoundedQueue { name, items: VecDeque::new(), capacity: clamp_capacity(capacity), evictions: 0 }
     }
 
     /// The queue's name.
@@ -74,16 +76,11 @@ impl<T> BoundedQueue<T> {
     /// evicted, counted and returned.
     #[must_use = "evicted entries stand for state the caller must drop too"]
     pub fn resize(&mut self, capacity: u64) -> Vec<T> {
-        self.capacity = clamp(capacity);
+        self.capacity = clamp_capacity(capacity);
         let excess = self.items.len().saturating_sub(self.capacity);
         self.evictions += excess as u64;
         self.items.drain(..excess).collect()
     }
-}
-
-/// A capacity of at least one entry that fits in memory's index type.
-fn clamp(capacity: u64) -> usize {
-    capacity.clamp(1, usize::MAX as u64) as usize
 }
 
 #[cfg(test)]

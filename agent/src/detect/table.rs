@@ -131,7 +131,7 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
 }
 
 /// A capacity of at least one entry that fits in memory's index type.
-fn clamp_capacity(capacity: u64) -> usize {
+pub(super) fn clamp_capacity(capacity: u64) -> usize {
     capacity.clamp(1, usize::MAX as u64) as usize
 }
 
