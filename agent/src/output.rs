@@ -222,7 +222,7 @@ fn render_evidence(evidence: &Map<String, Value>) -> String {
 /// A finding as three lines: what, evidence, remedy.
 pub fn render_finding(f: &Finding) -> Vec<String> {
     vec![
-        format!("[{}] {}: {}", f.severity.name(), f.kind, f.summary),
+        format!("[{}] {}: {}", f.severity.name(), f.kind.name(), f.summary),
         format!("    evidence: {}", render_evidence(&f.evidence)),
         format!("    remedy: {}", f.remedy),
     ]

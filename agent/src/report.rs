@@ -85,7 +85,7 @@ pub fn render_summary(packets: u64, classes: &[u64; 8], counts: &EventCounts, d:
     let findings = d.book.all();
     let mut by_kind = std::collections::BTreeMap::<&str, u64>::new();
     for f in &findings {
-        *by_kind.entry(f.kind).or_default() += 1;
+        *by_kind.entry(f.kind.name()).or_default() += 1;
     }
     let finding_list: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let mut lines = vec![format!(

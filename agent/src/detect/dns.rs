@@ -22,16 +22,21 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use super::{
+    Detector,
     finding::{Finding, FindingBook, Severity},
+    kind::FindingKind,
     pending::Pending,
     queue::BoundedQueue,
     table::Table,
     util::{intervals, is_backoff, median, regularity, round3, secs},
 };
+use agent_common::EventKind;
+
 use crate::{
     config::{Config, KnownProbe},
     decode::{
         dns::{self, qtype_name, rcode_name},
+        icmp::IcmpError,
         name::DnsName,
     },
     event::Event,
@@ -170,8 +175,8 @@ impl DnsDetector {
     }
 
     /// Tables, for `tracked` and `evictions`.
-    pub fn occupancy(&self) -> [(&'static str, usize, u64); 4] {
-        [
+    pub fn occupancy(&self) -> Vec<(&'static str, usize, u64)> {
+        vec![
             (self.transactions.name(), self.transactions.len(), self.transactions.evictions()),
             (self.series.name(), self.series.len(), self.series.evictions()),
             (self.deadlines.name(), self.deadlines.len(), self.deadlines.evictions()),
@@ -180,7 +185,7 @@ impl DnsDetector {
     }
 
     /// One DNS event.
-    pub fn on_event(&mut self, ev: &Event) {
+    pub fn on_dns(&mut self, ev: &Event) {
         let Some(msg) = dns::decode(&ev.snap) else { return };
         let Some(q) = msg.question else { return };
         let now = ev.header.ts_ns;
@@ -331,6 +336,29 @@ impl DnsDetector {
     }
 }
 
+impl Detector for DnsDetector {
+    fn on_event(&mut self, ev: &Event, _icmp: Option<&IcmpError>) {
+        if ev.kind() == EventKind::Dns {
+            self.on_dns(ev);
+        }
+    }
+    fn expire(&mut self, now_ns: u64) {
+        DnsDetector::expire(self, now_ns);
+    }
+    fn flush(&mut self, book: &mut FindingBook) {
+        DnsDetector::flush(self, book);
+    }
+    fn reconfigure(&mut self, cfg: &Config) {
+        DnsDetector::reconfigure(self, cfg);
+    }
+    fn pending_full(&self) -> bool {
+        DnsDetector::pending_full(self)
+    }
+    fn occupancy(&self) -> Vec<(&'static str, usize, u64)> {
+        DnsDetector::occupancy(self)
+    }
+}
+
 /// The shape of the queries in the window.
 struct Pattern {
     name: &'static str,
@@ -421,7 +449,7 @@ fn storm_finding(
         ),
     };
     let finding = Finding {
-        kind: "dns_probe_storm",
+        kind: FindingKind::DnsProbeStorm,
         severity: Severity::Warning,
         first_seen_ns: s.first_seen,
         last_seen_ns: s.last_seen,
@@ -456,7 +484,7 @@ fn describe_failures(s: &Series) -> String {
 /// Clients with a storm for the same name, for the summary's `fleet` lines.
 pub fn fleet(findings: &[Finding]) -> Vec<Value> {
     let mut by_name: BTreeMap<(String, String), (Vec<String>, Vec<String>)> = BTreeMap::new();
-    for f in findings.iter().filter(|f| f.kind == "dns_probe_storm") {
+    for f in findings.iter().filter(|f| f.kind == FindingKind::DnsProbeStorm) {
         let s = |k: &str| f.subject.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let e = by_name.entry((s("qname"), s("qtype"))).or_default();
         e.0.push(s("client"));

@@ -21,12 +21,16 @@ use agent_common::proto::{
 use serde_json::{Map, json};
 
 use super::{
+    Detector,
     finding::{Finding, FindingBook, Severity},
+    kind::FindingKind,
     pending::Pending,
     queue::BoundedQueue,
     table::Table,
     util::{intervals, regularity, round3, secs},
 };
+use agent_common::EventKind;
+
 use crate::{config::Config, decode::icmp::IcmpError, event::Event};
 
 /// ClientHello times remembered per flow.
@@ -138,8 +142,8 @@ impl DtlsDetector {
     }
 
     /// Tables, for `tracked` and `evictions`.
-    pub fn occupancy(&self) -> [(&'static str, usize, u64); 8] {
-        [
+    pub fn occupancy(&self) -> Vec<(&'static str, usize, u64)> {
+        vec![
             (self.flows.name(), self.flows.len(), self.flows.evictions()),
             (self.subjects.name(), self.subjects.len(), self.subjects.evictions()),
             (self.tls.name(), self.tls.len(), self.tls.evictions()),
@@ -235,7 +239,7 @@ impl DtlsDetector {
         evidence.insert("sessions".into(), json!(sessions));
         evidence.insert("period_s".into(), json!(round3(period)));
         let finding = Finding {
-            kind: "vpn_reconnect_loop",
+            kind: FindingKind::VpnReconnectLoop,
             severity: Severity::Warning,
             first_seen_ns: first,
             last_seen_ns: now,
@@ -343,7 +347,7 @@ impl DtlsDetector {
         evidence.insert("tls_session_seen".into(), json!(tls));
         evidence.insert("flows".into(), json!(agg.blocked_flows));
         let finding = Finding {
-            kind: "dtls_blocked",
+            kind: FindingKind::DtlsBlocked,
             severity: Severity::Warning,
             first_seen_ns: agg.first,
             last_seen_ns: agg.last,
@@ -406,7 +410,7 @@ impl DtlsDetector {
             )
         };
         let finding = Finding {
-            kind: "dtls_port_unreachable",
+            kind: FindingKind::DtlsPortUnreachable,
             severity: Severity::Warning,
             first_seen_ns: agg.first,
             last_seen_ns: now,
@@ -438,13 +442,39 @@ impl Subject {
     }
 }
 
+impl Detector for DtlsDetector {
+    fn on_event(&mut self, ev: &Event, icmp: Option<&IcmpError>) {
+        match (ev.kind(), icmp) {
+            (EventKind::Dtls, _) => self.on_dtls(ev),
+            (EventKind::Tls, _) => self.on_tls(ev),
+            (EventKind::IcmpError, Some(icmp)) => self.on_icmp(ev, icmp),
+            _ => {}
+        }
+    }
+    fn expire(&mut self, now_ns: u64) {
+        DtlsDetector::expire(self, now_ns);
+    }
+    fn flush(&mut self, book: &mut FindingBook) {
+        DtlsDetector::flush(self, book);
+    }
+    fn reconfigure(&mut self, cfg: &Config) {
+        DtlsDetector::reconfigure(self, cfg);
+    }
+    fn pending_full(&self) -> bool {
+        DtlsDetector::pending_full(self)
+    }
+    fn occupancy(&self) -> Vec<(&'static str, usize, u64)> {
+        DtlsDetector::occupancy(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use agent_common::{EventHeader, EventInfo, EventKind, proto::HS_CLIENT_HELLO};
 
     use crate::{
         config::{Cap, Config},
-        detect::{Detectors, Emission},
+        detect::{Detectors, Emission, FindingKind},
         event::Event,
     };
 
@@ -480,7 +510,7 @@ mod tests {
         let mut c: Vec<String> = d
             .take_due()
             .iter()
-            .filter(|f| f.kind == "dtls_blocked")
+            .filter(|f| f.kind == FindingKind::DtlsBlocked)
             .map(|f| f.subject["client"].as_str().unwrap().to_string())
             .collect();
         c.sort();

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::table::Table;
+use super::{kind::FindingKind, table::Table};
 
 /// How urgent a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,8 +37,8 @@ impl Severity {
 /// (values from packets are escaped before they get here).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finding {
-    /// `dns_probe_storm`, `dtls_blocked`, …
-    pub kind: &'static str,
+    /// What it diagnoses.
+    pub kind: FindingKind,
     /// Severity.
     pub severity: Severity,
     /// Event time of the first evidence, ns since the epoch.
@@ -70,7 +70,7 @@ impl Finding {
     pub fn to_json(&self) -> Value {
         json!({
             "type": "finding",
-            "kind": self.kind,
+            "kind": self.kind.name(),
             "severity": self.severity.name(),
             "first_seen": rfc3339(self.first_seen_ns),
             "last_seen": rfc3339(self.last_seen_ns),
@@ -106,7 +106,7 @@ pub struct FindingBook {
     mode: Emission,
     entries: Table<String, Entry>,
     due: Vec<Finding>,
-    totals: BTreeMap<&'static str, u64>,
+    totals: BTreeMap<FindingKind, u64>,
 }
 
 impl FindingBook {
@@ -157,7 +157,7 @@ impl FindingBook {
     }
 
     /// Whether a finding with this key exists.
-    pub fn contains(&self, kind: &str, subject: &Map<String, Value>) -> bool {
+    pub fn contains(&self, kind: FindingKind, subject: &Map<String, Value>) -> bool {
         self.entries.peek(&format!("{kind}{}", Value::Object(subject.clone()))).is_some()
     }
 
@@ -176,17 +176,17 @@ impl FindingBook {
     /// Every finding, final, in order of first evidence.
     pub fn all(&self) -> Vec<Finding> {
         let mut all: Vec<Finding> = self.entries.iter().map(|(_, e)| e.finding.clone()).collect();
-        all.sort_by(|a, b| (a.first_seen_ns, a.kind, a.key()).cmp(&(b.first_seen_ns, b.kind, b.key())));
+        all.sort_by_key(|a| (a.first_seen_ns, a.kind, a.key()));
         all
     }
 
     /// Findings first seen so far, per kind (the `pathwatch_findings_total` counter).
-    pub fn totals(&self) -> &BTreeMap<&'static str, u64> {
+    pub fn totals(&self) -> &BTreeMap<FindingKind, u64> {
         &self.totals
     }
 
     /// Findings per kind whose latest evidence is within `window_ns` of `now_ns`.
-    pub fn active(&self, now_ns: u64, window_ns: u64) -> BTreeMap<&'static str, u64> {
+    pub fn active(&self, now_ns: u64, window_ns: u64) -> BTreeMap<FindingKind, u64> {
         let mut out = BTreeMap::new();
         for (_, e) in self.entries.iter() {
             if now_ns.saturating_sub(e.finding.last_seen_ns) <= window_ns {
@@ -212,7 +212,7 @@ mod tests {
         let mut evidence = Map::new();
         evidence.insert("queries".into(), json!(queries));
         Finding {
-            kind: "dns_probe_storm",
+            kind: FindingKind::DnsProbeStorm,
             severity: Severity::Warning,
             first_seen_ns: at,
             last_seen_ns: at,
@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(due[0].first_seen_ns, 0, "first_seen is kept");
         book.upsert(finding(8, 90 * s), "periodic".into(), 90 * s);
         assert!(book.take_due().is_empty(), "changed again, but within the interval");
-        assert_eq!(book.totals()["dns_probe_storm"], 1);
+        assert_eq!(book.totals()[&FindingKind::DnsProbeStorm], 1);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod dtls;
 pub mod finding;
+pub mod kind;
 pub mod pending;
 pub mod pmtu;
 pub mod queue;
@@ -14,9 +15,31 @@ use std::collections::BTreeMap;
 
 use agent_common::EventKind;
 
-use crate::{config::Config, decode::icmp, event::Event};
+use crate::{
+    config::Config,
+    decode::icmp::{self, IcmpError},
+    event::Event,
+};
 
 pub use finding::{Emission, Finding, FindingBook, Severity};
+pub use kind::FindingKind;
+
+/// What every detector does: take events on event time, let time pass, build its
+/// findings on demand, and account for the state it holds.
+pub trait Detector {
+    /// One event; `icmp` is its ICMP error, decoded once for every detector.
+    fn on_event(&mut self, ev: &Event, icmp: Option<&IcmpError>);
+    /// Time passes without events (live: a timer; replay: between frames).
+    fn expire(&mut self, now_ns: u64);
+    /// Builds the findings whose evidence changed since the last call.
+    fn flush(&mut self, book: &mut FindingBook);
+    /// Applies a new configuration without losing state.
+    fn reconfigure(&mut self, cfg: &Config);
+    /// Whether its table of marked findings is full (build them before the next mark).
+    fn pending_full(&self) -> bool;
+    /// Its tables: name, entries held, entries evicted.
+    fn occupancy(&self) -> Vec<(&'static str, usize, u64)>;
+}
 
 /// All detectors and the findings they produced.
 pub struct Detectors {
@@ -43,30 +66,29 @@ impl Detectors {
         }
     }
 
+    /// The detectors, in the order they see each event.
+    fn each(&mut self) -> [&mut dyn Detector; 3] {
+        [&mut self.dns, &mut self.dtls, &mut self.pmtu]
+    }
+
     /// Applies a new configuration without losing state: thresholds, caps, and the
     /// findings' repeat interval and cap.
     pub fn reconfigure(&mut self, cfg: &Config) {
-        self.dns.reconfigure(cfg);
-        self.dtls.reconfigure(cfg);
-        self.pmtu.reconfigure(cfg);
+        for d in self.each() {
+            d.reconfigure(cfg);
+        }
         self.book.reconfigure(cfg.output.finding_interval_s.ns(), cfg.output.findings_cap.0);
     }
 
     /// One event.
     pub fn on_event(&mut self, ev: &Event) {
         self.last_ts = self.last_ts.max(ev.header.ts_ns);
-        match ev.kind() {
-            EventKind::Dns => self.dns.on_event(ev),
-            EventKind::Dtls => self.dtls.on_dtls(ev),
-            EventKind::Tls => self.dtls.on_tls(ev),
-            EventKind::IcmpError => {
-                let i = ev.header.info;
-                let decoded = icmp::decode(i.icmp_type, i.icmp_code, i.icmp_mtu, &ev.snap);
-                self.pmtu.on_icmp(ev, &decoded);
-                self.dtls.on_icmp(ev, &decoded);
-            }
-            EventKind::TcpSyn => self.pmtu.on_syn(ev),
-            EventKind::TcpLargeRetransmit => self.pmtu.on_retransmit(ev),
+        let decoded = (ev.kind() == EventKind::IcmpError).then(|| {
+            let i = ev.header.info;
+            icmp::decode(i.icmp_type, i.icmp_code, i.icmp_mtu, &ev.snap)
+        });
+        for d in self.each() {
+            d.on_event(ev, decoded.as_ref());
         }
         self.flush_if_full();
     }
@@ -74,7 +96,7 @@ impl Detectors {
     /// A replay builds findings at its end; a table of marks that fills up before then
     /// is built now, so no finding is lost to `output.pending_cap`.
     fn flush_if_full(&mut self) {
-        if self.dns.pending_full() || self.dtls.pending_full() || self.pmtu.pending_full() {
+        if self.each().iter().any(|d| d.pending_full()) {
             self.flush();
         }
     }
@@ -82,8 +104,9 @@ impl Detectors {
     /// Time passes without events (live: a timer; replay: between frames).
     pub fn tick(&mut self, now_ns: u64) {
         self.last_ts = self.last_ts.max(now_ns);
-        self.dns.expire(now_ns);
-        self.dtls.expire(now_ns);
+        for d in self.each() {
+            d.expire(now_ns);
+        }
         self.flush_if_full();
     }
 
@@ -97,9 +120,10 @@ impl Detectors {
     /// Builds the findings whose evidence changed since the last call (the detectors
     /// update their state per event and build findings only here).
     pub fn flush(&mut self) {
-        self.dns.flush(&mut self.book);
-        self.dtls.flush(&mut self.book);
-        self.pmtu.flush(&mut self.book);
+        let Detectors { dns, dtls, pmtu, book, .. } = self;
+        for d in [dns as &mut dyn Detector, dtls, pmtu] {
+            d.flush(book);
+        }
     }
 
     /// Findings due to be printed (after a flush).
@@ -124,10 +148,8 @@ impl Detectors {
     }
 
     fn tables(&self) -> Vec<(&'static str, usize, u64)> {
-        let mut out = Vec::new();
-        out.extend(self.dns.occupancy());
-        out.extend(self.dtls.occupancy());
-        out.extend(self.pmtu.occupancy());
+        let mut out: Vec<(&'static str, usize, u64)> =
+            [&self.dns as &dyn Detector, &self.dtls, &self.pmtu].iter().flat_map(|d| d.occupancy()).collect();
         let (len, ev) = self.book.occupancy();
         out.push(("findings", len, ev));
         out

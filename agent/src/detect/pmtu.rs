@@ -8,11 +8,16 @@
 
 use std::net::IpAddr;
 
-use agent_common::proto::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG, TCP_ACK};
+use agent_common::{
+    EventKind,
+    proto::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG, TCP_ACK},
+};
 use serde_json::{Map, json};
 
 use super::{
+    Detector,
     finding::{Finding, FindingBook, Severity},
+    kind::FindingKind,
     pending::Pending,
     table::Table,
 };
@@ -119,8 +124,8 @@ impl PmtuDetector {
     }
 
     /// Tables, for `tracked` and `evictions`.
-    pub fn occupancy(&self) -> [(&'static str, usize, u64); 8] {
-        [
+    pub fn occupancy(&self) -> Vec<(&'static str, usize, u64)> {
+        vec![
             (self.mss.name(), self.mss.len(), self.mss.evictions()),
             (self.flows.name(), self.flows.len(), self.flows.evictions()),
             (self.signals.name(), self.signals.len(), self.signals.evictions()),
@@ -188,7 +193,7 @@ impl PmtuDetector {
         evidence.insert("count".into(), json!(s.count));
         evidence.insert("flows".into(), json!(s.flow_count));
         let finding = Finding {
-            kind: "pmtu_signal",
+            kind: FindingKind::PmtuSignal,
             severity: Severity::Info,
             first_seen_ns: s.first,
             last_seen_ns: now,
@@ -280,7 +285,7 @@ impl PmtuDetector {
                 .to_string(),
         };
         let finding = Finding {
-            kind: "pmtu_black_hole",
+            kind: FindingKind::PmtuBlackHole,
             severity: Severity::Critical,
             first_seen_ns: first,
             last_seen_ns: now,
@@ -337,7 +342,7 @@ impl PmtuDetector {
         evidence.insert("path_mtu_source".into(), json!(source));
         let fit = path_mtu.saturating_sub(hdr);
         let finding = Finding {
-            kind: "mss_exceeds_path_mtu",
+            kind: FindingKind::MssExceedsPathMtu,
             severity: Severity::Warning,
             first_seen_ns: first,
             last_seen_ns: now,
@@ -379,5 +384,29 @@ fn sock(addr: IpAddr, port: u16) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
         IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+impl Detector for PmtuDetector {
+    fn on_event(&mut self, ev: &Event, icmp: Option<&IcmpError>) {
+        match (ev.kind(), icmp) {
+            (EventKind::TcpSyn, _) => self.on_syn(ev),
+            (EventKind::TcpLargeRetransmit, _) => self.on_retransmit(ev),
+            (EventKind::IcmpError, Some(icmp)) => self.on_icmp(ev, icmp),
+            _ => {}
+        }
+    }
+    fn expire(&mut self, _now_ns: u64) {}
+    fn flush(&mut self, book: &mut FindingBook) {
+        PmtuDetector::flush(self, book);
+    }
+    fn reconfigure(&mut self, cfg: &Config) {
+        PmtuDetector::reconfigure(self, cfg);
+    }
+    fn pending_full(&self) -> bool {
+        PmtuDetector::pending_full(self)
+    }
+    fn occupancy(&self) -> Vec<(&'static str, usize, u64)> {
+        PmtuDetector::occupancy(self)
     }
 }

@@ -26,6 +26,7 @@ use prometheus_client::{
 };
 
 use super::Shared;
+use crate::detect::FindingKind;
 
 /// Findings count as active while their latest evidence is this recent.
 const ACTIVE_WINDOW_NS: u64 = 300_000_000_000;
@@ -152,23 +153,16 @@ impl Collector for AgentCollector {
             "DNS query packets left unanswered for dns.timeout_s.",
             &[(vec![], st.detectors.dns.timeouts_total)],
         )?;
-        let kinds = [
-            "dns_probe_storm",
-            "dtls_blocked",
-            "dtls_port_unreachable",
-            "vpn_reconnect_loop",
-            "pmtu_black_hole",
-            "pmtu_signal",
-            "mss_exceeds_path_mtu",
-        ];
         let totals = st.detectors.book.totals();
         let active = st.detectors.book.active(self.clock.now(), ACTIVE_WINDOW_NS);
-        let findings: Vec<(Labels, u64)> =
-            kinds.iter().map(|k| (vec![("kind", (*k).to_string())], totals.get(k).copied().unwrap_or(0))).collect();
-        counter_family(&mut enc, "pathwatch_findings", "Findings raised, by kind.", &findings)?;
-        let active: Vec<(Labels, i64)> = kinds
+        let findings: Vec<(Labels, u64)> = FindingKind::ALL
             .iter()
-            .map(|k| (vec![("kind", (*k).to_string())], active.get(k).copied().unwrap_or(0) as i64))
+            .map(|k| (vec![("kind", k.name().to_string())], totals.get(k).copied().unwrap_or(0)))
+            .collect();
+        counter_family(&mut enc, "pathwatch_findings", "Findings raised, by kind.", &findings)?;
+        let active: Vec<(Labels, i64)> = FindingKind::ALL
+            .iter()
+            .map(|k| (vec![("kind", k.name().to_string())], active.get(k).copied().unwrap_or(0) as i64))
             .collect();
         gauge_family(
             &mut enc,
