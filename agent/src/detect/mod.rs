@@ -29,6 +29,9 @@ pub use kind::FindingKind;
 pub trait Detector {
     /// One event; `icmp` is its ICMP error, decoded once for every detector.
     fn on_event(&mut self, ev: &Event, icmp: Option<&IcmpError>);
+    /// An event that repeats one seen moments ago (a SPAN port, a bridge, two watched
+    /// interfaces): it is no evidence, but tells where packets are seen twice.
+    fn on_duplicate(&mut self, _ev: &Event) {}
     /// Time passes without events (live: a timer; replay: between frames).
     fn expire(&mut self, now_ns: u64);
     /// Builds the findings whose evidence changed since the last call.
