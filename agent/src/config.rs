@@ -100,6 +100,10 @@ checked_number!(
     Secs(f64), |v| v.is_finite() && v > 0.0, "a positive number of seconds"
 );
 checked_number!(
+    /// A duration in seconds, zero or more (zero turns a feature off).
+    SecsOrZero(f64), |v| v.is_finite() && v >= 0.0, "zero or a positive number of seconds"
+);
+checked_number!(
     /// A table size, at least 1.
     Cap(u64), |v| (1..=100_000_000).contains(&v), "a capacity from 1 to 100000000"
 );
@@ -125,6 +129,13 @@ checked_number!(
 );
 
 impl Secs {
+    /// As nanoseconds.
+    pub fn ns(self) -> u64 {
+        (self.0 * 1e9) as u64
+    }
+}
+
+impl SecsOrZero {
     /// As nanoseconds.
     pub fn ns(self) -> u64 {
         (self.0 * 1e9) as u64
@@ -239,6 +250,8 @@ pub struct MetricsConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Events, before any detector.
+    pub events: EventsConfig,
     /// DNS.
     pub dns: DnsConfig,
     /// DTLS and VPN.
@@ -251,6 +264,22 @@ pub struct Config {
     pub kernel: KernelSettings,
     /// Metrics.
     pub metrics: MetricsConfig,
+}
+
+/// `[events]`: what happens to every event before the detectors see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// An event identical to one seen less than this long before is a copy of the
+    /// same packet (a SPAN port, a bridge, two watched interfaces): counted as a
+    /// duplicate and given to no detector. 0 turns this off.
+    pub duplicate_window_s: SecsOrZero,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { duplicate_window_s: SecsOrZero(0.005) }
+    }
 }
 
 impl Default for DnsConfig {

@@ -524,14 +524,15 @@ mod tests {
         let mut d = Detectors::new(&cfg, Emission::AtEnd);
         // A and B start; A retries (so B is the least recently used flow); C starts:
         // the flow table drops B, the full waiting queue drops A, the oldest waiting.
+        // (100 ms apart: a retry is slower than a copy of one packet.)
         for (t, client) in [(0, 0xa), (1, 0xb), (2, 0xa), (3, 0xc)] {
-            d.on_event(&hello(T0 + t * MS, client));
+            d.on_event(&hello(T0 + t * 100 * MS, client));
         }
         assert_eq!(d.evictions()["dtls_waiting"], 1);
         assert_eq!(d.evictions()["dtls_flows"], 2, "B by the LRU, A with its waiting entry");
         assert_eq!((d.tracked()["dtls_flows"], d.tracked()["dtls_waiting"]), (1, 2));
         // A, forgotten, starts over with its next hello (and B's stale entry goes).
-        d.on_event(&hello(T0 + 4 * MS, 0xa));
+        d.on_event(&hello(T0 + 400 * MS, 0xa));
         assert_eq!((d.tracked()["dtls_flows"], d.evictions()["dtls_waiting"]), (2, 2));
         d.finish(T0 + 60_000 * MS);
         assert_eq!(blocked_clients(&mut d), ["198.18.0.10", "198.18.0.12"]);
