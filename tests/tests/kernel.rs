@@ -1223,7 +1223,8 @@ fn tcp_fin_cases() -> Vec<Case> {
     for ip in Ip::BOTH {
         let s2c = (Host::Server, Host::Client);
         let mut add = |name: &str, flags: u8, payload: &[u8], class: Class| {
-            let frame = tcp(ip.headers(s2c.0, s2c.1), tcp_header(443, TCP_CLIENT_PORT, 8000, 20_000, flags, &[]), payload);
+            let frame =
+                tcp(ip.headers(s2c.0, s2c.1), tcp_header(443, TCP_CLIENT_PORT, 8000, 20_000, flags, &[]), payload);
             let want = Want::new(EventKind::TcpFin, ip, s2c, IPPROTO_TCP, (443, TCP_CLIENT_PORT))
                 .tcp_flags(flags)
                 .l4_payload_len(payload.len())
@@ -1270,11 +1271,7 @@ fn tcp_fin_cases() -> Vec<Case> {
                 .event(want),
         );
         // DNS over TCP and TLS records keep their own rules: no FIN event.
-        let frame = tcp(
-            ip.headers(c2s.0, c2s.1),
-            tcp_header(TCP_CLIENT_PORT, 53, 7000, 9000, fin | TCP_ACK, &[]),
-            &[],
-        );
+        let frame = tcp(ip.headers(c2s.0, c2s.1), tcp_header(TCP_CLIENT_PORT, 53, 7000, 9000, fin | TCP_ACK, &[]), &[]);
         cases.push(Case::new(format!("{ip:?} FIN on TCP/53"), frame, Class::Dns));
     }
     cases
