@@ -256,10 +256,11 @@ impl PmtuDetector {
         }
         let flow = TcpFlow::of(ev).reverse();
         let Some(f) = self.flows.peek_mut(&flow) else { return };
-        let before = f.black_hole(self.min_retransmits).is_some();
+        let reported = f.black_hole(self.min_retransmits).is_some();
         f.receiver_acked(ev.header.info.tcp_ack);
-        if before && f.black_hole(self.min_retransmits).is_none() {
-            // Withdrawn: the next flush takes the finding back.
+        if reported {
+            // The next flush rebuilds the finding, or takes it back if the receiver
+            // acknowledged its segment.
             self.pending_black_holes.mark(&flow, ev.header.ts_ns);
         }
     }
