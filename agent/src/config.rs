@@ -6,7 +6,7 @@
 //! allowed. Range checks live in the value types, so that serde reports them at the
 //! value's own position.
 
-use std::{fmt, path::Path};
+use std::{fmt, net::IpAddr, path::Path};
 
 use agent_common::{KernelConfig, config::DEFAULT_LARGE_PACKET_BYTES, flow::DEFAULT_FLOW_ENTRIES};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -175,14 +175,23 @@ pub struct DtlsConfig {
     pub timeout_s: Secs,
     /// DTLS flows tracked (LRU); also the flows awaiting an answer.
     pub flows_cap: Cap,
-    /// A TLS session this close in time to a blocked DTLS flow marks the fallback.
+    /// DTLS and TLS between one client and server this close in time belong together:
+    /// a TLS session near blocked DTLS marks the fallback, DTLS near a reconnect rhythm
+    /// is its VPN evidence.
     pub tls_window_s: Secs,
-    /// TLS sessions from one client to one server before a reconnect loop is named.
+    /// TLS sessions in a regular run before a reconnect loop is named.
     pub reconnect_min_sessions: Count,
+    /// The regular run must span at least this long.
+    pub reconnect_min_span_s: Secs,
     /// Reconnect intervals within this fraction of their median are regular.
     pub reconnect_tolerance: Ratio,
     /// Shorter reconnect periods are not a VPN reconnect loop.
     pub reconnect_min_period_s: Secs,
+    /// Servers known to be VPN concentrators: a rhythm of TLS sessions to them needs no
+    /// DTLS to be a reconnect loop.
+    pub vpn_servers: Vec<IpAddr>,
+    /// Server ports known to carry only VPN tunnels (as `vpn_servers`, for any server).
+    pub vpn_ports: Vec<Port>,
 }
 
 /// `[pmtu]`
@@ -275,9 +284,12 @@ impl Default for DtlsConfig {
             timeout_s: Secs(10.0),
             flows_cap: Cap(20_000),
             tls_window_s: Secs(300.0),
-            reconnect_min_sessions: Count(3),
+            reconnect_min_sessions: Count(4),
+            reconnect_min_span_s: Secs(300.0),
             reconnect_tolerance: Ratio(0.25),
             reconnect_min_period_s: Secs(10.0),
+            vpn_servers: Vec::new(),
+            vpn_ports: Vec::new(),
         }
     }
 }
