@@ -475,6 +475,18 @@ mod tests {
     }
 
     #[test]
+    fn vpn_servers_and_ports_are_addresses_and_ports() {
+        let c = parse("[dtls]\nvpn_servers = [\"192.0.2.10\", \"2001:db8::10\"]\nvpn_ports = [8443]\n").unwrap();
+        assert_eq!(c.dtls.vpn_servers, ["192.0.2.10".parse::<IpAddr>().unwrap(), "2001:db8::10".parse().unwrap()]);
+        assert_eq!(c.dtls.vpn_ports, [Port(8443)]);
+        let e = parse("[dtls]\nvpn_servers = [\"vpn.example.com\"]\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 16), "{e}");
+        assert!(e.message.contains("invalid IP address"), "{}", e.message);
+        let e = parse("[dtls]\nvpn_ports = [0]\n").unwrap_err();
+        assert!(e.message.contains("expected a port from 1 to 65535"), "{}", e.message);
+    }
+
+    #[test]
     fn extra_dns_ports_and_known_probes_reach_their_users() {
         let c = parse(
             "[dns]\nports = [5353]\n[[dns.known_probes]]\nqname = \"Probe.Example\"\nname = \"p\"\nremedy = \"r\"\n",
