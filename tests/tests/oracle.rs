@@ -170,12 +170,15 @@ fn dns_storms(frames: &[Frame]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
+/// A UDP flow: source, source port, destination, destination port.
+type Flow = (String, String, String, String);
+
 /// (client, server, port) of every flow the rules call blocked.
 fn dtls_blocked(frames: &[Frame]) -> BTreeSet<(String, String, String)> {
     let end = frames.iter().map(Frame::time).fold(f64::MIN, f64::max);
     // Per flow: the first ClientHello's time, and the record sequence numbers of all.
-    let mut hellos: BTreeMap<(String, String, String, String), (f64, BTreeSet<String>)> = BTreeMap::new();
-    let mut records: BTreeMap<(String, String, String, String), Vec<f64>> = BTreeMap::new();
+    let mut hellos: BTreeMap<Flow, (f64, BTreeSet<String>)> = BTreeMap::new();
+    let mut records: BTreeMap<Flow, Vec<f64>> = BTreeMap::new();
     for f in frames.iter().filter(|f| !f.is_icmp() && !f.all("dtls.record.content_type").is_empty()) {
         let (Some((src, dst)), Some((sport, dport))) = (f.addrs(), f.ports()) else { continue };
         let flow = (src, sport, dst, dport);

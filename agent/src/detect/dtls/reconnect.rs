@@ -301,8 +301,8 @@ mod tests {
         // stretches of a page refreshing every ~11 s (where the old rule saw a loop
         // "every 11 s"): never a rhythm sustained for minutes.
         let gaps = [
-            0.04, 11.2, 10.9, 0.3, 162.0, 0.05, 11.0, 11.4, 12.1, 45.3, 0.2, 98.7, 0.04, 30.5, 11.0, 0.9, 140.2,
-            11.3, 0.06, 60.4,
+            0.04, 11.2, 10.9, 0.3, 162.0, 0.05, 11.0, 11.4, 12.1, 45.3, 0.2, 98.7, 0.04, 30.5, 11.0, 0.9, 140.2, 11.3,
+            0.06, 60.4,
         ];
         assert_eq!(gaps.len(), 20);
         assert!(loops(&vpn_port_443(), &gaps).is_empty());
