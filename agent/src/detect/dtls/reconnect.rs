@@ -194,7 +194,7 @@ impl Reconnect {
         };
         tls.run = Some(run);
         if run.sessions >= self.min_sessions
-            && run.last - run.first >= self.min_span_ns
+            && run.last.saturating_sub(run.first) >= self.min_span_ns
             && run.period_s >= self.min_period_s
         {
             tls.looped = Some(run);
@@ -226,7 +226,7 @@ impl Reconnect {
     fn report(&self, s: Subject, now: u64, book: &mut FindingBook) {
         let Some(run) = self.tls.peek(&s).and_then(|t| t.looped) else { return };
         let Some(vpn) = self.vpn_evidence(s, run) else { return };
-        let span_s = secs(run.last - run.first);
+        let span_s = secs(run.last.saturating_sub(run.first));
         let mut evidence = Map::new();
         evidence.insert("sessions".into(), json!(run.sessions));
         evidence.insert("period_s".into(), json!(round3(run.period_s)));
@@ -397,6 +397,18 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:#?}");
         assert_eq!((&f[0].evidence["sessions"], &f[0].evidence["span_s"]), (&json!(50), &json!(2940.0)));
         assert_eq!(f[0].first_seen_ns, T0);
+    }
+
+    #[test]
+    fn a_session_stamped_before_the_previous_one_ends_the_run() {
+        // Live, events from two CPUs can reach the agent a little out of order.
+        let mut d = Detectors::new(&vpn_port_443(), Emission::AtEnd);
+        let last = sessions(&mut d, &[60.0; 5]);
+        d.on_event(&tls_hello(last - S / 1000, 1, 42000, 1, 443));
+        d.finish(last + S);
+        let f = found(&mut d, FindingKind::VpnReconnectLoop);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!((f[0].last_seen_ns, &f[0].evidence["sessions"]), (last, &json!(6)));
     }
 
     #[test]
