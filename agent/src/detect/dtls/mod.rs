@@ -64,10 +64,15 @@ impl DtlsDetector {
 
 impl Detector for DtlsDetector {
     fn on_event(&mut self, ev: &Event, icmp: Option<&IcmpError>) {
-        self.blocked.expire(ev.header.ts_ns);
         match (ev.kind(), icmp) {
-            (EventKind::Dtls, _) => self.on_dtls(ev),
-            (EventKind::Tls, _) => self.reconnect.on_tls(ev),
+            (EventKind::Dtls, _) => {
+                self.blocked.expire(ev.header.ts_ns);
+                self.on_dtls(ev);
+            }
+            (EventKind::Tls, _) => {
+                self.blocked.expire(ev.header.ts_ns);
+                self.reconnect.on_tls(ev);
+            }
             (EventKind::IcmpError, Some(icmp)) => self.blocked.on_icmp(ev, icmp),
             _ => {}
         }
