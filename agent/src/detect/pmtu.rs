@@ -86,6 +86,13 @@ pub struct PmtuDetector {
     pending_signals: Pending<SignalKey>,
     pending_black_holes: Pending<TcpFlow>,
     pending_mss: Pending<(IpAddr, IpAddr)>,
+    /// Reported black holes whose retransmissions would show, by stopping early, that
+    /// their segment was acknowledged: flow → when that is due.
+    overdue: Table<TcpFlow, u64>,
+    /// The earliest of those times (`u64::MAX`: none), so time passing costs nothing.
+    next_overdue: u64,
+    /// Latest event time.
+    now: u64,
 }
 
 /// The latest SYN of a client whose MSS does not fit the path.
@@ -116,6 +123,9 @@ impl PmtuDetector {
             pending_signals: Pending::new("pending_pmtu_signal", cfg.output.pending_cap.0),
             pending_black_holes: Pending::new("pending_pmtu_black_hole", cfg.output.pending_cap.0),
             pending_mss: Pending::new("pending_mss_exceeds_path_mtu", cfg.output.pending_cap.0),
+            overdue: Table::new("tcp_overdue_checks", cap),
+            next_overdue: u64::MAX,
+            now: 0,
         }
     }
 
@@ -144,6 +154,7 @@ impl PmtuDetector {
             (self.signals.name(), self.signals.len(), self.signals.evictions()),
             (self.paths.name(), self.paths.len(), self.paths.evictions()),
             (self.signalled_flows.name(), self.signalled_flows.len(), self.signalled_flows.evictions()),
+            (self.overdue.name(), self.overdue.len(), self.overdue.evictions()),
             self.pending_signals.occupancy(),
             self.pending_black_holes.occupancy(),
             self.pending_mss.occupancy(),
@@ -242,8 +253,18 @@ impl PmtuDetector {
             f.doubling();
         }
         f.retransmitted(info.tcp_seq, info.seg_len, ev.header.ip_len, info.largest_acked, now);
-        if f.black_hole(self.min_retransmits).is_none() || self.signalled_flows.peek(&flow).is_some() {
+        let Some(hole) = f.black_hole(self.min_retransmits, now) else { return };
+        if self.signalled_flows.peek(&flow).is_some() {
             return;
+        }
+        match hole.overdue_at() {
+            Some(at) => {
+                *self.overdue.entry(flow, || at) = at;
+                self.next_overdue = self.next_overdue.min(at);
+            }
+            None => {
+                self.overdue.remove(&flow);
+            }
         }
         self.pending_black_holes.mark(&flow, now);
     }
@@ -256,7 +277,7 @@ impl PmtuDetector {
         }
         let flow = TcpFlow::of(ev).reverse();
         let Some(f) = self.flows.peek_mut(&flow) else { return };
-        let reported = f.black_hole(self.min_retransmits).is_some();
+        let reported = f.black_hole(self.min_retransmits, ev.header.ts_ns).is_some();
         f.receiver_acked(ev.header.info.tcp_ack);
         if reported {
             // The next flush rebuilds the finding, or takes it back if the receiver
@@ -298,7 +319,8 @@ impl PmtuDetector {
 
     fn report_black_hole(&mut self, flow: TcpFlow, now: u64, book: &mut FindingBook) {
         let subject = Self::black_hole_subject(flow);
-        let hole = self.flows.peek(&flow).and_then(|f| Some((f.black_hole(self.min_retransmits)?, f.largest_acked)));
+        let hole =
+            self.flows.peek(&flow).and_then(|f| Some((f.black_hole(self.min_retransmits, self.now)?, f.largest_acked)));
         let Some((hole, acked)) = hole else {
             // The receiver acknowledged it after all (or it was a copy): not a black hole.
             book.withdraw(FindingKind::PmtuBlackHole, &subject);
@@ -403,6 +425,21 @@ impl PmtuDetector {
         book.upsert(finding, format!("{}|{path_mtu}", mss), now);
     }
 
+    /// Time passes: reported black holes whose retransmissions stopped early are
+    /// rebuilt, which takes them back.
+    pub fn expire(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        if self.next_overdue > now {
+            return;
+        }
+        let due: Vec<TcpFlow> = self.overdue.iter().filter(|(_, at)| **at <= now).map(|(f, _)| *f).collect();
+        for flow in due {
+            self.overdue.remove(&flow);
+            self.pending_black_holes.mark(&flow, now);
+        }
+        self.next_overdue = self.overdue.iter().map(|(_, at)| *at).min().unwrap_or(u64::MAX);
+    }
+
     /// Whether a table of marked findings is full: build them before the next mark.
     pub fn pending_full(&self) -> bool {
         self.pending_signals.is_full() || self.pending_black_holes.is_full() || self.pending_mss.is_full()
@@ -442,7 +479,9 @@ impl Detector for PmtuDetector {
     fn on_duplicate(&mut self, ev: &Event) {
         PmtuDetector::on_duplicate(self, ev);
     }
-    fn expire(&mut self, _now_ns: u64) {}
+    fn expire(&mut self, now_ns: u64) {
+        PmtuDetector::expire(self, now_ns);
+    }
     fn flush(&mut self, book: &mut FindingBook) {
         PmtuDetector::flush(self, book);
     }

@@ -10,7 +10,13 @@
 //! - a segment the receiver acknowledged (its FIN or RST acknowledges past the
 //!   segment's end): the retransmissions were spurious, or the ACKs were lost;
 //! - the copy of the original transmission, where the vantage point doubles packets
-//!   (a SPAN port, a bridge): it looks like a first retransmission.
+//!   (a SPAN port, a bridge): it looks like a first retransmission;
+//! - a segment whose retransmissions stopped early: the timer would have resent it
+//!   again (its next gap is at least the last one) and did not, while nothing said the
+//!   connection ended. Without a FIN or RST the acknowledgment itself is not an event
+//!   (ACK-only packets cost the kernel nothing), but its effect is visible: no sender
+//!   gives up after fewer than [`GIVES_UP_AFTER`] retransmissions, so one that stops
+//!   sooner was acknowledged.
 
 use agent_common::flow::seq_before;
 
@@ -21,6 +27,17 @@ pub const MAX_SEGMENTS: usize = 8;
 /// A gap counts as "steady or growing" when it is at least this fraction of the one
 /// before (RTO back-off doubles it; timer granularity makes it a little uneven).
 const MIN_GAP_RATIO: (u64, u64) = (4, 5);
+
+/// Fewer retransmissions than any TCP stack makes before it gives up on a connection
+/// (Windows: 5, `TcpMaxDataRetransmissions`; Linux: 15, `tcp_retries2`; macOS: 8). A
+/// segment that stops being resent before this many was acknowledged.
+pub const GIVES_UP_AFTER: u64 = 5;
+
+/// The next retransmission is overdue this many last gaps after the last one (back-off
+/// doubles the gap; the slack covers timer granularity and the RTO's cap)...
+const OVERDUE_GAPS: u64 = 3;
+/// ...plus this long.
+const OVERDUE_SLACK_NS: u64 = 1_000_000_000;
 
 /// One retransmitted segment.
 #[derive(Clone, Debug)]
@@ -64,6 +81,22 @@ impl Segment {
             copy_discounted: false,
             acked: false,
         }
+    }
+
+    /// When its next retransmission is overdue, for a segment whose retransmissions
+    /// stopping would show it was acknowledged (`None`: too few to tell, or enough
+    /// that the sender may have given up).
+    pub fn overdue_at(&self) -> Option<u64> {
+        if self.count >= GIVES_UP_AFTER {
+            return None;
+        }
+        let gap = self.last_gap?;
+        Some(self.last.saturating_add(gap.saturating_mul(OVERDUE_GAPS)).saturating_add(OVERDUE_SLACK_NS))
+    }
+
+    /// Its retransmissions stopped early by `now`: it was acknowledged.
+    pub fn stopped_early(&self, now: u64) -> bool {
+        self.overdue_at().is_some_and(|at| now >= at)
     }
 
     /// Sequence number just past the segment.
@@ -194,13 +227,13 @@ impl FlowSegments {
         }
     }
 
-    /// The black-holed segment, if one is: larger than anything acknowledged, not
-    /// acknowledged itself, retransmitted at least `min` times at steady or growing
-    /// gaps. The most retransmitted one when several are.
-    pub fn black_hole(&self, min: u64) -> Option<&Segment> {
+    /// The black-holed segment at `now`, if one is: larger than anything acknowledged,
+    /// not acknowledged itself, retransmitted at least `min` times at steady or growing
+    /// gaps, and still being resent. The most retransmitted one when several are.
+    pub fn black_hole(&self, min: u64, now: u64) -> Option<&Segment> {
         self.segments
             .iter()
-            .filter(|s| !s.acked && s.len > self.largest_acked && s.run >= min)
+            .filter(|s| !s.acked && s.len > self.largest_acked && s.run >= min && !s.stopped_early(now))
             .max_by_key(|s| (s.count, s.len))
     }
 }
@@ -221,7 +254,7 @@ mod tests {
     fn rto_back_off_makes_a_run_and_a_shrinking_gap_restarts_it() {
         let mut f = FlowSegments::default();
         resent(&mut f, 1, &[1.0, 1.2, 1.6, 2.4, 4.0]);
-        let s = f.black_hole(3).expect("a black hole");
+        let s = f.black_hole(3, 0).expect("a black hole");
         assert_eq!((s.count, s.run), (5, 5));
         resent(&mut f, 1, &[4.1]);
         assert_eq!((f.segments[0].count, f.segments[0].run), (6, 2));
@@ -251,7 +284,7 @@ mod tests {
         f.retransmitted(1000, 1448, 1500, 0, 0);
         f.receiver_acked(1000 + 1448);
         resent(&mut f, 1000, &[1.0, 2.0, 4.0]);
-        assert!(f.black_hole(3).is_none());
+        assert!(f.black_hole(3, 0).is_none());
         assert_eq!(f.largest_acked, 1448);
     }
 
@@ -261,11 +294,23 @@ mod tests {
         let seq = u32::MAX - 100;
         resent(&mut f, seq, &[1.0, 2.0, 4.0]);
         f.receiver_acked(seq.wrapping_add(1448));
-        assert!(f.black_hole(3).is_none(), "an ack past the wrap covers the segment");
+        assert!(f.black_hole(3, 0).is_none(), "an ack past the wrap covers the segment");
         let mut f = FlowSegments::default();
         resent(&mut f, seq, &[1.0, 2.0, 4.0]);
         f.receiver_acked(seq);
-        assert!(f.black_hole(3).is_some(), "an ack at the segment's start does not");
+        assert!(f.black_hole(3, 0).is_some(), "an ack at the segment's start does not");
+    }
+
+    #[test]
+    fn retransmissions_that_stop_before_any_stack_gives_up_were_acknowledged() {
+        let mut f = FlowSegments::default();
+        // 0.3, 0.6, 1.2 s: the next was due about 2.4 s after the last.
+        resent(&mut f, 1, &[1.0, 1.3, 1.9, 3.1]);
+        assert!(f.black_hole(3, 5 * S).is_some(), "still within the back-off");
+        assert!(f.black_hole(3, 8 * S).is_none(), "overdue: the receiver took it");
+        // A sender that kept at it for five retransmissions may have given up instead.
+        resent(&mut f, 2, &[1.0, 1.3, 1.9, 3.1, 5.5, 10.3]);
+        assert!(f.black_hole(3, 100 * S).is_some_and(|s| s.seq == 2));
     }
 
     #[test]

@@ -69,8 +69,10 @@ fn detectors() -> Detectors {
     Detectors::new(&Config::default(), Emission::AtEnd)
 }
 
+/// The black holes at the end of an input that stops while the sender is still
+/// backing off (half a second after the last event).
 fn black_holes(mut d: Detectors) -> Vec<Finding> {
-    d.finish(T0 + 3_600_000 * MS);
+    d.finish(d.now() + 500 * MS);
     d.book.all().into_iter().filter(|f| f.kind == FindingKind::PmtuBlackHole).collect()
 }
 
@@ -118,6 +120,27 @@ fn a_fin_short_of_the_segment_confirms_it() {
     assert_eq!(holes.len(), 1, "{holes:#?}");
     assert_eq!(evidence(&holes[0], "retransmissions"), 4);
     assert_eq!(evidence(&holes[0], "largest_acked_size"), 0);
+}
+
+#[test]
+fn retransmissions_that_stop_early_were_acknowledged_and_five_stand() {
+    // Three retransmissions at back-off, then silence for a minute: the receiver's
+    // ACK got through (ACK-only packets are no events); no stack gives up that soon.
+    let mut d = detectors();
+    for t in rto_times(3) {
+        d.on_event(&retransmit(t, SEQ, SEG));
+    }
+    d.finish(T0 + 60_000 * MS);
+    assert!(d.book.all().iter().all(|f| f.kind != FindingKind::PmtuBlackHole), "{:#?}", d.book.all());
+    // Five, then silence: the sender may have given up; the hole stands.
+    let mut d = detectors();
+    for t in rto_times(5) {
+        d.on_event(&retransmit(t, SEQ, SEG));
+    }
+    d.finish(T0 + 600_000 * MS);
+    let holes: Vec<Finding> = d.book.all().into_iter().filter(|f| f.kind == FindingKind::PmtuBlackHole).collect();
+    assert_eq!(holes.len(), 1);
+    assert_eq!(evidence(&holes[0], "retransmissions"), 5);
 }
 
 #[test]
