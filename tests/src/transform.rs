@@ -105,15 +105,18 @@ pub fn every_other_dns_response_dropped(frames: &[Frame]) -> Vec<Frame> {
         .collect()
 }
 
-/// A second octet `b` such that no four bytes `100, b, _, _` occur in any frame, so
-/// that addresses in 100.b.0.0/16 (shared address space) cannot collide with any
-/// address the capture uses.
+/// A second octet `b` such that no IPv4 address of the capture is in 100.b.0.0/16
+/// (shared address space), so that hosts made up there cannot collide with any host
+/// the capture has.
 pub fn unused_prefix(frames: &[Frame]) -> u8 {
     let mut used = [false; 256];
     for f in frames {
-        for w in f.data.windows(2) {
-            if w[0] == 100 {
-                used[w[1] as usize] = true;
+        let Ok(p) = etherparse::LaxSlicedPacket::from_ethernet(&f.data) else { continue };
+        if let Some(etherparse::LaxNetSlice::Ipv4(ip)) = p.net {
+            for a in [ip.header().source(), ip.header().destination()] {
+                if a[0] == 100 {
+                    used[a[1] as usize] = true;
+                }
             }
         }
     }
@@ -191,7 +194,8 @@ mod tests {
         let frames = healthy_traffic(1_000_000_000_000, 1_100_000_000_000, 77, 300);
         assert!(frames.iter().all(|f| (1_000_000_000_000..=1_100_000_000_000).contains(&f.ts)));
         assert_eq!(frames.iter().filter(|f| is_dns_response(&f.data)).count(), 300);
-        assert_ne!(unused_prefix(&frames), 77);
+        assert_eq!(unused_prefix(&frames), 64, "77 is used, 64 is not");
+        assert_eq!(unused_prefix(&healthy_traffic(0, 60_000_000_000, 64, 5)), 65);
         let kept = every_other_dns_response_dropped(&frames);
         assert_eq!(frames.len() - kept.len(), 150);
     }

@@ -28,8 +28,12 @@ fn captures() -> Vec<PathBuf> {
     all
 }
 
+/// `dns/x.pcap` for tests/pcaps, `wild/x.pcap` for the wild corpus.
 fn name(path: &Path) -> String {
-    path.strip_prefix(pcaps_dir()).unwrap_or(path).display().to_string()
+    match path.strip_prefix(pcaps_dir()) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => format!("wild/{}", path.file_name().unwrap_or_default().to_string_lossy()),
+    }
 }
 
 /// One capture's outcome: its name, findings compared, what differed, and both

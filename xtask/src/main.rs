@@ -11,6 +11,7 @@ mod bench;
 mod build;
 mod fuzz;
 mod lab;
+mod precision;
 mod setup;
 mod sh;
 mod test;
