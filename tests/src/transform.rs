@@ -105,6 +105,35 @@ pub fn every_other_dns_response_dropped(frames: &[Frame]) -> Vec<Frame> {
         .collect()
 }
 
+/// Every IPv4 and IPv6 source and destination address of the frames (outer headers).
+pub fn addresses(frames: &[Frame]) -> std::collections::HashSet<Vec<u8>> {
+    let mut out = std::collections::HashSet::new();
+    for f in frames {
+        match etherparse::LaxSlicedPacket::from_ethernet(&f.data).map(|p| p.net) {
+            Ok(Some(etherparse::LaxNetSlice::Ipv4(ip))) => {
+                out.insert(ip.header().source().to_vec());
+                out.insert(ip.header().destination().to_vec());
+            }
+            Ok(Some(etherparse::LaxNetSlice::Ipv6(ip))) => {
+                out.insert(ip.header().source().to_vec());
+                out.insert(ip.header().destination().to_vec());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `other` moved in time to start with `frames`, and cut where `frames` ends (so that
+/// it moves no clock past the capture's end).
+pub fn placed_within(frames: &[Frame], other: &[Frame]) -> Vec<Frame> {
+    let (Some(start), Some(end)) = (frames.iter().map(|f| f.ts).min(), frames.iter().map(|f| f.ts).max()) else {
+        return Vec::new();
+    };
+    let Some(other_start) = other.iter().map(|f| f.ts).min() else { return Vec::new() };
+    other.iter().map(|f| Frame { ts: f.ts - other_start + start, ..f.clone() }).filter(|f| f.ts <= end).collect()
+}
+
 /// A second octet `b` such that no IPv4 address of the capture is in 100.b.0.0/16
 /// (shared address space), so that hosts made up there cannot collide with any host
 /// the capture has.

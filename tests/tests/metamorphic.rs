@@ -8,7 +8,10 @@
 //! timestamp shifted by a year and a bit. A fourth, every other DNS response dropped,
 //! must change some diagnosis: it shows the comparison can fail.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
+};
 
 use pathwatch_tests::{
     TempDir, all_pcaps,
@@ -130,6 +133,40 @@ fn unrelated_healthy_traffic_merged_in_keeps_the_diagnosis() {
             transform::merged(f, &noise)
         }),
     );
+}
+
+/// A healthy capture of the wild corpus (16 s of browsing: DNS, TLS and bulk TCP
+/// with full-size DF segments; no finding), merged in where the addresses allow.
+const REAL_NOISE: &str = "pcapplusplus-pcapexamples-example.pcap";
+
+#[test]
+fn a_real_healthy_capture_merged_in_keeps_the_diagnosis() {
+    let test = "merged-real";
+    let Some(dir) = corpus_dir() else {
+        eprintln!("{test}: skipped: wild corpus not assembled (run cargo xtask wild)");
+        return;
+    };
+    let noise = transform::read(&dir.join(REAL_NOISE)).expect("the real healthy capture");
+    assert!(replay(&[&dir.join(REAL_NOISE)]).findings.is_empty(), "{REAL_NOISE} is no longer healthy: pick another");
+    let noise_hosts = transform::addresses(&noise);
+    let (real, made_up) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let outcomes = compare(test, |f| {
+        if transform::addresses(f).is_disjoint(&noise_hosts) {
+            real.fetch_add(1, Ordering::Relaxed);
+            transform::merged(f, &transform::placed_within(f, &noise))
+        } else {
+            // Shared hosts would make the noise part of the diagnosis: made-up hosts.
+            made_up.fetch_add(1, Ordering::Relaxed);
+            let (start, end) = (f.iter().map(|x| x.ts).min().unwrap_or(0), f.iter().map(|x| x.ts).max().unwrap_or(0));
+            transform::merged(f, &transform::healthy_traffic(start, end, transform::unused_prefix(f), 300))
+        }
+    });
+    println!(
+        "{test}: {REAL_NOISE} merged into {} captures, made-up traffic into {}",
+        real.into_inner(),
+        made_up.into_inner()
+    );
+    assert_unchanged(test, &outcomes);
 }
 
 #[test]
