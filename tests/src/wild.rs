@@ -158,7 +158,7 @@ impl Truth {
             && self.subject.iter().all(|(k, v)| {
                 let got = &finding["subject"][k.as_str()];
                 got.as_str().map(|s| s.eq_ignore_ascii_case(v)).unwrap_or(false)
-                    || (got.is_number() && got.to_string() == *v)
+                    || got.as_u64().is_some_and(|n| v.parse() == Ok(n))
             })
     }
 }

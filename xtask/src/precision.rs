@@ -34,7 +34,8 @@ impl Truth {
         f["kind"] == self.kind.as_str()
             && self.subject.iter().all(|(k, v)| {
                 let got = &f["subject"][k.as_str()];
-                got.as_str().is_some_and(|s| s.eq_ignore_ascii_case(v)) || (got.is_number() && got.to_string() == *v)
+                got.as_str().is_some_and(|s| s.eq_ignore_ascii_case(v))
+                    || got.as_u64().is_some_and(|n| v.parse() == Ok(n))
             })
     }
 }
