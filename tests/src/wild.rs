@@ -32,7 +32,10 @@ pub fn corpus_candidates() -> Vec<PathBuf> {
     if let Some(target) = exe.as_deref().and_then(Path::parent).and_then(Path::parent).and_then(Path::parent) {
         out.push(target.join("wild"));
     }
-    out.push(repo_root().join("target/wild"));
+    let default = repo_root().join("target/wild");
+    if !out.contains(&default) {
+        out.push(default);
+    }
     out
 }
 
