@@ -85,12 +85,17 @@ fn compare(test: &str, change: impl Fn(&[Frame]) -> Vec<Frame> + Sync) -> Vec<Ou
     outcomes
 }
 
-/// Fails with every changed diagnosis.
+/// Fails naming every changed diagnosis, with its first few differences.
 fn assert_unchanged(test: &str, outcomes: &[Outcome]) {
+    const SHOWN: usize = 6;
     let report: Vec<String> = outcomes
         .iter()
         .filter(|o| !o.differences.is_empty())
-        .map(|o| format!("{}:\n{}", o.name, o.differences.join("\n")))
+        .map(|o| {
+            let more = o.differences.len().saturating_sub(SHOWN);
+            let tail = if more > 0 { format!("\n  ... {more} more") } else { String::new() };
+            format!("{}:\n{}{tail}", o.name, o.differences[..o.differences.len().min(SHOWN)].join("\n"))
+        })
         .collect();
     assert!(report.is_empty(), "{test}: {} diagnoses changed:\n{}", report.len(), report.join("\n"));
 }
