@@ -9,9 +9,11 @@
 //! `events.duplicate_window_s` before it. Real retransmissions are far slower (a DNS
 //! client waits ≥ 1 s, a TCP RTO is ≥ 200 ms), so the window separates the two.
 //!
-//! Fingerprints live in a direct-mapped table: constant memory and cost per event. A
-//! collision can only forget a fingerprint (a copy then counts as evidence, as it did
-//! before this stage existed); it never drops an event that was not seen.
+//! Fingerprints live in a set-associative table (a bucket of [`WAYS`] slots per hash,
+//! the oldest replaced): constant memory and cost per event, and a flood of events
+//! between a packet and its copy rarely pushes the original out. When it does, a
+//! fingerprint is only forgotten (the copy then counts as evidence, as it did before
+//! this stage existed); an event that was not seen is never dropped.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -19,8 +21,10 @@ use ahash::RandomState;
 
 use crate::event::Event;
 
-/// Slots of the fingerprint table (a power of two).
-const SLOTS: usize = 4096;
+/// Buckets of the fingerprint table (a power of two).
+const BUCKETS: usize = 4096;
+/// Slots per bucket.
+const WAYS: usize = 4;
 
 #[derive(Clone, Copy, Default)]
 struct Slot {
@@ -32,7 +36,7 @@ struct Slot {
 pub struct Dedup {
     window_ns: u64,
     hasher: RandomState,
-    slots: Vec<Slot>,
+    buckets: Vec<[Slot; WAYS]>,
     duplicates: u64,
 }
 
@@ -42,7 +46,7 @@ impl Dedup {
         Dedup {
             window_ns,
             hasher: RandomState::with_seeds(0x7061_7468, 0x7761_7463, 0x6864_6564, 0x7570_0001),
-            slots: vec![Slot::default(); SLOTS],
+            buckets: vec![[Slot::default(); WAYS]; BUCKETS],
             duplicates: 0,
         }
     }
@@ -58,14 +62,20 @@ impl Dedup {
             return false;
         }
         let fingerprint = self.fingerprint(ev) | 1; // 0 marks an empty slot
-        let slot = &mut self.slots[fingerprint as usize & (SLOTS - 1)];
+        let bucket = &mut self.buckets[(fingerprint >> 1) as usize & (BUCKETS - 1)];
         let ts = ev.header.ts_ns;
-        // Two interfaces' events may reach us slightly out of order: either way round.
-        if slot.fingerprint == fingerprint && ts.abs_diff(slot.ts_ns) <= self.window_ns {
-            self.duplicates += 1;
-            return true;
+        if let Some(slot) = bucket.iter_mut().find(|s| s.fingerprint == fingerprint) {
+            // Two interfaces' events may reach us slightly out of order: either way round.
+            // The window runs from the packet itself, not from its latest copy.
+            let copy = ts.abs_diff(slot.ts_ns) <= self.window_ns;
+            if !copy {
+                slot.ts_ns = ts;
+            }
+            self.duplicates += u64::from(copy);
+            return copy;
         }
-        *slot = Slot { fingerprint, ts_ns: ts };
+        let oldest = bucket.iter_mut().min_by_key(|s| s.ts_ns).expect("WAYS > 0");
+        *oldest = Slot { fingerprint, ts_ns: ts };
         false
     }
 

@@ -18,7 +18,7 @@
 //!   gives up after fewer than [`GIVES_UP_AFTER`] retransmissions, so one that stops
 //!   sooner was acknowledged.
 
-use agent_common::flow::seq_before;
+use agent_common::flow::{FlowState, seq_before};
 
 /// Segments remembered per flow; the least recently retransmitted one makes room. A
 /// black hole resends one segment at every timeout, so it stays among the recent.
@@ -161,6 +161,14 @@ pub struct FlowSegments {
     acked_to: Option<u32>,
     /// The vantage point doubles this flow's packets.
     doubled: bool,
+    /// The kernel's flow state rebuilt from this flow's events. Where packets are
+    /// doubled, the copy of every original large segment is an event (it looks like a
+    /// retransmission) and the copies of true retransmissions are duplicates: the
+    /// events are then exactly the sender's transmissions, and this replica infers
+    /// what was acknowledged as the kernel would from a clean vantage point. (The
+    /// kernel's own inference is spoiled there: each copy looks like the largest
+    /// segment sent again.) Unused where packets are not doubled.
+    replica: Option<FlowState>,
 }
 
 impl FlowSegments {
@@ -168,6 +176,15 @@ impl FlowSegments {
     /// size the classifier saw acknowledged (the sender moved past it).
     pub fn retransmitted(&mut self, seq: u32, len: u16, packet_size: u16, kernel_acked: u16, now: u64) {
         self.largest_acked = self.largest_acked.max(kernel_acked);
+        match &mut self.replica {
+            None => self.replica = Some(FlowState::first(seq, len)),
+            Some(r) => {
+                r.on_segment(seq, len);
+            }
+        }
+        if self.doubled {
+            self.largest_acked = self.largest_acked.max(self.replica.map_or(0, |r| r.largest_acked));
+        }
         let i = match self.segments.iter().position(|s| s.seq == seq) {
             Some(i) => i,
             None => {
@@ -222,6 +239,7 @@ impl FlowSegments {
             return;
         }
         self.doubled = true;
+        self.largest_acked = self.largest_acked.max(self.replica.map_or(0, |r| r.largest_acked));
         for s in &mut self.segments {
             s.discount_copy();
         }
@@ -311,6 +329,20 @@ mod tests {
         // A sender that kept at it for five retransmissions may have given up instead.
         resent(&mut f, 2, &[1.0, 1.3, 1.9, 3.1, 5.5, 10.3]);
         assert!(f.black_hole(3, 100 * S).is_some_and(|s| s.seq == 2));
+    }
+
+    #[test]
+    fn where_packets_are_doubled_the_copies_show_what_was_acknowledged() {
+        // Copies of the original 1448-byte segments, then the sender goes back to the
+        // second (so the first got through) and resends it.
+        let mut f = FlowSegments::default();
+        for seq in [1000, 2448, 3896] {
+            f.retransmitted(seq, 1448, 1500, 0, S);
+        }
+        f.doubling();
+        resent(&mut f, 2448, &[2.0, 3.0, 5.0, 9.0]);
+        assert_eq!(f.largest_acked, 1448, "a segment of that size passed");
+        assert!(f.black_hole(3, 10 * S).is_none(), "the same size got through before: no PMTU black hole");
     }
 
     #[test]
