@@ -152,7 +152,7 @@ pub fn storm_finding(f: StormFacts<'_>, c: &Counts, persistence: &Persistence) -
         kind: FindingKind::DnsProbeStorm,
         severity,
         first_seen_ns: first,
-        last_seen_ns: c.last_ts,
+        last_seen_ns: c.last_evidence,
         summary,
         subject,
         evidence,

@@ -255,7 +255,7 @@ impl DnsDetector {
         }
         let key = txn.series();
         let Some(s) = self.series.get_mut(&key) else { return };
-        s.answer(id, port, rcode, known.map(|t| secs(now.saturating_sub(t.sent))));
+        s.answer(id, port, rcode, known.map(|t| secs(now.saturating_sub(t.sent))), now);
         self.evaluate(&key, now);
     }
 
@@ -294,7 +294,7 @@ impl DnsDetector {
         };
         let key = txn.series();
         let Some(s) = self.series.get_mut(&key) else { return };
-        if !s.icmp_error(id, port, report) {
+        if !s.icmp_error(id, port, report, now) {
             return;
         }
         if let Some(t) = self.transactions.peek(&txn).copied()
@@ -318,7 +318,7 @@ impl DnsDetector {
             let d = self.deadlines.pop_front().expect("checked");
             let key = d.txn.series();
             let Some(s) = self.series.get_mut(&key) else { continue };
-            if !s.time_out(d.txn.id, d.txn.client_port, d.sent) {
+            if !s.time_out(d.txn.id, d.txn.client_port, d.sent, d.at) {
                 continue;
             }
             self.timeouts_total += 1;

@@ -89,6 +89,8 @@ pub struct QueryPacket {
     pub first: bool,
     /// What became of its lookup (on the first packet only).
     pub lookup: Outcome,
+    /// When its outcome was decided (answer, ICMP error or timeout), else 0.
+    pub decided_at: u64,
 }
 
 /// The storm rule's thresholds.
@@ -126,6 +128,8 @@ pub struct Counts {
     pub first_ts: Option<u64>,
     /// Latest packet time.
     pub last_ts: u64,
+    /// Latest evidence: a packet, or what became of it.
+    pub last_evidence: u64,
 }
 
 impl Counts {
@@ -147,6 +151,7 @@ impl Counts {
         }
         self.first_ts.get_or_insert(p.ts);
         self.last_ts = self.last_ts.max(p.ts);
+        self.last_evidence = self.last_evidence.max(p.ts).max(p.decided_at);
     }
 }
 
@@ -225,6 +230,7 @@ impl Series {
             outcome: Outcome::Pending,
             first,
             lookup: Outcome::Pending,
+            decided_at: 0,
         });
     }
 
@@ -242,7 +248,7 @@ impl Series {
 
     /// An answer with `rcode` to (id, port), `latency` after its first packet when
     /// that is known. A late answer turns timed-out packets back into answered ones.
-    pub fn answer(&mut self, id: u16, port: u16, rcode: u8, latency: Option<f64>) {
+    pub fn answer(&mut self, id: u16, port: u16, rcode: u8, latency: Option<f64>, now: u64) {
         if let Some(l) = latency {
             if self.latencies.len() == RECENT_LATENCIES {
                 self.latencies.pop_front();
@@ -252,6 +258,7 @@ impl Series {
         for p in self.recent.iter_mut().filter(|p| p.id == id && p.port == port) {
             if !matches!(p.outcome, Outcome::Answered(_)) {
                 p.outcome = Outcome::Answered(rcode);
+                p.decided_at = now;
             }
         }
         self.set_lookup(id, port, |o| if matches!(o, Outcome::Answered(_)) { o } else { Outcome::Answered(rcode) });
@@ -263,7 +270,7 @@ impl Series {
     }
 
     /// The packet (id, port) sent at `sent` is due unanswered; whether it timed out.
-    pub fn time_out(&mut self, id: u16, port: u16, sent: u64) -> bool {
+    pub fn time_out(&mut self, id: u16, port: u16, sent: u64, at: u64) -> bool {
         let Some(p) = self.recent.iter_mut().find(|p| p.id == id && p.port == port && p.ts == sent) else {
             return false;
         };
@@ -271,18 +278,20 @@ impl Series {
             return false;
         }
         p.outcome = Outcome::TimedOut;
+        p.decided_at = at;
         self.set_lookup(id, port, |o| if o == Outcome::Pending { Outcome::TimedOut } else { o });
         true
     }
 
     /// An ICMP error about (id, port): its latest unanswered packet failed.
-    pub fn icmp_error(&mut self, id: u16, port: u16, report: IcmpReport) -> bool {
+    pub fn icmp_error(&mut self, id: u16, port: u16, report: IcmpReport, now: u64) -> bool {
         let unanswered = |o: Outcome| matches!(o, Outcome::Pending | Outcome::TimedOut | Outcome::Untracked);
         let Some(p) = self.recent.iter_mut().rev().find(|p| p.id == id && p.port == port && unanswered(p.outcome))
         else {
             return false;
         };
         p.outcome = Outcome::Icmp;
+        p.decided_at = now;
         self.icmp = Some(report);
         self.set_lookup(id, port, |o| if matches!(o, Outcome::Answered(_)) { o } else { Outcome::Icmp });
         true
