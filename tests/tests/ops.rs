@@ -885,11 +885,12 @@ fn sighup_reloads_dns_ports_without_reattaching() {
     };
     let storms = || scrape("pathwatch_findings_total", &[("kind", "dns_probe_storm")]);
     let stats_lines = |a: &Proc| a.stdout().lines().filter(|l| l.starts_with("stats: ")).count();
-    // Queries to port 53, where nobody answers: each times out after 0.3 s.
+    // Queries to port 53, where nobody answers: each times out after 0.3 s. They are
+    // 0.2 s apart, so that three of them span more than the timeout, as a storm must.
     let failing = |name: &str, n: u16| {
         let p: Vec<Vec<u8>> = (0..n).map(|i| dns_query(0x700 + i, name)).collect();
         let to = SocketAddr::from((net.a_ip, 53));
-        udp_send(net.b.name(), net.b_ip, to, p, None, Duration::from_millis(10));
+        udp_send(net.b.name(), net.b_ip, to, p, None, Duration::from_millis(200));
     };
 
     let to = SocketAddr::from((net.a_ip, 5353));

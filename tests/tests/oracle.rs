@@ -180,9 +180,12 @@ fn lookups(frames: &[Frame]) -> (Vec<Lookup>, BTreeSet<String>) {
         if f.is_icmp() {
             // An ICMP error quoting a query: the quoted (inner) addresses and ports.
             let inner = |v4: &str, v6: &str| f.all(v4).get(1).or(f.all(v6).get(1)).cloned();
-            let (Some(src), Some(dst), Some(sport), Some(dport)) =
-                (inner("ip.src", "ipv6.src"), inner("ip.dst", "ipv6.dst"), f.first("udp.srcport"), f.first("udp.dstport"))
-            else {
+            let (Some(src), Some(dst), Some(sport), Some(dport)) = (
+                inner("ip.src", "ipv6.src"),
+                inner("ip.dst", "ipv6.dst"),
+                f.first("udp.srcport"),
+                f.first("udp.dstport"),
+            ) else {
                 continue;
             };
             if !response && dport == "53" {
@@ -286,7 +289,8 @@ fn dns_storms(
             let mut qs = qs.clone();
             qs.sort_by(|a, b| a.0.total_cmp(&b.0));
             qs.iter().any(|(t1, _, _)| {
-                let window: Vec<&(f64, bool, bool)> = qs.iter().filter(|(t, _, _)| *t >= t1 - 300.0 && t <= t1).collect();
+                let window: Vec<&(f64, bool, bool)> =
+                    qs.iter().filter(|(t, _, _)| *t >= t1 - 300.0 && t <= t1).collect();
                 let lookups = window.iter().filter(|q| q.1).count();
                 let failed = window.iter().filter(|q| q.1 && q.2).count();
                 let span = t1 - window.first().map_or(*t1, |q| q.0);
@@ -352,7 +356,8 @@ struct Found {
 fn replay(path: &Path) -> Found {
     let (code, stdout, stderr) = pathwatch(&["replay", "--json", "-", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{}: {stderr}", path.display());
-    let mut found = Found { storms: BTreeSet::new(), outages: BTreeSet::new(), blocked: BTreeSet::new(), signals: BTreeSet::new() };
+    let mut found =
+        Found { storms: BTreeSet::new(), outages: BTreeSet::new(), blocked: BTreeSet::new(), signals: BTreeSet::new() };
     let s = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -171,8 +171,7 @@ impl DnsDetector {
 
     /// Tables, for `tracked` and `evictions`.
     pub fn occupancy(&self) -> Vec<(&'static str, usize, u64)> {
-        let (held, evicted) =
-            self.resolvers.iter().fold((0, 0), |(h, e), (_, r)| (h + r.held(), e + r.evicted));
+        let (held, evicted) = self.resolvers.iter().fold((0, 0), |(h, e), (_, r)| (h + r.held(), e + r.evicted));
         vec![
             (self.transactions.name(), self.transactions.len(), self.transactions.evictions()),
             (self.sockets.name(), self.sockets.len(), self.sockets.evictions()),

@@ -169,14 +169,7 @@ impl Resolver {
             self.pop_front();
             self.evicted += 1;
         }
-        self.lookups.push_back(Lookup {
-            ts,
-            name,
-            client,
-            state: LookupState::Pending,
-            packets: 1,
-            in_outage: false,
-        });
+        self.lookups.push_back(Lookup { ts, name, client, state: LookupState::Pending, packets: 1, in_outage: false });
         self.count(self.lookups.len() - 1, 1);
         self.base + self.lookups.len() as u64 - 1
     }

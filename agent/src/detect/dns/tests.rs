@@ -131,7 +131,14 @@ fn of_kind(f: &[Finding], kind: FindingKind) -> Vec<&Finding> {
 
 /// `n` lookups of `name` every `every` s from `start` s, each answered `rcode` after
 /// 1 s (`None`: never).
-fn asked(client: u8, resolver: u8, name: &str, first_id: u16, n: u16, start: u64, every: u64, rcode: Option<u8>) -> Vec<Event> {
+fn asked(
+    (client, resolver, name): (u8, u8, &str),
+    first_id: u16,
+    n: u16,
+    start: u64,
+    every: u64,
+    rcode: Option<u8>,
+) -> Vec<Event> {
     let mut out = Vec::new();
     for i in 0..n {
         let qq = q(client, resolver, first_id + i, name);
@@ -146,8 +153,8 @@ fn asked(client: u8, resolver: u8, name: &str, first_id: u16, n: u16, start: u64
 
 #[test]
 fn one_name_asked_of_two_resolvers_names_the_one_that_fails() {
-    let mut events = asked(2, 10, "svc.example.com", 100, 8, 0, 15, Some(0));
-    events.extend(asked(2, 11, "svc.example.com", 200, 8, 1, 15, Some(5)));
+    let mut events = asked((2, 10, "svc.example.com"), 100, 8, 0, 15, Some(0));
+    events.extend(asked((2, 11, "svc.example.com"), 200, 8, 1, 15, Some(5)));
     let (f, _) = run(&Config::default(), events, T0 + 300 * S);
     assert_eq!(f.len(), 1, "{f:#?}");
     let storm = &f[0];
@@ -155,7 +162,9 @@ fn one_name_asked_of_two_resolvers_names_the_one_that_fails() {
     assert_eq!(storm.subject["resolver"], ip(11));
     assert_eq!(storm.evidence["rcodes"], json!({"REFUSED": 8}));
     assert!(
-        storm.summary.starts_with("198.18.0.2 asks 198.18.0.11 for A svc.example.com every 15.0 s; 8/8 answered REFUSED"),
+        storm
+            .summary
+            .starts_with("198.18.0.2 asks 198.18.0.11 for A svc.example.com every 15.0 s; 8/8 answered REFUSED"),
         "{}",
         storm.summary
     );
@@ -223,7 +232,7 @@ fn a_resolver_that_stalls_is_one_outage_and_no_name_storms() {
     let names = ["a.example.com", "b.example.com", "c.example.net", "d.example.org"];
     let mut events = stall(&names, 0, 600, 200, 380);
     // A name that keeps failing after the outage ended is still a storm of its own.
-    events.extend(asked(2, 10, "broken.example.com", 5000, 8, 450, 15, Some(2)));
+    events.extend(asked((2, 10, "broken.example.com"), 5000, 8, 450, 15, Some(2)));
     let (f, _) = run(&Config::default(), events, T0 + 700 * S);
     let outages = of_kind(&f, FindingKind::DnsResolverOutage);
     assert_eq!(outages.len(), 1, "{f:#?}");
@@ -235,7 +244,11 @@ fn a_resolver_that_stalls_is_one_outage_and_no_name_storms() {
     // 18 rounds of 4 names from 2 clients, every lookup sent twice.
     assert_eq!((&e["failed"], &e["lookups"], &e["queries"]), (&json!(144), &json!(144), &json!(288)), "{e:?}");
     assert_eq!(e["timeouts"], 144);
-    assert!(o.summary.starts_with("resolver 198.18.0.10 failed 144/144 lookups of 4 names from 2 clients for"), "{}", o.summary);
+    assert!(
+        o.summary.starts_with("resolver 198.18.0.10 failed 144/144 lookups of 4 names from 2 clients for"),
+        "{}",
+        o.summary
+    );
     assert!(o.summary.ends_with("(timeouts)"), "{}", o.summary);
     let storms = of_kind(&f, FindingKind::DnsProbeStorm);
     let names: Vec<&Value> = storms.iter().map(|s| &s.subject["qname"]).collect();
@@ -263,7 +276,7 @@ fn late_noerror_answers_and_retries_of_one_id_are_no_storm() {
 fn bursts_every_five_minutes_are_episodes_and_a_storm_warns_only_once_it_persists() {
     let bursts = |n: u64| -> Vec<Event> {
         (0..n)
-            .flat_map(|b| asked(2, 10, "telemetry.example.com", 700 + 10 * b as u16, 4, b * 320, 5, Some(2)))
+            .flat_map(|b| asked((2, 10, "telemetry.example.com"), 700 + 10 * b as u16, 4, b * 320, 5, Some(2)))
             .collect()
     };
     let (f, _) = run(&Config::default(), bursts(2), T0 + 2000 * S);
@@ -276,9 +289,9 @@ fn bursts_every_five_minutes_are_episodes_and_a_storm_warns_only_once_it_persist
     assert_eq!((f.len(), f[0].severity), (1, Severity::Warning), "{f:#?}");
 
     // A periodic storm warns once it spans 30 s and three periods, not before.
-    let (f, _) = run(&Config::default(), asked(2, 10, "p.example.com", 800, 4, 0, 3, Some(2)), T0 + 100 * S);
+    let (f, _) = run(&Config::default(), asked((2, 10, "p.example.com"), 800, 4, 0, 3, Some(2)), T0 + 100 * S);
     assert_eq!((f.len(), f[0].severity), (1, Severity::Info), "{f:#?}");
-    let (f, _) = run(&Config::default(), asked(2, 10, "p.example.com", 800, 12, 0, 3, Some(2)), T0 + 100 * S);
+    let (f, _) = run(&Config::default(), asked((2, 10, "p.example.com"), 800, 12, 0, 3, Some(2)), T0 + 100 * S);
     assert_eq!(f[0].severity, Severity::Warning, "{f:#?}");
 }
 
@@ -299,7 +312,7 @@ fn four_nxdomain_in_75_ms_for_soa_local_is_no_storm() {
 fn negative_by_design_names_stay_info() {
     for (name, qtype) in [("printer.lan", A), ("_ipp._tcp.local", 12), ("wpad.example.com", A)] {
         let storm = |n: u16| {
-            let events: Vec<Event> = asked(2, 10, name, 1000, n, 0, 10, Some(3))
+            let events: Vec<Event> = asked((2, 10, name), 1000, n, 0, 10, Some(3))
                 .into_iter()
                 .map(|mut e| {
                     let at = e.snap.len() - 4;
@@ -322,8 +335,8 @@ fn negative_by_design_names_stay_info() {
 #[test]
 fn a_name_that_resolved_before_stays_info_until_it_keeps_failing() {
     let failing_for = |secs: u64| {
-        let mut events = asked(2, 10, "api.example.com", 1100, 3, 0, 15, Some(0));
-        events.extend(asked(2, 10, "api.example.com", 1200, (secs / 15) as u16 + 1, 60, 15, Some(2)));
+        let mut events = asked((2, 10, "api.example.com"), 1100, 3, 0, 15, Some(0));
+        events.extend(asked((2, 10, "api.example.com"), 1200, (secs / 15) as u16 + 1, 60, 15, Some(2)));
         run(&Config::default(), events, T0 + 2000 * S).0
     };
     let f = failing_for(300);
