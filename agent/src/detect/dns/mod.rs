@@ -197,11 +197,6 @@ impl DnsDetector {
         }
     }
 
-    /// The resolver's outages, for leaving their failures out of a series.
-    fn outages_of(&self, resolver: &IpAddr) -> Vec<(u64, u64)> {
-        self.resolvers.peek(resolver).map(Resolver::outages).unwrap_or_default()
-    }
-
     fn on_query(&mut self, ev: &Event, id: u16, q: dns::Question, now: u64) {
         let (client, resolver, port) = (ev.src_ip(), ev.dst_ip(), ev.header.src_port);
         let qname = q.name.key();
@@ -228,9 +223,9 @@ impl DnsDetector {
         *self.sockets.entry((client, resolver, port), || SocketQuery { id, qname, qtype: q.qtype }) =
             SocketQuery { id, qname, qtype: q.qtype };
         let key = txn.series();
-        let outages = self.outages_of(&resolver);
+        let outages = self.resolvers.peek(&resolver).map_or(&[][..], Resolver::outages);
         let s = self.series.entry(key, || Series::new(q.name));
-        s.push(now, id, port, &outages);
+        s.push(now, id, port, outages);
         self.evaluate(&key, now);
     }
 
@@ -352,13 +347,15 @@ impl DnsDetector {
     /// Re-checks one series; a storm is marked for its finding to be rebuilt. Cheap
     /// unless a recent lookup failed.
     fn evaluate(&mut self, key: &SeriesKey, now: u64) {
-        let outages = self.outages_of(&key.resolver);
+        let outages = self.resolvers.peek(&key.resolver).map_or(&[][..], Resolver::outages);
         let Some(s) = self.series.get_mut(key) else { return };
         if s.storm.is_none() {
-            if !s.any_failing() {
+            // No storm without a failure, and none begins inside an outage (the
+            // windows before it were looked at when their packets came).
+            if !s.any_failing() || s.recent.back().is_none_or(|p| series::covered(outages, p.ts)) {
                 return;
             }
-            let Some((first, _)) = s.storm_range(&self.rule, &outages) else { return };
+            let Some((first, _)) = s.storm_range(&self.rule, outages) else { return };
             s.storm = Some(s.recent[first].ts);
         }
         self.pending.mark(key, now);
@@ -373,9 +370,9 @@ impl DnsDetector {
     /// flush.
     pub fn flush(&mut self, book: &mut FindingBook) {
         for (key, at) in self.pending.drain() {
-            let outages = self.outages_of(&key.resolver);
+            let outages = self.resolvers.peek(&key.resolver).map_or(&[][..], Resolver::outages);
             let Some(s) = self.series.peek_mut(&key) else { continue };
-            let Some((packets, counts)) = s.storm_view(&self.rule, &outages) else { continue };
+            let Some((packets, counts)) = s.storm_view(&self.rule, outages) else { continue };
             let mut lat: Vec<f64> = s.latencies.iter().copied().collect();
             let storm_start = counts.first_ts.unwrap_or(counts.last_ts);
             let facts = StormFacts {

@@ -129,7 +129,9 @@ pub struct Resolver {
     /// Whether it was ever seen answering.
     pub answered: bool,
     active: Option<(u64, u64)>,
-    past: VecDeque<(u64, u64)>,
+    /// Past episodes, then the ongoing one ending at `u64::MAX`: what the per-name
+    /// storms leave out.
+    spans: Vec<(u64, u64)>,
     /// Evidence of its outages (`episodes` 0: none).
     pub evidence: OutageEvidence,
     /// Lookups pushed out of a full window before their time.
@@ -245,6 +247,7 @@ impl Resolver {
                 let start = self.lookups.iter().find(|l| l.state.failed()).map_or(now, |l| l.ts);
                 let end = self.latest_failed.max(start);
                 self.active = Some((start, end));
+                self.spans.push((start, u64::MAX));
                 if self.evidence.episodes == 0 {
                     self.evidence.start = start;
                 }
@@ -263,10 +266,11 @@ impl Resolver {
             (false, Some((start, end))) if now > end.saturating_add(rule.window_ns) => {
                 self.active = None;
                 self.evidence.closed_ns += end - start;
-                if self.past.len() == EPISODES_KEPT {
-                    self.past.pop_front();
+                self.spans.pop();
+                if self.spans.len() == EPISODES_KEPT {
+                    self.spans.remove(0);
                 }
-                self.past.push_back((start, end));
+                self.spans.push((start, end));
                 false
             }
             _ => false,
@@ -274,12 +278,8 @@ impl Resolver {
     }
 
     /// Its outages as (start, end), an ongoing one ending at `u64::MAX`.
-    pub fn outages(&self) -> Vec<(u64, u64)> {
-        let mut out: Vec<(u64, u64)> = self.past.iter().copied().collect();
-        if let Some((start, _)) = self.active {
-            out.push((start, u64::MAX));
-        }
-        out
+    pub fn outages(&self) -> &[(u64, u64)] {
+        &self.spans
     }
 
     /// The ongoing episode, if any.
