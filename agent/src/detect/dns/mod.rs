@@ -205,12 +205,14 @@ impl DnsDetector {
         let r = self.resolvers.entry(resolver, Resolver::default);
         let serial = match known {
             Some(t) => {
-                r.update(t.serial, |_, packets| *packets += 1);
+                if r.update(t.serial, |_, packets| *packets += 1) {
+                    self.pending_outages.mark(&resolver, now);
+                }
                 t.serial
             }
             None => r.lookup(now, qname, client, &self.outage_rule),
         };
-        if r.check(now, &self.outage_rule) || r.active().is_some() {
+        if r.check(now, &self.outage_rule) {
             self.pending_outages.mark(&resolver, now);
         }
         // The deadline first: at the cap it evicts the oldest query with its
@@ -225,7 +227,7 @@ impl DnsDetector {
         let key = txn.series();
         let outages = self.resolvers.peek(&resolver).map_or(&[][..], Resolver::outages);
         let s = self.series.entry(key, || Series::new(q.name));
-        s.push(now, id, port, outages);
+        s.push(now, id, port, known.is_none(), outages);
         self.evaluate(&key, now);
     }
 

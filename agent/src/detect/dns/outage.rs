@@ -16,9 +16,11 @@
 //! so themselves, by retransmitting at least half of the failed lookups.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, VecDeque},
     net::IpAddr,
 };
+
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 
 /// Lookups held per resolver for the window (a flood keeps the latest).
 pub const WINDOW_CAP: usize = 512;

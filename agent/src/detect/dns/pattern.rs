@@ -89,7 +89,7 @@ mod tests {
                 outcome: Outcome::Pending,
                 first: true,
                 lookup: Outcome::Pending,
-                decided_at: 0,
+                decided_ms: 0,
             })
             .collect()
     }

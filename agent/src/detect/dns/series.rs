@@ -12,7 +12,7 @@ use crate::decode::name::DnsName;
 
 /// Query packets remembered per series (the storm's evidence beyond them is kept as
 /// settled counts).
-pub const RECENT_QUERIES: usize = 64;
+pub const RECENT_QUERIES: usize = 32;
 /// Latencies remembered per series for the median.
 pub const RECENT_LATENCIES: usize = 32;
 
@@ -89,8 +89,21 @@ pub struct QueryPacket {
     pub first: bool,
     /// What became of its lookup (on the first packet only).
     pub lookup: Outcome,
-    /// When its outcome was decided (answer, ICMP error or timeout), else 0.
-    pub decided_at: u64,
+    /// When its outcome was decided (answer, ICMP error or timeout), in ms after it
+    /// was sent (saturating), else 0. Small, so that a series stays small.
+    pub decided_ms: u32,
+}
+
+impl QueryPacket {
+    /// When its outcome was decided (or it was sent), ns.
+    pub fn decided_at(&self) -> u64 {
+        self.ts.saturating_add(u64::from(self.decided_ms) * 1_000_000)
+    }
+
+    fn decide(&mut self, outcome: Outcome, at: u64) {
+        self.outcome = outcome;
+        self.decided_ms = u32::try_from(at.saturating_sub(self.ts) / 1_000_000).unwrap_or(u32::MAX);
+    }
 }
 
 /// The storm rule's thresholds.
@@ -151,7 +164,7 @@ impl Counts {
         }
         self.first_ts.get_or_insert(p.ts);
         self.last_ts = self.last_ts.max(p.ts);
-        self.last_evidence = self.last_evidence.max(p.ts).max(p.decided_at);
+        self.last_evidence = self.last_evidence.max(p.decided_at());
     }
 }
 
@@ -189,7 +202,7 @@ pub struct Series {
     /// Start of its storm (first packet of the first window that held), once it held.
     pub storm: Option<u64>,
     /// The storm's packets that left `recent`.
-    pub settled: Counts,
+    pub settled: Option<Box<Counts>>,
     /// The latest ICMP error about one of its queries.
     pub icmp: Option<IcmpReport>,
 }
@@ -204,14 +217,15 @@ impl Series {
             failing: 0,
             noerror_since: None,
             storm: None,
-            settled: Counts::default(),
+            settled: None,
             icmp: None,
         }
     }
 
-    /// A query packet sent at `ts`; `outages` are the resolver's (for what leaves
-    /// the window of attention during a storm).
-    pub fn push(&mut self, ts: u64, id: u16, port: u16, outages: &[(u64, u64)]) {
+    /// A query packet sent at `ts`, the `first` of its lookup or a retransmission;
+    /// `outages` are the resolver's (for what leaves the window of attention during a
+    /// storm).
+    pub fn push(&mut self, ts: u64, id: u16, port: u16, first: bool, outages: &[(u64, u64)]) {
         if self.recent.len() == RECENT_QUERIES
             && let Some(old) = self.recent.pop_front()
         {
@@ -219,10 +233,9 @@ impl Series {
                 self.failing -= 1;
             }
             if self.storm.is_some_and(|start| old.ts >= start) && !covered(outages, old.ts) {
-                self.settled.add(&old);
+                self.settled.get_or_insert_default().add(&old);
             }
         }
-        let first = !self.recent.iter().any(|p| p.id == id && p.port == port);
         self.recent.push_back(QueryPacket {
             ts,
             id,
@@ -230,7 +243,7 @@ impl Series {
             outcome: Outcome::Pending,
             first,
             lookup: Outcome::Pending,
-            decided_at: 0,
+            decided_ms: 0,
         });
     }
 
@@ -257,8 +270,7 @@ impl Series {
         }
         for p in self.recent.iter_mut().filter(|p| p.id == id && p.port == port) {
             if !matches!(p.outcome, Outcome::Answered(_)) {
-                p.outcome = Outcome::Answered(rcode);
-                p.decided_at = now;
+                p.decide(Outcome::Answered(rcode), now);
             }
         }
         self.set_lookup(id, port, |o| if matches!(o, Outcome::Answered(_)) { o } else { Outcome::Answered(rcode) });
@@ -277,8 +289,7 @@ impl Series {
         if p.outcome != Outcome::Pending {
             return false;
         }
-        p.outcome = Outcome::TimedOut;
-        p.decided_at = at;
+        p.decide(Outcome::TimedOut, at);
         self.set_lookup(id, port, |o| if o == Outcome::Pending { Outcome::TimedOut } else { o });
         true
     }
@@ -290,8 +301,7 @@ impl Series {
         else {
             return false;
         };
-        p.outcome = Outcome::Icmp;
-        p.decided_at = now;
+        p.decide(Outcome::Icmp, now);
         self.icmp = Some(report);
         self.set_lookup(id, port, |o| if matches!(o, Outcome::Answered(_)) { o } else { Outcome::Icmp });
         true
@@ -361,7 +371,7 @@ impl Series {
 
     /// The storm's packets and counts (settled ones included), when it is one.
     pub fn storm_view(&mut self, rule: &Rule, outages: &[(u64, u64)]) -> Option<(Vec<QueryPacket>, Counts)> {
-        let mut counts = self.settled.clone();
+        let mut counts = self.settled.as_deref().cloned().unwrap_or_default();
         let Some((a, b)) = self.storm_range(rule, outages) else {
             if counts.queries == 0 {
                 self.storm = None;

@@ -421,4 +421,3 @@ fn a_full_table_of_storm_marks_is_built_at_once_and_no_storm_is_lost() {
     assert!(f.iter().all(|f| f.evidence["queries"] == 4 && f.evidence["responses"] == 4), "{f:?}");
     assert_eq!(d.tracked()["pending_dns_probe_storm"], 0);
 }
-
