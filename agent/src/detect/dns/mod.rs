@@ -228,7 +228,9 @@ impl DnsDetector {
         let outages = self.resolvers.peek(&resolver).map_or(&[][..], Resolver::outages);
         let s = self.series.entry(key, || Series::new(q.name));
         s.push(now, id, port, known.is_none(), outages);
-        self.evaluate(&key, now);
+        if storm_changed(s, &self.rule, outages) {
+            self.pending.mark(&key, now);
+        }
     }
 
     fn on_response(&mut self, ev: &Event, id: u16, rcode: u8, q: dns::Question, now: u64) {
@@ -252,7 +254,10 @@ impl DnsDetector {
         let key = txn.series();
         let Some(s) = self.series.get_mut(&key) else { return };
         s.answer(id, port, rcode, known.map(|t| secs(now.saturating_sub(t.sent))), now);
-        self.evaluate(&key, now);
+        let outages = self.resolvers.peek(&resolver).map_or(&[][..], Resolver::outages);
+        if storm_changed(s, &self.rule, outages) {
+            self.pending.mark(&key, now);
+        }
     }
 
     /// An ICMP error quoting a DNS query: that query failed (it is no timeout).
@@ -346,21 +351,13 @@ impl DnsDetector {
         }
     }
 
-    /// Re-checks one series; a storm is marked for its finding to be rebuilt. Cheap
-    /// unless a recent lookup failed.
+    /// Re-checks one series; a storm is marked for its finding to be rebuilt.
     fn evaluate(&mut self, key: &SeriesKey, now: u64) {
         let outages = self.resolvers.peek(&key.resolver).map_or(&[][..], Resolver::outages);
         let Some(s) = self.series.get_mut(key) else { return };
-        if s.storm.is_none() {
-            // No storm without a failure, and none begins inside an outage (the
-            // windows before it were looked at when their packets came).
-            if !s.any_failing() || s.recent.back().is_none_or(|p| series::covered(outages, p.ts)) {
-                return;
-            }
-            let Some((first, _)) = s.storm_range(&self.rule, outages) else { return };
-            s.storm = Some(s.recent[first].ts);
+        if storm_changed(s, &self.rule, outages) {
+            self.pending.mark(key, now);
         }
-        self.pending.mark(key, now);
     }
 
     /// Whether a table of marked findings is full: build them before the next mark.
@@ -399,6 +396,21 @@ impl DnsDetector {
             book.upsert(finding, material, at);
         }
     }
+}
+
+/// Whether `s` is (still) a storm whose finding is to be rebuilt. Cheap unless a
+/// recent lookup failed.
+fn storm_changed(s: &mut Series, rule: &Rule, outages: &[(u64, u64)]) -> bool {
+    if s.storm.is_none() {
+        // No storm without a failure, and none begins inside an outage (the windows
+        // before it were looked at when their packets came).
+        if !s.any_failing() || s.recent.back().is_none_or(|p| series::covered(outages, p.ts)) {
+            return false;
+        }
+        let Some((first, _)) = s.storm_range(rule, outages) else { return false };
+        s.storm = Some(s.recent[first].ts);
+    }
+    true
 }
 
 impl Detector for DnsDetector {
