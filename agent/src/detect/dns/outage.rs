@@ -7,9 +7,10 @@
 //! lookup's state changes (timeout, late answer, ICMP) update the counts in O(1), so
 //! the rule is checked on every change without a scan: at least `outage_min_names`
 //! names failing and at least `outage_min_failed_ratio` of the lookups failed. An
-//! episode starts at the first failure of the window where the rule first held and
-//! ends a window after the rule last held; failures inside an episode belong to the
-//! outage, and the per-name storms leave them out.
+//! episode runs from the first failure of the window where the rule first held to
+//! the last failure while it held, and is over once the rule has not held for a
+//! window past that; lookups sent inside an episode are its evidence, and the
+//! per-name storms leave out their packets.
 //!
 //! A capture of one direction shows queries and no answers: every lookup "times
 //! out". A resolver never seen answering is only in an outage when its clients say

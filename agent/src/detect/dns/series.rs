@@ -373,8 +373,16 @@ impl Series {
     pub fn storm_view(&mut self, rule: &Rule, outages: &[(u64, u64)]) -> Option<(Vec<QueryPacket>, Counts)> {
         let mut counts = self.settled.as_deref().cloned().unwrap_or_default();
         let Some((a, b)) = self.storm_range(rule, outages) else {
-            if counts.queries == 0 {
+            // The storm left `recent`: what it settled must still be one (an outage
+            // found since may have taken its failures).
+            let span = counts.last_ts.saturating_sub(counts.first_ts.unwrap_or(counts.last_ts));
+            let holds = counts.queries >= rule.min_queries
+                && counts.lookups > 0
+                && counts.failed as f64 >= rule.min_failed * counts.lookups as f64
+                && span > rule.timeout_ns;
+            if !holds {
                 self.storm = None;
+                self.settled = None;
                 return None;
             }
             return Some((Vec::new(), counts));
