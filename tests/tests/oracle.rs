@@ -127,6 +127,9 @@ fn qtype_name(n: &str) -> String {
     name.to_string()
 }
 
+/// (client, resolver, qname, qtype).
+type Series = (String, String, String, String);
+
 /// A lookup: the query packets of one transaction (client, resolver, client port, id,
 /// qname, qtype), and what became of it.
 struct Lookup {
@@ -267,13 +270,9 @@ fn dns_outages(lookups: &[Lookup], answering: &BTreeSet<String>, end: f64) -> BT
 /// (client, resolver, qname, qtype) of every storm the rules predict: at least 4
 /// query packets in the 300 s up to one of them, spanning more than 5 s, at least half
 /// of their lookups failed, none of them inside an outage of their resolver.
-fn dns_storms(
-    lookups: &[Lookup],
-    outages: &BTreeMap<String, Vec<(f64, f64)>>,
-    end: f64,
-) -> BTreeSet<(String, String, String, String)> {
+fn dns_storms(lookups: &[Lookup], outages: &BTreeMap<String, Vec<(f64, f64)>>, end: f64) -> BTreeSet<Series> {
     // Per series: (send time, first packet of its lookup, lookup failed).
-    let mut series: BTreeMap<(String, String, String, String), Vec<(f64, bool, bool)>> = BTreeMap::new();
+    let mut series: BTreeMap<Series, Vec<(f64, bool, bool)>> = BTreeMap::new();
     for l in lookups {
         let spans = outages.get(&l.resolver).map(Vec::as_slice).unwrap_or(&[]);
         let key = (l.client.clone(), l.resolver.clone(), l.name.clone(), l.qtype.clone());
@@ -347,7 +346,7 @@ fn pmtu_signals(frames: &[Frame]) -> BTreeSet<(String, String)> {
 
 /// What pathwatch found in `path`, as the oracle states it.
 struct Found {
-    storms: BTreeSet<(String, String, String, String)>,
+    storms: BTreeSet<Series>,
     outages: BTreeSet<String>,
     blocked: BTreeSet<(String, String, String)>,
     signals: BTreeSet<(String, String)>,
