@@ -201,33 +201,36 @@ impl DnsDetector {
         let (client, resolver, port) = (ev.src_ip(), ev.dst_ip(), ev.header.src_port);
         let qname = q.name.key();
         let txn = TxnKey { client, resolver, client_port: port, id, qname, qtype: q.qtype };
-        let known = self.transactions.peek(&txn).copied();
-        let r = self.resolvers.entry(resolver, Resolver::default);
-        let serial = match known {
-            Some(t) => {
-                if r.update(t.serial, |_, packets| *packets += 1) {
-                    self.pending_outages.mark(&resolver, now);
-                }
-                t.serial
-            }
-            None => r.lookup(now, qname, client, &self.outage_rule),
-        };
-        if r.check(now, &self.outage_rule) {
-            self.pending_outages.mark(&resolver, now);
-        }
         // The deadline first: at the cap it evicts the oldest query with its
-        // transaction, which may be this one's earlier packet.
-        let deadline = Deadline { at: now.saturating_add(self.timeout_ns), sent: now, txn, serial };
+        // transaction, which may be this one's earlier packet. Its lookup's serial
+        // number is known once the transaction is.
+        let deadline = Deadline { at: now.saturating_add(self.timeout_ns), sent: now, txn, serial: 0 };
         if let Some(evicted) = self.deadlines.push_back(deadline) {
             self.abandon(evicted);
         }
-        self.transactions.entry(txn, || Txn { sent: now, serial });
+        let mut first = false;
+        let t = self.transactions.entry(txn, || {
+            first = true;
+            Txn { sent: now, serial: 0 }
+        });
+        let r = self.resolvers.entry(resolver, Resolver::default);
+        if first {
+            t.serial = r.lookup(now, qname, client, &self.outage_rule);
+        } else if r.update(t.serial, |_, packets| *packets += 1) {
+            self.pending_outages.mark(&resolver, now);
+        }
+        if let Some(d) = self.deadlines.back_mut() {
+            d.serial = t.serial;
+        }
+        if r.check(now, &self.outage_rule) {
+            self.pending_outages.mark(&resolver, now);
+        }
         *self.sockets.entry((client, resolver, port), || SocketQuery { id, qname, qtype: q.qtype }) =
             SocketQuery { id, qname, qtype: q.qtype };
         let key = txn.series();
         let outages = self.resolvers.peek(&resolver).map_or(&[][..], Resolver::outages);
         let s = self.series.entry(key, || Series::new(q.name));
-        s.push(now, id, port, known.is_none(), outages);
+        s.push(now, id, port, first, outages);
         if storm_changed(s, &self.rule, outages) {
             self.pending.mark(&key, now);
         }
