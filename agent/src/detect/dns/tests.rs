@@ -245,7 +245,10 @@ fn a_resolver_that_stalls_is_one_outage_and_no_name_storms() {
     assert_eq!((&e["failed"], &e["lookups"], &e["queries"]), (&json!(144), &json!(144), &json!(288)), "{e:?}");
     assert_eq!(e["timeouts"], 144);
     // From the first failed lookup (round 200 s) to the last (round 370 s, 4th name).
-    assert_eq!((&e["start"], &e["end"]), (&json!("2023-11-14T22:16:40.000000Z"), &json!("2023-11-14T22:19:30.300000Z")));
+    assert_eq!(
+        (&e["start"], &e["end"]),
+        (&json!("2023-11-14T22:16:40.000000Z"), &json!("2023-11-14T22:19:30.300000Z"))
+    );
     assert_eq!(e["duration_s"], 170.3);
     assert!(
         o.summary.starts_with("resolver 198.18.0.10 failed 144/144 lookups of 4 names from 2 clients for"),
