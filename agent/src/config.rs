@@ -170,6 +170,21 @@ pub struct DnsConfig {
     pub storm_min_failed_ratio: Ratio,
     /// `periodic`: every interval within this fraction of the median interval.
     pub periodic_tolerance: Ratio,
+    /// A storm warns only once its queries span this long (and three periods).
+    pub storm_min_span_s: Secs,
+    /// Names negative by design (`local`, `name.lan`, DNS-SD, SOA/PTR) warn only
+    /// once their storm spans this long.
+    pub negative_min_span_s: Secs,
+    /// A name answered NOERROR before it started failing warns only once its storm
+    /// spans this long.
+    pub resolved_before_min_span_s: Secs,
+    /// `dns_resolver_outage`: at least this many distinct names failing at one
+    /// resolver...
+    pub outage_min_names: Count,
+    /// ...within this long...
+    pub outage_window_s: Secs,
+    /// ...and at least this fraction of its lookups in that time failed.
+    pub outage_min_failed_ratio: Ratio,
     /// Transactions tracked (LRU); also the query packets awaiting their timeout.
     pub transactions_cap: Cap,
     /// (client, name, type) series tracked (LRU).
@@ -300,6 +315,12 @@ impl Default for DnsConfig {
             storm_min_queries: Count(4),
             storm_min_failed_ratio: Ratio(0.5),
             periodic_tolerance: Ratio(0.1),
+            storm_min_span_s: Secs(30.0),
+            negative_min_span_s: Secs(300.0),
+            resolved_before_min_span_s: Secs(600.0),
+            outage_min_names: Count(3),
+            outage_window_s: Secs(60.0),
+            outage_min_failed_ratio: Ratio(0.5),
             transactions_cap: Cap(100_000),
             names_cap: Cap(20_000),
             known_probes: Vec::new(),

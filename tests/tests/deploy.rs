@@ -61,6 +61,7 @@ const LOST_SOURCES: &[&str] = &["ringbuf", "queue", "undecodable"];
 const RCODES: &[&str] = &["NOERROR", "SERVFAIL", "NXDOMAIN", "REFUSED"];
 const FINDING_KINDS: &[&str] = &[
     "dns_probe_storm",
+    "dns_resolver_outage",
     "dtls_blocked",
     "dtls_port_unreachable",
     "vpn_reconnect_loop",
@@ -88,6 +89,7 @@ const METRICS: &[&str] = &[
 /// The alerts the rules must define.
 const ALERTS: &[&str] = &[
     "PathwatchDnsProbeStorm",
+    "PathwatchDnsResolverOutage",
     "PathwatchDtlsBlocked",
     "PathwatchPmtuBlackHole",
     "PathwatchEventsLost",
@@ -716,6 +718,7 @@ fn dashboard_and_rule_queries_run_on_prometheus() {
     assert_eq!(pmtu_severity, "critical");
     // The remedies of DESIGN.md, quoted.
     assert!(runbook("PathwatchDnsProbeStorm").contains("Make mus.cisco.com resolvable (DNS entry or hosts file)"));
+    assert!(runbook("PathwatchDnsResolverOutage").contains("Check the resolver named in the finding"));
     assert!(runbook("PathwatchDtlsBlocked").contains("allow UDP 443 to the VPN server / fix the DTLS port"));
     let pmtu = runbook("PathwatchPmtuBlackHole");
     assert!(

@@ -885,11 +885,14 @@ fn sighup_reloads_dns_ports_without_reattaching() {
     };
     let storms = || scrape("pathwatch_findings_total", &[("kind", "dns_probe_storm")]);
     let stats_lines = |a: &Proc| a.stdout().lines().filter(|l| l.starts_with("stats: ")).count();
-    // Queries to port 53, where nobody answers: each times out after 0.3 s.
+    // Queries to port 53, where nobody listens: each fails, answered by ICMP port
+    // unreachable or (past the kernel's ICMP rate limit) timing out after 0.3 s. They
+    // are 0.2 s apart, so that three of them span more than the timeout, as a storm
+    // must.
     let failing = |name: &str, n: u16| {
         let p: Vec<Vec<u8>> = (0..n).map(|i| dns_query(0x700 + i, name)).collect();
         let to = SocketAddr::from((net.a_ip, 53));
-        udp_send(net.b.name(), net.b_ip, to, p, None, Duration::from_millis(10));
+        udp_send(net.b.name(), net.b_ip, to, p, None, Duration::from_millis(200));
     };
 
     let to = SocketAddr::from((net.a_ip, 5353));
@@ -917,10 +920,14 @@ fn sighup_reloads_dns_ports_without_reattaching() {
 
     // Four failing queries for one name are no storm while 50 are needed.
     failing("quiet.test", 4);
-    assert!(
-        wait_for(Duration::from_secs(3), || scrape("pathwatch_dns_timeouts_total", &[]) >= 4),
-        "the queries never timed out: {}",
+    let failed = || {
         scrape("pathwatch_dns_timeouts_total", &[])
+            + scrape("pathwatch_events_total", &[("kind", "icmp_port_unreachable")])
+    };
+    assert!(
+        wait_for(Duration::from_secs(3), || failed() >= 4),
+        "the queries never failed (timeouts + ICMP port unreachable): {}",
+        failed()
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(storms(), 0, "a storm below the threshold:\n{}", a.logs());

@@ -6,9 +6,17 @@
 //! form that states them, with no bounded tables and no event-time machinery. Where
 //! the two disagree, one of them is wrong about a real capture.
 //!
-//! - `dns_probe_storm`: DNS on port 53; per (client, qname in lower case, qtype), at
-//!   least 4 queries within 300 s, at least half of them failed (SERVFAIL, NXDOMAIN or
-//!   REFUSED as the first answer to their transaction, or no answer at all).
+//! - A lookup is a transaction's query packets (client, resolver, client port, id,
+//!   qname in lower case, qtype) on port 53; it failed when its first answer is
+//!   SERVFAIL, NXDOMAIN or REFUSED, when an ICMP error quotes it, or when it got no
+//!   answer for 5 s before the capture ended.
+//! - `dns_resolver_outage`: a resolver's lookups in the 60 s up to one of them with at
+//!   least 3 names failing and at least half failed (NXDOMAIN is an answer here); a
+//!   resolver never seen answering only when at least half the failed lookups were
+//!   resent. Its failures, from the first to the last in such a window, make no storm.
+//! - `dns_probe_storm`: per (client, resolver, qname, qtype), at least 4 query packets
+//!   in the 300 s up to one of them, spanning more than 5 s, at least half of their
+//!   lookups failed.
 //! - `dtls_blocked`: a DTLS ClientHello from client to server:port, and no DTLS record
 //!   back on that flow within 10 s, in a capture that lasts 10 s past the hello; and the
 //!   client tried again: ClientHellos with at least two record sequence numbers on the
@@ -122,48 +130,173 @@ fn qtype_name(n: &str) -> String {
     name.to_string()
 }
 
-/// (client, qname, qtype) of every storm the rules predict.
-fn dns_storms(frames: &[Frame]) -> BTreeSet<(String, String, String)> {
+/// (client, resolver, qname, qtype).
+type Series = (String, String, String, String);
+
+/// A lookup: the query packets of one transaction (client, resolver, client port, id,
+/// qname, qtype), and what became of it.
+struct Lookup {
+    client: String,
+    resolver: String,
+    name: String,
+    qtype: String,
+    /// Send times of its packets, in order.
+    sent: Vec<f64>,
+    /// RCODE of its first answer after its first packet.
+    answer: Option<u32>,
+    /// An ICMP error quoted one of its packets.
+    icmp: bool,
+}
+
+impl Lookup {
+    /// Unanswered (and not answered by ICMP) for 5 s before the capture ended.
+    fn timed_out(&self, end: f64) -> bool {
+        self.answer.is_none() && !self.icmp && self.sent[0] + 5.0 <= end
+    }
+    /// Failed, for a storm: SERVFAIL, NXDOMAIN, REFUSED, ICMP, timeout.
+    fn storm_failed(&self, end: f64) -> bool {
+        match self.answer {
+            Some(r) => matches!(r, 2 | 3 | 5),
+            None => self.icmp || self.timed_out(end),
+        }
+    }
+    /// Failed, for an outage: NXDOMAIN is an answer.
+    fn outage_failed(&self, end: f64) -> bool {
+        match self.answer {
+            Some(r) => matches!(r, 2 | 5),
+            None => self.icmp || self.timed_out(end),
+        }
+    }
+}
+
+/// Every lookup on port 53, and the resolvers that answered anything.
+fn lookups(frames: &[Frame]) -> (Vec<Lookup>, BTreeSet<String>) {
     type Txn = (String, String, String, String, String, String);
-    let mut queries: Vec<(f64, Txn)> = Vec::new();
-    let mut answers: BTreeMap<Txn, Vec<(f64, u32)>> = BTreeMap::new();
-    for f in frames.iter().filter(|f| !f.is_icmp()) {
+    let mut by_txn: BTreeMap<Txn, Lookup> = BTreeMap::new();
+    let mut answers: Vec<(f64, Txn, u32)> = Vec::new();
+    let mut icmp: Vec<(f64, Txn)> = Vec::new();
+    let mut answering = BTreeSet::new();
+    for f in frames {
         let (Some(id), Some(name), Some(qtype)) = (f.first("dns.id"), f.first("dns.qry.name"), f.first("dns.qry.type"))
         else {
             continue;
         };
+        let response = matches!(f.first("dns.flags.response"), Some("1" | "True"));
+        let name = name.to_ascii_lowercase();
+        if f.is_icmp() {
+            // An ICMP error quoting a query: the quoted (inner) addresses and ports.
+            let inner = |v4: &str, v6: &str| f.all(v4).get(1).or(f.all(v6).get(1)).cloned();
+            let (Some(src), Some(dst), Some(sport), Some(dport)) = (
+                inner("ip.src", "ipv6.src"),
+                inner("ip.dst", "ipv6.dst"),
+                f.first("udp.srcport"),
+                f.first("udp.dstport"),
+            ) else {
+                continue;
+            };
+            if !response && dport == "53" {
+                icmp.push((f.time(), (src, dst, sport.to_string(), id.to_string(), name, qtype.to_string())));
+            }
+            continue;
+        }
         let (Some((src, dst)), Some((sport, dport))) = (f.addrs(), f.ports()) else { continue };
         // DNS is port 53 (DESIGN.md); tshark also fills dns.* for mDNS and LLMNR.
         if sport != "53" && dport != "53" {
             continue;
         }
-        let name = name.to_ascii_lowercase();
-        let response = matches!(f.first("dns.flags.response"), Some("1" | "True"));
         if response {
             let rcode = f.first("dns.flags.rcode").and_then(|r| r.parse().ok()).unwrap_or(0);
-            let txn = (dst, src, dport, id.to_string(), name, qtype.to_string());
-            answers.entry(txn).or_default().push((f.time(), rcode));
+            answering.insert(src.clone());
+            answers.push((f.time(), (dst, src, dport, id.to_string(), name, qtype.to_string()), rcode));
         } else {
-            queries.push((f.time(), (src, dst, sport, id.to_string(), name, qtype.to_string())));
+            let txn = (src.clone(), dst.clone(), sport, id.to_string(), name.clone(), qtype.to_string());
+            let l = by_txn.entry(txn).or_insert_with(|| Lookup {
+                client: src,
+                resolver: dst,
+                name,
+                qtype: qtype_name(qtype),
+                sent: Vec::new(),
+                answer: None,
+                icmp: false,
+            });
+            l.sent.push(f.time());
         }
     }
-    let mut series: BTreeMap<(String, String, String), Vec<(f64, bool)>> = BTreeMap::new();
-    for (t, txn) in queries {
-        let first_answer =
-            answers.get(&txn).into_iter().flatten().filter(|(at, _)| *at >= t).min_by(|a, b| a.0.total_cmp(&b.0));
-        let failed = match first_answer {
-            Some((_, rcode)) => matches!(rcode, 2 | 3 | 5),
-            None => true,
-        };
-        let (client, _, _, _, name, qtype) = txn;
-        series.entry((client, name, qtype_name(&qtype))).or_default().push((t, failed));
+    for (t, txn, rcode) in answers {
+        if let Some(l) = by_txn.get_mut(&txn).filter(|l| l.answer.is_none() && l.sent[0] <= t) {
+            l.answer = Some(rcode);
+        }
+    }
+    for (t, txn) in icmp {
+        if let Some(l) = by_txn.get_mut(&txn).filter(|l| l.sent[0] <= t) {
+            l.icmp = true;
+        }
+    }
+    (by_txn.into_values().collect(), answering)
+}
+
+/// Every resolver in an outage, with the spans its failures are taken from the names:
+/// a resolver's lookups sent in the 60 s up to one of them, with at least 3 names
+/// failing and at least half the lookups failed (and, for a resolver never seen
+/// answering, at least half the failed lookups resent by their clients), are an
+/// outage from the first to the last failure among them.
+fn dns_outages(lookups: &[Lookup], answering: &BTreeSet<String>, end: f64) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let mut by_resolver: BTreeMap<&str, Vec<&Lookup>> = BTreeMap::new();
+    for l in lookups {
+        by_resolver.entry(&l.resolver).or_default().push(l);
+    }
+    let mut out = BTreeMap::new();
+    for (resolver, mut ls) in by_resolver {
+        ls.sort_by(|a, b| a.sent[0].total_cmp(&b.sent[0]));
+        let mut spans = Vec::new();
+        for last in &ls {
+            let t = last.sent[0];
+            let window: Vec<&&Lookup> = ls.iter().filter(|l| l.sent[0] >= t - 60.0 && l.sent[0] <= t).collect();
+            let failed: Vec<&&&Lookup> = window.iter().filter(|l| l.outage_failed(end)).collect();
+            let names: BTreeSet<(&str, &str)> = failed.iter().map(|l| (l.name.as_str(), l.qtype.as_str())).collect();
+            let names: BTreeSet<&str> = names.into_iter().map(|(n, _)| n).collect();
+            let resent = failed.iter().filter(|l| l.sent.len() > 1).count();
+            let heard = answering.contains(resolver) || 2 * resent >= failed.len();
+            if names.len() >= 3 && 2 * failed.len() >= window.len() && heard {
+                let first = failed.first().expect("failed").sent[0];
+                let last = failed.last().expect("failed").sent[0];
+                spans.push((first, last));
+            }
+        }
+        if !spans.is_empty() {
+            out.insert(resolver.to_string(), spans);
+        }
+    }
+    out
+}
+
+/// (client, resolver, qname, qtype) of every storm the rules predict: at least 4
+/// query packets in the 300 s up to one of them, spanning more than 5 s, at least half
+/// of their lookups failed, none of them inside an outage of their resolver.
+fn dns_storms(lookups: &[Lookup], outages: &BTreeMap<String, Vec<(f64, f64)>>, end: f64) -> BTreeSet<Series> {
+    // Per series: (send time, first packet of its lookup, lookup failed).
+    let mut series: BTreeMap<Series, Vec<(f64, bool, bool)>> = BTreeMap::new();
+    for l in lookups {
+        let spans = outages.get(&l.resolver).map(Vec::as_slice).unwrap_or(&[]);
+        let key = (l.client.clone(), l.resolver.clone(), l.name.clone(), l.qtype.clone());
+        for (i, t) in l.sent.iter().enumerate() {
+            if !spans.iter().any(|(a, b)| a <= t && t <= b) {
+                series.entry(key.clone()).or_default().push((*t, i == 0, l.storm_failed(end)));
+            }
+        }
     }
     series
         .into_iter()
         .filter(|(_, qs)| {
-            qs.iter().any(|(t0, _)| {
-                let window: Vec<bool> = qs.iter().filter(|(t, _)| *t >= *t0 && *t <= t0 + 300.0).map(|q| q.1).collect();
-                window.len() >= 4 && 2 * window.iter().filter(|f| **f).count() >= window.len()
+            let mut qs = qs.clone();
+            qs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            qs.iter().any(|(t1, _, _)| {
+                let window: Vec<&(f64, bool, bool)> =
+                    qs.iter().filter(|(t, _, _)| *t >= t1 - 300.0 && t <= t1).collect();
+                let lookups = window.iter().filter(|q| q.1).count();
+                let failed = window.iter().filter(|q| q.1 && q.2).count();
+                let span = t1 - window.first().map_or(*t1, |q| q.0);
+                window.len() >= 4 && lookups > 0 && 2 * failed >= lookups && span > 5.0
             })
         })
         .map(|(k, _)| k)
@@ -221,7 +354,8 @@ fn pmtu_signals(frames: &[Frame]) -> BTreeSet<(String, String)> {
 
 /// What pathwatch found in `path`, as the oracle states it.
 struct Found {
-    storms: BTreeSet<(String, String, String)>,
+    storms: BTreeSet<Series>,
+    outages: BTreeSet<String>,
     blocked: BTreeSet<(String, String, String)>,
     signals: BTreeSet<(String, String)>,
 }
@@ -229,7 +363,8 @@ struct Found {
 fn replay(path: &Path) -> Found {
     let (code, stdout, stderr) = pathwatch(&["replay", "--json", "-", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{}: {stderr}", path.display());
-    let mut found = Found { storms: BTreeSet::new(), blocked: BTreeSet::new(), signals: BTreeSet::new() };
+    let mut found =
+        Found { storms: BTreeSet::new(), outages: BTreeSet::new(), blocked: BTreeSet::new(), signals: BTreeSet::new() };
     let s = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -238,7 +373,15 @@ fn replay(path: &Path) -> Found {
         let sub = &line["subject"];
         match line["kind"].as_str().unwrap_or("") {
             "dns_probe_storm" => {
-                found.storms.insert((s(&sub["client"]), s(&sub["qname"]).to_ascii_lowercase(), s(&sub["qtype"])));
+                found.storms.insert((
+                    s(&sub["client"]),
+                    s(&sub["resolver"]),
+                    s(&sub["qname"]).to_ascii_lowercase(),
+                    s(&sub["qtype"]),
+                ));
+            }
+            "dns_resolver_outage" => {
+                found.outages.insert(s(&sub["resolver"]));
             }
             "dtls_blocked" => {
                 found.blocked.insert((s(&sub["client"]), s(&sub["server"]), s(&sub["port"])));
@@ -257,7 +400,7 @@ fn tshark_and_the_design_rules_predict_every_finding_of_every_capture() {
     let paths = all_pcaps();
     assert!(paths.len() >= 80, "only {} captures", paths.len());
     // Two at a time: tshark's start-up dominates.
-    let results: Vec<(String, Vec<String>, [usize; 3])> = std::thread::scope(|s| {
+    let results: Vec<(String, Vec<String>, [usize; 4])> = std::thread::scope(|s| {
         let halves: Vec<_> = paths
             .chunks(paths.len().div_ceil(2))
             .map(|chunk| {
@@ -266,14 +409,24 @@ fn tshark_and_the_design_rules_predict_every_finding_of_every_capture() {
                         .iter()
                         .map(|path| {
                             let frames = dissect(path);
-                            let (storms, blocked, signals) =
-                                (dns_storms(&frames), dtls_blocked(&frames), pmtu_signals(&frames));
+                            let end = frames.iter().map(Frame::time).fold(f64::MIN, f64::max);
+                            let (lookups, answering) = lookups(&frames);
+                            let outage_spans = dns_outages(&lookups, &answering, end);
+                            let outages: BTreeSet<String> = outage_spans.keys().cloned().collect();
+                            let storms = dns_storms(&lookups, &outage_spans, end);
+                            let (blocked, signals) = (dtls_blocked(&frames), pmtu_signals(&frames));
                             let found = replay(path);
                             let mut problems = Vec::new();
                             if found.storms != storms {
                                 problems.push(format!(
                                     "dns_probe_storm: oracle {storms:?}\n    pathwatch {:?}",
                                     found.storms
+                                ));
+                            }
+                            if found.outages != outages {
+                                problems.push(format!(
+                                    "dns_resolver_outage: oracle {outages:?}\n    pathwatch {:?}",
+                                    found.outages
                                 ));
                             }
                             if found.blocked != blocked {
@@ -288,7 +441,7 @@ fn tshark_and_the_design_rules_predict_every_finding_of_every_capture() {
                                     found.signals
                                 ));
                             }
-                            (rel(path), problems, [storms.len(), blocked.len(), signals.len()])
+                            (rel(path), problems, [storms.len(), outages.len(), blocked.len(), signals.len()])
                         })
                         .collect::<Vec<_>>()
                 })
@@ -296,13 +449,14 @@ fn tshark_and_the_design_rules_predict_every_finding_of_every_capture() {
             .collect();
         halves.into_iter().flat_map(|h| h.join().expect("oracle thread")).collect()
     });
-    let totals = results.iter().fold([0; 3], |acc, (_, _, n)| [acc[0] + n[0], acc[1] + n[1], acc[2] + n[2]]);
+    let totals = results.iter().fold([0; 4], |acc, (_, _, n)| [0, 1, 2, 3].map(|i| acc[i] + n[i]));
     eprintln!(
-        "{} captures: the oracle predicts {} dns_probe_storm, {} dtls_blocked, {} pmtu_signal",
+        "{} captures: the oracle predicts {} dns_probe_storm, {} dns_resolver_outage, {} dtls_blocked, {} pmtu_signal",
         results.len(),
         totals[0],
         totals[1],
-        totals[2]
+        totals[2],
+        totals[3]
     );
     // The oracle must have something to say, or agreement proves nothing.
     assert!(totals.iter().all(|n| *n > 0), "{totals:?}");

@@ -42,6 +42,15 @@ pub fn decode(icmp_type: u8, code: u8, mtu: u32, snap: &[u8]) -> IcmpError {
     IcmpError { icmp_type, code, mtu, quoted }
 }
 
+/// The UDP payload of the packet an ICMP error quotes (its snap, ICMP header first),
+/// as far as it was quoted: the DNS detector reads the query's header from it.
+pub fn quoted_udp_payload(snap: &[u8]) -> Option<&[u8]> {
+    let (ip, _ext_err) = LaxIpSlice::from_slice(snap.get(8..)?).ok()?;
+    let payload = ip.payload();
+    (payload.ip_number.0 == 17).then_some(())?;
+    payload.payload.get(8..)
+}
+
 fn quoted_flow(bytes: &[u8]) -> Option<QuotedFlow> {
     let (ip, _ext_err) = LaxIpSlice::from_slice(bytes).ok()?;
     let payload = ip.payload();
@@ -90,6 +99,17 @@ mod tests {
         assert_eq!(q.src, "198.18.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(q.dst, "198.19.0.2".parse::<IpAddr>().unwrap());
         assert_eq!((q.proto, q.src_port, q.dst_port), (6, Some(50000), Some(5001)));
+    }
+
+    #[test]
+    fn a_quoted_udp_payload_is_what_follows_the_udp_header() {
+        // Port unreachable quoting 198.18.0.2:40000 -> 198.19.0.1:53, then 3 bytes.
+        let mut m = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&[0x45, 0, 0, 31, 0, 0, 0, 0, 64, 17, 0, 0, 198, 18, 0, 2, 198, 19, 0, 1]);
+        m.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 11, 0, 0, 0x12, 0x34, 0x01]);
+        assert_eq!(quoted_udp_payload(&m), Some(&[0x12, 0x34, 0x01][..]));
+        assert_eq!(quoted_udp_payload(&frag_needed_quote()), None, "TCP is not UDP");
+        assert_eq!(quoted_udp_payload(&m[..20]), None);
     }
 
     #[test]

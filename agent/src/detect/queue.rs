@@ -52,6 +52,11 @@ impl<T> BoundedQueue<T> {
         self.items.front()
     }
 
+    /// The newest entry, to complete after pushing it.
+    pub fn back_mut(&mut self) -> Option<&mut T> {
+        self.items.back_mut()
+    }
+
     /// Takes the oldest entry off in the ordinary way (it is due, not evicted).
     pub fn pop_front(&mut self) -> Option<T> {
         self.items.pop_front()
