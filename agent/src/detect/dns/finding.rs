@@ -46,6 +46,9 @@ pub struct StormFacts<'a> {
     pub negative: bool,
     /// It was answered NOERROR before the storm began.
     pub resolved_before: bool,
+    /// A lookup sent since the storm began was answered NOERROR (late answers
+    /// included): the name works, the failing was a passing stall.
+    pub resolved_again: bool,
     /// The latest ICMP error about its queries.
     pub icmp: Option<IcmpReport>,
 }
@@ -68,6 +71,16 @@ fn icmp_words(r: &IcmpReport) -> String {
     what.to_string()
 }
 
+/// A storm's subject: who asks whom for what.
+pub fn storm_subject(key: &SeriesKey, qname: &str) -> Map<String, Value> {
+    let mut subject = Map::new();
+    subject.insert("client".into(), json!(key.client.to_string()));
+    subject.insert("resolver".into(), json!(key.resolver.to_string()));
+    subject.insert("qname".into(), json!(qname));
+    subject.insert("qtype".into(), json!(qtype_name(key.qtype)));
+    subject
+}
+
 /// A storm's finding and the evidence that, changed, is worth printing again.
 pub fn storm_finding(f: StormFacts<'_>, c: &Counts, persistence: &Persistence) -> (Finding, String) {
     let key = f.key;
@@ -80,7 +93,7 @@ pub fn storm_finding(f: StormFacts<'_>, c: &Counts, persistence: &Persistence) -
     if f.negative {
         min_span = min_span.max(persistence.negative_min_span_s);
     }
-    if f.resolved_before {
+    if f.resolved_before || f.resolved_again {
         min_span = min_span.max(persistence.resolved_before_min_span_s);
     }
     let persisted = span >= min_span && pattern.period.is_none_or(|p| span >= 3.0 * p);
@@ -88,11 +101,7 @@ pub fn storm_finding(f: StormFacts<'_>, c: &Counts, persistence: &Persistence) -
     let rcodes: Map<String, Value> = c.rcodes.iter().map(|(r, n)| (rcode_name(*r), json!(n))).collect();
     let icmp = f.icmp.filter(|_| c.icmp_errors > 0);
 
-    let mut subject = Map::new();
-    subject.insert("client".into(), json!(key.client.to_string()));
-    subject.insert("resolver".into(), json!(key.resolver.to_string()));
-    subject.insert("qname".into(), json!(qname));
-    subject.insert("qtype".into(), json!(qtype));
+    let subject = storm_subject(key, qname);
 
     let mut evidence = Map::new();
     evidence.insert("queries".into(), json!(c.queries));
@@ -113,6 +122,7 @@ pub fn storm_finding(f: StormFacts<'_>, c: &Counts, persistence: &Persistence) -
     evidence.insert("known_probe".into(), json!(f.probe.as_ref().map(|p| p.name.clone())));
     evidence.insert("negative_by_design".into(), json!(f.negative));
     evidence.insert("resolved_before".into(), json!(f.resolved_before));
+    evidence.insert("resolved_again".into(), json!(f.resolved_again));
 
     let how = match (pattern.name, pattern.period) {
         ("periodic", Some(p)) => format!(" every {p:.1} s"),

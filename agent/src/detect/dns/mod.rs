@@ -33,7 +33,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use serde_json::{Value, json};
 
 use self::{
-    finding::{Persistence, StormFacts, outage_finding, storm_finding},
+    finding::{Persistence, StormFacts, outage_finding, storm_finding, storm_subject},
     outage::{LookupState, OutageRule, Resolver},
     series::{IcmpReport, Rule, Series, SeriesKey, TxnKey},
 };
@@ -371,10 +371,33 @@ impl DnsDetector {
     /// Builds the findings of the storms and outages that changed since the last
     /// flush.
     pub fn flush(&mut self, book: &mut FindingBook) {
+        // Outages first: an outage takes its failures away from the storms of its
+        // resolver, so those storms are rebuilt (or taken back) after it.
+        for (resolver, at) in self.pending_outages.drain() {
+            let Some(r) = self.resolvers.peek(&resolver) else { continue };
+            if r.evidence.episodes == 0 {
+                continue;
+            }
+            let (finding, material) = outage_finding(resolver, &r.evidence, r.active());
+            book.upsert(finding, material, at);
+            let storms: Vec<SeriesKey> = self
+                .series
+                .iter()
+                .filter(|(k, s)| k.resolver == resolver && s.storm.is_some())
+                .map(|(k, _)| *k)
+                .collect();
+            for key in storms {
+                self.pending.mark(&key, at);
+            }
+        }
         for (key, at) in self.pending.drain() {
             let outages = self.resolvers.peek(&key.resolver).map_or(&[][..], Resolver::outages);
             let Some(s) = self.series.peek_mut(&key) else { continue };
-            let Some((packets, counts)) = s.storm_view(&self.rule, outages) else { continue };
+            let Some((packets, counts)) = s.storm_view(&self.rule, outages) else {
+                // No storm after all: its failures belong to an outage of its resolver.
+                book.withdraw(FindingKind::DnsProbeStorm, &storm_subject(&key, &s.name.to_string()));
+                continue;
+            };
             let mut lat: Vec<f64> = s.latencies.iter().copied().collect();
             let storm_start = counts.first_ts.unwrap_or(counts.last_ts);
             let facts = StormFacts {
@@ -385,17 +408,10 @@ impl DnsDetector {
                 probe: self.probes.iter().find(|(n, _)| *n == s.name).map(|(_, p)| p.clone()),
                 negative: names::negative_by_design(&s.name, key.qtype),
                 resolved_before: s.noerror_since.is_some_and(|t| t < storm_start),
+                resolved_again: s.noerror_last.is_some_and(|t| t >= storm_start),
                 icmp: s.icmp,
             };
             let (finding, material) = storm_finding(facts, &counts, &self.persistence);
-            book.upsert(finding, material, at);
-        }
-        for (resolver, at) in self.pending_outages.drain() {
-            let Some(r) = self.resolvers.peek(&resolver) else { continue };
-            if r.evidence.episodes == 0 {
-                continue;
-            }
-            let (finding, material) = outage_finding(resolver, &r.evidence, r.active());
             book.upsert(finding, material, at);
         }
     }

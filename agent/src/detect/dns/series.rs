@@ -199,6 +199,8 @@ pub struct Series {
     failing: u32,
     /// Send time of the earliest lookup answered NOERROR.
     pub noerror_since: Option<u64>,
+    /// Send time of the latest lookup answered NOERROR (late answers included).
+    pub noerror_last: Option<u64>,
     /// Start of its storm (first packet of the first window that held), once it held.
     pub storm: Option<u64>,
     /// The storm's packets that left `recent`.
@@ -216,6 +218,7 @@ impl Series {
             latencies: VecDeque::new(),
             failing: 0,
             noerror_since: None,
+            noerror_last: None,
             storm: None,
             settled: None,
             icmp: None,
@@ -278,6 +281,7 @@ impl Series {
             && let Some(p) = self.recent.iter().find(|p| p.first && p.id == id && p.port == port)
         {
             self.noerror_since = Some(self.noerror_since.map_or(p.ts, |t| t.min(p.ts)));
+            self.noerror_last = Some(self.noerror_last.map_or(p.ts, |t| t.max(p.ts)));
         }
     }
 
