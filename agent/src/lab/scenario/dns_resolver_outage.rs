@@ -122,7 +122,7 @@ fn run(ctx: &mut Ctx) -> io::Result<()> {
     });
     let (digs, stopped_at) = (digs?, stopped_at?);
     signals::sleep(Duration::from_millis(300))?;
-    let dropped = udp_rcvbuf_errors(&ctx.topo.server) - dropped_before;
+    let dropped = udp_rcvbuf_errors(&ctx.topo.server).saturating_sub(dropped_before);
     ctx.check("unbound still runs after SIGCONT", resolver.unbound.running());
     ctx.stop_agent();
 

@@ -1,8 +1,8 @@
 //! `https-clients`: ordinary HTTPS, which must give no finding at all. A browser-like
 //! client fetches from a real TLS server at irregular gaps, and an API poller on
-//! another client address fetches at a steady rhythm: a regular run of TLS sessions
-//! with no VPN anywhere (no DTLS, no tunnel), the traffic that was taken for a VPN
-//! reconnect loop.
+//! another client address fetches at a steady rhythm: six sessions 5 s apart, as
+//! regular and as long as `vpn-reconnect-loop`'s restarts, but with no VPN anywhere
+//! (no DTLS, no tunnel) — the traffic that was taken for a VPN reconnect loop.
 
 use std::{
     io,
