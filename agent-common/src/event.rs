@@ -24,17 +24,22 @@ pub enum EventKind {
     TcpSyn = 5,
     /// A retransmitted TCP segment that was large and could not be fragmented; no snap.
     TcpLargeRetransmit = 6,
+    /// A TCP segment with FIN or RST that raises no other event: its acknowledgment
+    /// number says what the peer received (the PMTU detector's evidence that a
+    /// segment got through); `tcp_seq`, `tcp_ack` and `tcp_flags` set, no snap.
+    TcpFin = 7,
 }
 
 impl EventKind {
     /// Every kind, in numeric order.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Dns,
         EventKind::Dtls,
         EventKind::Tls,
         EventKind::IcmpError,
         EventKind::TcpSyn,
         EventKind::TcpLargeRetransmit,
+        EventKind::TcpFin,
     ];
 
     /// The kind stored as `raw`, if it names one.
@@ -46,6 +51,7 @@ impl EventKind {
             4 => Some(EventKind::IcmpError),
             5 => Some(EventKind::TcpSyn),
             6 => Some(EventKind::TcpLargeRetransmit),
+            7 => Some(EventKind::TcpFin),
             _ => None,
         }
     }
@@ -59,6 +65,7 @@ impl EventKind {
             EventKind::IcmpError => "icmp_error",
             EventKind::TcpSyn => "tcp_syn",
             EventKind::TcpLargeRetransmit => "tcp_large_retransmit",
+            EventKind::TcpFin => "tcp_fin",
         }
     }
 }
@@ -183,5 +190,13 @@ pub const RECORD_SMALL: usize = HEADER_LEN + SNAP_SMALL;
 pub const RECORD_LARGE: usize = HEADER_LEN + SNAP_LARGE;
 
 const _: () = assert!(core::mem::size_of::<EventInfo>() == 40);
+const _: () = assert!(EventKind::ALL.len() == EventKind::TcpFin as usize);
+const _: () = {
+    let mut i = 0;
+    while i < EventKind::ALL.len() {
+        assert!(EventKind::ALL[i] as usize == i + 1);
+        i += 1;
+    }
+};
 const _: () = assert!(HEADER_LEN == 112);
 const _: () = assert!(RECORD_SMALL.is_multiple_of(8) && RECORD_LARGE.is_multiple_of(8));

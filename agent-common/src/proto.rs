@@ -70,6 +70,10 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 /// ACK.
 pub const TCP_ACK: u8 = 0x10;
+/// The flags that open or close a connection. Both classifiers test this one mask
+/// before anything else about them, so that a segment with none of them (the ACKs and
+/// data of a transfer, nearly every TCP segment) pays a single branch.
+pub const TCP_SYN_FIN_RST: u8 = TCP_SYN | TCP_FIN | TCP_RST;
 /// TCP option kinds.
 pub const TCPOPT_EOL: u8 = 0;
 /// NOP.

@@ -33,7 +33,10 @@ pub fn emit<P: Packet>(pkt: &P, p: &Parsed, ifindex: u32, direction: Direction) 
     let kind = p.event;
     let (snap_off, snap_end) = if kind == EventKind::IcmpError as u8 {
         (p.payload_off.saturating_sub(ICMP_HLEN), p.payload_end)
-    } else if kind == EventKind::TcpSyn as u8 || kind == EventKind::TcpLargeRetransmit as u8 {
+    } else if kind == EventKind::TcpSyn as u8
+        || kind == EventKind::TcpLargeRetransmit as u8
+        || kind == EventKind::TcpFin as u8
+    {
         (0, 0)
     } else {
         (p.payload_off, p.payload_end)

@@ -1,5 +1,6 @@
 //! TCP: DNS over TCP (counted only), TLS ClientHello/ServerHello, SYN with its MSS,
-//! and retransmissions of large segments (the PMTU black-hole symptom).
+//! FIN and RST with their acknowledgment number, and retransmissions of large
+//! segments (the PMTU black-hole symptom).
 
 use agent_common::{Class, EventKind, FlowKey, FlowState, KernelConfig, event::IP_FLAG_DF, proto::*, stats};
 
@@ -63,11 +64,19 @@ pub fn parse_tcp<P: Packet>(
             }
         }
     }
-    if unsafe { *hdr.add(13) } & TCP_SYN != 0 {
-        p.class = Class::TcpSyn;
-        p.event = EventKind::TcpSyn as u8;
-        p.extra = pkt.mss_option((l4_off + 20) as u64, payload_off as u64) as u64;
-        return;
+    // One test of the flags byte for SYN, FIN and RST together: an ACK or a data
+    // segment (nearly all of them) pays this branch and nothing more.
+    let flags = unsafe { *hdr.add(13) };
+    if flags & TCP_SYN_FIN_RST != 0 {
+        if flags & TCP_SYN != 0 {
+            p.class = Class::TcpSyn;
+            p.event = EventKind::TcpSyn as u8;
+            p.extra = pkt.mss_option((l4_off + 20) as u64, payload_off as u64) as u64;
+            return;
+        }
+        // FIN or RST: the acknowledgment number says what the peer received. A large
+        // retransmission below replaces it (it carries the same number).
+        p.event = EventKind::TcpFin as u8;
     }
     if cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
         p.class = Class::LargeDf;

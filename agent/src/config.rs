@@ -6,7 +6,7 @@
 //! allowed. Range checks live in the value types, so that serde reports them at the
 //! value's own position.
 
-use std::{fmt, path::Path};
+use std::{fmt, net::IpAddr, path::Path};
 
 use agent_common::{KernelConfig, config::DEFAULT_LARGE_PACKET_BYTES, flow::DEFAULT_FLOW_ENTRIES};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -100,6 +100,10 @@ checked_number!(
     Secs(f64), |v| v.is_finite() && v > 0.0, "a positive number of seconds"
 );
 checked_number!(
+    /// A duration in seconds, zero or more (zero turns a feature off).
+    SecsOrZero(f64), |v| v.is_finite() && v >= 0.0, "zero or a positive number of seconds"
+);
+checked_number!(
     /// A table size, at least 1.
     Cap(u64), |v| (1..=100_000_000).contains(&v), "a capacity from 1 to 100000000"
 );
@@ -125,6 +129,13 @@ checked_number!(
 );
 
 impl Secs {
+    /// As nanoseconds.
+    pub fn ns(self) -> u64 {
+        (self.0 * 1e9) as u64
+    }
+}
+
+impl SecsOrZero {
     /// As nanoseconds.
     pub fn ns(self) -> u64 {
         (self.0 * 1e9) as u64
@@ -175,14 +186,23 @@ pub struct DtlsConfig {
     pub timeout_s: Secs,
     /// DTLS flows tracked (LRU); also the flows awaiting an answer.
     pub flows_cap: Cap,
-    /// A TLS session this close in time to a blocked DTLS flow marks the fallback.
+    /// DTLS and TLS between one client and server this close in time belong together:
+    /// a TLS session near blocked DTLS marks the fallback, DTLS near a reconnect rhythm
+    /// is its VPN evidence.
     pub tls_window_s: Secs,
-    /// TLS sessions from one client to one server before a reconnect loop is named.
+    /// TLS sessions in a regular run before a reconnect loop is named.
     pub reconnect_min_sessions: Count,
+    /// The regular run must span at least this long.
+    pub reconnect_min_span_s: Secs,
     /// Reconnect intervals within this fraction of their median are regular.
     pub reconnect_tolerance: Ratio,
     /// Shorter reconnect periods are not a VPN reconnect loop.
     pub reconnect_min_period_s: Secs,
+    /// Servers known to be VPN concentrators: a rhythm of TLS sessions to them needs no
+    /// DTLS to be a reconnect loop.
+    pub vpn_servers: Vec<IpAddr>,
+    /// Server ports known to carry only VPN tunnels (as `vpn_servers`, for any server).
+    pub vpn_ports: Vec<Port>,
 }
 
 /// `[pmtu]`
@@ -239,6 +259,8 @@ pub struct MetricsConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Events, before any detector.
+    pub events: EventsConfig,
     /// DNS.
     pub dns: DnsConfig,
     /// DTLS and VPN.
@@ -251,6 +273,22 @@ pub struct Config {
     pub kernel: KernelSettings,
     /// Metrics.
     pub metrics: MetricsConfig,
+}
+
+/// `[events]`: what happens to every event before the detectors see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// An event identical to one seen less than this long before is a copy of the
+    /// same packet (a SPAN port, a bridge, two watched interfaces): counted as a
+    /// duplicate and given to no detector. 0 turns this off.
+    pub duplicate_window_s: SecsOrZero,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { duplicate_window_s: SecsOrZero(0.005) }
+    }
 }
 
 impl Default for DnsConfig {
@@ -275,9 +313,12 @@ impl Default for DtlsConfig {
             timeout_s: Secs(10.0),
             flows_cap: Cap(20_000),
             tls_window_s: Secs(300.0),
-            reconnect_min_sessions: Count(3),
+            reconnect_min_sessions: Count(4),
+            reconnect_min_span_s: Secs(300.0),
             reconnect_tolerance: Ratio(0.25),
             reconnect_min_period_s: Secs(10.0),
+            vpn_servers: Vec::new(),
+            vpn_ports: Vec::new(),
         }
     }
 }
@@ -460,6 +501,18 @@ mod tests {
         assert!(e.message.contains("positive number of seconds"), "{}", e.message);
         let e = parse("[dns]\nnames_cap = 0\n").unwrap_err();
         assert!(e.message.contains("capacity from 1"), "{}", e.message);
+    }
+
+    #[test]
+    fn vpn_servers_and_ports_are_addresses_and_ports() {
+        let c = parse("[dtls]\nvpn_servers = [\"192.0.2.10\", \"2001:db8::10\"]\nvpn_ports = [8443]\n").unwrap();
+        assert_eq!(c.dtls.vpn_servers, ["192.0.2.10".parse::<IpAddr>().unwrap(), "2001:db8::10".parse().unwrap()]);
+        assert_eq!(c.dtls.vpn_ports, [Port(8443)]);
+        let e = parse("[dtls]\nvpn_servers = [\"vpn.example.com\"]\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 16), "{e}");
+        assert!(e.message.contains("invalid IP address"), "{}", e.message);
+        let e = parse("[dtls]\nvpn_ports = [0]\n").unwrap_err();
+        assert!(e.message.contains("expected a port from 1 to 65535"), "{}", e.message);
     }
 
     #[test]

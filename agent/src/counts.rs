@@ -44,6 +44,8 @@ pub struct EventCounts {
     pub tcp_syn: u64,
     /// Retransmitted large DF TCP segments.
     pub tcp_large_retransmit: u64,
+    /// TCP segments with FIN or RST that raised no other event.
+    pub tcp_fin: u64,
     /// Events the kernel could not deliver (ring buffer full) or the agent dropped.
     pub events_lost: u64,
 }
@@ -84,6 +86,7 @@ impl EventCounts {
             }
             EventKind::TcpSyn => self.tcp_syn += 1,
             EventKind::TcpLargeRetransmit => self.tcp_large_retransmit += 1,
+            EventKind::TcpFin => self.tcp_fin += 1,
         }
     }
 

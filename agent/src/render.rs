@@ -55,5 +55,8 @@ pub fn event_line(ev: &Event) -> String {
             "tcp large retransmit {flow} seq {} len {} largest acked {} retransmits {}",
             h.info.tcp_seq, h.info.seg_len, h.info.largest_acked, h.info.retransmits
         ),
+        EventKind::TcpFin => {
+            format!("tcp fin {flow} flags {:#04x} seq {} ack {}", h.tcp_flags, h.info.tcp_seq, h.info.tcp_ack)
+        }
     }
 }

@@ -48,6 +48,7 @@ pub fn summary_json(
     m.insert("packets".into(), json!(packets));
     m.insert("classes".into(), classes_json(classes));
     m.insert("events".into(), events_json(counts));
+    m.insert("duplicates".into(), json!(d.duplicates()));
     m.insert("tracked".into(), tracked);
     m.insert("evictions".into(), evictions);
     m.insert(
@@ -88,8 +89,12 @@ pub fn render_summary(packets: u64, classes: &[u64; 8], counts: &EventCounts, d:
         *by_kind.entry(f.kind.name()).or_default() += 1;
     }
     let finding_list: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let duplicates = match d.duplicates() {
+        0 => String::new(),
+        n => format!(" ({n} duplicates, no evidence)"),
+    };
     let mut lines = vec![format!(
-        "summary: {packets} packets ({}); events: {}; findings: {}",
+        "summary: {packets} packets ({}); events: {}{duplicates}; findings: {}",
         if class_list.is_empty() { "none".into() } else { class_list.join(", ") },
         if event_list.is_empty() { "none".into() } else { event_list.join(", ") },
         if finding_list.is_empty() { "none".into() } else { finding_list.join(", ") },

@@ -1,5 +1,10 @@
 //! Helpers shared by the integration tests: where the captures are, the rule for
-//! privileged tests, and the tshark oracle.
+//! privileged tests, and the tshark oracle; the wild corpus, capture rewriting and
+//! diagnosis comparison in their own modules.
+
+pub mod diagnosis;
+pub mod transform;
+pub mod wild;
 
 use std::{
     collections::BTreeMap,

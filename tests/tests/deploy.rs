@@ -55,6 +55,7 @@ const EVENT_KINDS: &[&str] = &[
     "icmp_port_unreachable",
     "tcp_syn",
     "tcp_large_retransmit",
+    "tcp_fin",
 ];
 const LOST_SOURCES: &[&str] = &["ringbuf", "queue", "undecodable"];
 const RCODES: &[&str] = &["NOERROR", "SERVFAIL", "NXDOMAIN", "REFUSED"];

@@ -1215,6 +1215,68 @@ fn tcp_syn_cases() -> Vec<Case> {
     cases
 }
 
+/// FIN and RST: a `TcpFin` event carrying the acknowledgment number, whatever the
+/// segment's class; SYN outranks it, and a large retransmission replaces it.
+fn tcp_fin_cases() -> Vec<Case> {
+    let (fin, rst) = (proto::TCP_FIN, proto::TCP_RST);
+    let mut cases = Vec::new();
+    for ip in Ip::BOTH {
+        let s2c = (Host::Server, Host::Client);
+        let mut add = |name: &str, flags: u8, payload: &[u8], class: Class| {
+            let frame =
+                tcp(ip.headers(s2c.0, s2c.1), tcp_header(443, TCP_CLIENT_PORT, 8000, 20_000, flags, &[]), payload);
+            let want = Want::new(EventKind::TcpFin, ip, s2c, IPPROTO_TCP, (443, TCP_CLIENT_PORT))
+                .tcp_flags(flags)
+                .l4_payload_len(payload.len())
+                .info(EventInfo { tcp_seq: 8000, tcp_ack: 20_000, tcp_window: WINDOW, ..Default::default() });
+            cases.push(Case::new(format!("{ip:?} {name}"), frame, class).event(want));
+        };
+        add("FIN-ACK", fin | TCP_ACK, &[], Class::Other);
+        add("FIN-PSH-ACK with data", fin | TCP_PSH | TCP_ACK, b"bye\r\n", Class::Other);
+        add("RST", rst, &[], Class::Other);
+        add("RST-ACK", rst | TCP_ACK, &[], Class::Other);
+        // A FIN on a large DF segment sent for the first time: still large_df.
+        add("large DF FIN, first time", fin | TCP_ACK, &[0x5a; LARGE_SEG], Class::LargeDf);
+
+        // SYN with FIN (a scan): the SYN rule decides.
+        let c2s = (Host::Client, Host::Server);
+        let flags = TCP_SYN | fin;
+        let frame = tcp(ip.headers(c2s.0, c2s.1), tcp_header(TCP_CLIENT_PORT, 443, 3000, 0, flags, &[]), &[]);
+        let want = Want::new(EventKind::TcpSyn, ip, c2s, IPPROTO_TCP, (TCP_CLIENT_PORT, 443))
+            .tcp_flags(flags)
+            .info(EventInfo { tcp_seq: 3000, tcp_window: WINDOW, ..Default::default() });
+        cases.push(Case::new(format!("{ip:?} SYN-FIN is a SYN"), frame, Class::TcpSyn).event(want));
+
+        // A large FIN sent again is a retransmission first.
+        let flags = fin | TCP_ACK;
+        let seg = tcp(
+            ip.headers(c2s.0, c2s.1),
+            tcp_header(TCP_CLIENT_PORT, 443, 10_000, 777, flags, &[]),
+            &[0x5a; LARGE_SEG],
+        );
+        let want = Want::new(EventKind::TcpLargeRetransmit, ip, c2s, IPPROTO_TCP, (TCP_CLIENT_PORT, 443))
+            .tcp_flags(flags)
+            .l4_payload_len(LARGE_SEG)
+            .info(EventInfo {
+                tcp_seq: 10_000,
+                tcp_ack: 777,
+                tcp_window: WINDOW,
+                seg_len: LARGE_SEG as u16,
+                retransmits: 1,
+                ..Default::default()
+            });
+        cases.push(
+            Case::new(format!("{ip:?} large DF FIN sent again"), seg.clone(), Class::LargeDf)
+                .after(vec![seg])
+                .event(want),
+        );
+        // DNS over TCP and TLS records keep their own rules: no FIN event.
+        let frame = tcp(ip.headers(c2s.0, c2s.1), tcp_header(TCP_CLIENT_PORT, 53, 7000, 9000, fin | TCP_ACK, &[]), &[]);
+        cases.push(Case::new(format!("{ip:?} FIN on TCP/53"), frame, Class::Dns));
+    }
+    cases
+}
+
 /// A large TCP segment from the client, `LARGE_SEG` bytes at `seq`.
 fn large_segment(ip: Ip, seq: u32) -> Vec<u8> {
     tcp(
@@ -1438,6 +1500,7 @@ fn all_cases() -> Vec<Case> {
         tls_cases(),
         icmp_cases(),
         tcp_syn_cases(),
+        tcp_fin_cases(),
         large_df_cases(),
         other_cases(),
         ipv6_ext_cases(),
@@ -1496,6 +1559,16 @@ fn icmp_error_frames() {
 fn tcp_syn_frames() {
     let Some(mut rig) = rig("tcp_syn_frames") else { return };
     rig.check_all(&tcp_syn_cases());
+}
+
+/// FIN and RST: a `TcpFin` event with the sequence and acknowledgment numbers and the
+/// flags, in the segment's own class (`other`, or `large_df` for a large DF one sent the
+/// first time); a SYN-FIN is a SYN, a large FIN sent again a `TcpLargeRetransmit`, and
+/// a FIN on TCP/53 stays DNS without event.
+#[test]
+fn tcp_fin_frames() {
+    let Some(mut rig) = rig("tcp_fin_frames") else { return };
+    rig.check_all(&tcp_fin_cases());
 }
 
 /// Large DF packets: a TCP segment over `large_packet_bytes` is `large_df` without

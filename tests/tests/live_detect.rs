@@ -384,14 +384,15 @@ fn a_syn_after_frag_needed_that_reached_the_client_fits_and_is_no_finding() {
     live.finish();
 }
 
-#[test]
-fn tls_sessions_at_a_steady_rhythm_are_a_vpn_reconnect_loop() {
-    if !privileged("tls_sessions_at_a_steady_rhythm_are_a_vpn_reconnect_loop") {
-        return;
-    }
-    // The field's loop is one session a minute; here one a second, so the shortest
-    // period the detector accepts comes down with it.
-    let mut live = Live::with_config("rcl", &lab_config_with("reconnect_min_period_s = 0.5\n", ""));
+/// Sessions one second apart, scaled down from the field's one a minute: the shortest
+/// period and the span a rhythm must last come down with it (5 s for six sessions).
+const RHYTHM_CONFIG: &str = "reconnect_min_period_s = 0.5\nreconnect_min_span_s = 4\n";
+
+/// `sessions` real TLS sessions (`openssl s_client` to `openssl s_server` on 443), one
+/// a second, from the client through the gateway, under an agent with `dtls` config
+/// lines; the agent's report.
+fn tls_sessions_every_second(tag: &str, dtls: &str, sessions: u64) -> (Live, AgentReport) {
+    let mut live = Live::with_config(tag, &lab_config_with(dtls, ""));
     let pki = Pki::create(&live.path(), SERVER_V4).expect("certificates");
     let (cert, key) = (pki.cert.display().to_string(), pki.key.display().to_string());
     let _server = live
@@ -405,7 +406,6 @@ fn tls_sessions_at_a_steady_rhythm_are_a_vpn_reconnect_loop() {
         )
         .expect("openssl s_server");
     live.start_agent();
-    let sessions = 6;
     let start = Instant::now();
     for n in 0..sessions {
         let at = Duration::from_secs(n);
@@ -423,6 +423,17 @@ fn tls_sessions_at_a_steady_rhythm_are_a_vpn_reconnect_loop() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let report = live.stop_agent();
+    (live, report)
+}
+
+#[test]
+fn tls_sessions_at_a_steady_rhythm_to_a_vpn_port_are_a_vpn_reconnect_loop() {
+    if !privileged("tls_sessions_at_a_steady_rhythm_to_a_vpn_port_are_a_vpn_reconnect_loop") {
+        return;
+    }
+    // The VPN evidence: port 443 is configured as a VPN port.
+    let sessions = 6;
+    let (live, report) = tls_sessions_every_second("rcl", &format!("{RHYTHM_CONFIG}vpn_ports = [443]\n"), sessions);
     let found = report.of_kind("vpn_reconnect_loop");
     assert_eq!(found.len(), 1, "{:#?}", report.findings);
     let f = found[0];
@@ -430,7 +441,23 @@ fn tls_sessions_at_a_steady_rhythm_are_a_vpn_reconnect_loop() {
     assert_eq!(f["subject"]["server"], SERVER_V4);
     assert_eq!(f["subject"]["port"], 443);
     assert_eq!(f["evidence"]["sessions"], sessions, "{f:#}");
+    assert_eq!(f["evidence"]["vpn_evidence"], "config", "{f:#}");
     let period = f["evidence"]["period_s"].as_f64().unwrap_or(0.0);
     assert!((period - 1.0).abs() <= 0.2, "period_s {period}: {f:#}");
+    let span = f["evidence"]["span_s"].as_f64().unwrap_or(0.0);
+    assert!((span - 5.0).abs() <= 0.5, "span_s {span}: {f:#}");
+    live.finish();
+}
+
+#[test]
+fn tls_sessions_at_a_steady_rhythm_without_vpn_evidence_are_no_loop() {
+    if !privileged("tls_sessions_at_a_steady_rhythm_without_vpn_evidence_are_no_loop") {
+        return;
+    }
+    // The same sessions, and nothing says 443 is a VPN: a poller, not a loop.
+    let sessions = 6;
+    let (live, report) = tls_sessions_every_second("rcln", RHYTHM_CONFIG, sessions);
+    assert!(report.of_kind("vpn_reconnect_loop").is_empty(), "{:#?}", report.findings);
+    assert!(report.event("tls_hello") >= 2 * sessions, "the sessions were seen: {:?}", report.summary);
     live.finish();
 }

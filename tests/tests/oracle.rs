@@ -10,7 +10,9 @@
 //!   least 4 queries within 300 s, at least half of them failed (SERVFAIL, NXDOMAIN or
 //!   REFUSED as the first answer to their transaction, or no answer at all).
 //! - `dtls_blocked`: a DTLS ClientHello from client to server:port, and no DTLS record
-//!   back on that flow within 10 s, in a capture that lasts 10 s past the hello.
+//!   back on that flow within 10 s, in a capture that lasts 10 s past the hello; and the
+//!   client tried again: ClientHellos with at least two record sequence numbers on the
+//!   flow (a retransmission takes a new one, a doubled frame repeats it).
 //! - `pmtu_signal`: an ICMPv4 fragmentation-needed or ICMPv6 packet-too-big, as
 //!   (reporter, sender of the quoted packet).
 
@@ -39,6 +41,7 @@ const FIELDS: &[&str] = &[
     "dns.qry.name",
     "dns.qry.type",
     "dtls.record.content_type",
+    "dtls.record.sequence_number",
     "dtls.handshake.type",
     "icmp.type",
     "icmp.code",
@@ -167,25 +170,30 @@ fn dns_storms(frames: &[Frame]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
+/// A UDP flow: source, source port, destination, destination port.
+type Flow = (String, String, String, String);
+
 /// (client, server, port) of every flow the rules call blocked.
 fn dtls_blocked(frames: &[Frame]) -> BTreeSet<(String, String, String)> {
     let end = frames.iter().map(Frame::time).fold(f64::MIN, f64::max);
-    let mut hellos: BTreeMap<(String, String, String, String), f64> = BTreeMap::new();
-    let mut records: BTreeMap<(String, String, String, String), Vec<f64>> = BTreeMap::new();
+    // Per flow: the first ClientHello's time, and the record sequence numbers of all.
+    let mut hellos: BTreeMap<Flow, (f64, BTreeSet<String>)> = BTreeMap::new();
+    let mut records: BTreeMap<Flow, Vec<f64>> = BTreeMap::new();
     for f in frames.iter().filter(|f| !f.is_icmp() && !f.all("dtls.record.content_type").is_empty()) {
         let (Some((src, dst)), Some((sport, dport))) = (f.addrs(), f.ports()) else { continue };
         let flow = (src, sport, dst, dport);
         if f.all("dtls.handshake.type").iter().any(|t| t == "1") {
-            hellos.entry(flow.clone()).or_insert(f.time());
+            let seq = f.first("dtls.record.sequence_number").unwrap_or("").to_string();
+            hellos.entry(flow.clone()).or_insert((f.time(), BTreeSet::new())).1.insert(seq);
         }
         records.entry(flow).or_default().push(f.time());
     }
     hellos
         .into_iter()
-        .filter(|((client, cport, server, sport), t0)| {
+        .filter(|((client, cport, server, sport), (t0, seqs))| {
             let back = (server.clone(), sport.clone(), client.clone(), cport.clone());
             let answered = records.get(&back).into_iter().flatten().any(|t| *t >= *t0 && *t <= t0 + 10.0);
-            !answered && end >= t0 + 10.0
+            !answered && end >= t0 + 10.0 && seqs.len() >= 2
         })
         .map(|((client, _, server, port), _)| (client, server, port))
         .collect()

@@ -1,26 +1,32 @@
-//! `cargo xtask bench [kernel|flood|replay|consumer|memory] [--json]`: the benchmarks,
-//! measured side by side in one run on this machine, and `BENCHMARKS.md` rewritten
-//! with the figures, the date and the command when all of them ran.
+//! `cargo xtask bench [kernel|flood|replay|consumer|memory|precision] [--json]`: the
+//! benchmarks, measured side by side in one run on this machine, and `BENCHMARKS.md`
+//! rewritten with the figures, the date and the command when all of them ran.
 //!
 //! The measuring is done by the `pathwatch-bench` binary (it needs the agent's
 //! library and the kernel programs); this command builds it, runs each benchmark
-//! with `--json`, shows its table, and writes the report.
+//! with `--json`, shows its table, and writes the report. `precision` is measured
+//! here, with the release `pathwatch` on the wild corpus ([`crate::precision`]); it
+//! rewrites only its own section of the report, and a full run carries that section
+//! over (or measures it again when the corpus is assembled).
 
 use std::{fmt::Write as _, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{setup, sh};
+use crate::{precision, setup, sh};
 
 /// The benchmarks, in report order.
 pub const ALL: [&str; 5] = ["kernel", "flood", "replay", "consumer", "memory"];
+
+/// What `which` may name: the benchmarks and `precision`.
+const CHOICES: [&str; 6] = ["kernel", "flood", "replay", "consumer", "memory", "precision"];
 
 /// Arguments.
 #[derive(clap::Args)]
 pub struct Args {
     /// One benchmark (all of them, and BENCHMARKS.md rewritten, when omitted).
-    #[arg(value_parser = ALL)]
+    #[arg(value_parser = CHOICES)]
     pub(crate) which: Option<String>,
     /// Print each benchmark's JSON object on standard output.
     #[arg(long)]
@@ -31,6 +37,9 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<()> {
     setup::run()?;
     sh::run("bench:", sh::cargo().args(["build", "--release", "-p", "pathwatch"]))?;
+    if args.which.as_deref() == Some("precision") {
+        return run_precision(args.json);
+    }
     let bin = sh::target_dir().join("release/pathwatch-bench");
     let which: Vec<&str> = match &args.which {
         Some(w) => vec![w.as_str()],
@@ -56,9 +65,36 @@ pub fn run(args: &Args) -> Result<()> {
     }
     if args.which.is_none() {
         let path = sh::workspace_root().join("BENCHMARKS.md");
-        std::fs::write(&path, report(&results, started.elapsed().as_secs_f64()))?;
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut doc = report(&results, started.elapsed().as_secs_f64());
+        if let Some(section) = precision::existing_section(&old) {
+            doc = precision::splice(&doc, &section);
+        }
+        std::fs::write(&path, doc)?;
+        if crate::wild::corpus_dir().is_some() {
+            run_precision(args.json)?;
+        }
         eprintln!("bench: wrote {} ({} in all)", path.display(), sh::fmt_duration(started.elapsed()));
     }
+    Ok(())
+}
+
+/// `precision`: the release `pathwatch` on the wild corpus, its table shown and its
+/// section of BENCHMARKS.md rewritten.
+fn run_precision(json: bool) -> Result<()> {
+    let t = Instant::now();
+    eprintln!("bench: precision");
+    let value = precision::measure(&sh::target_dir().join("release/pathwatch"))?;
+    if json {
+        println!("{value}");
+    }
+    let date = sh::capture("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
+    let section = precision::section(&value, &date);
+    eprint!("{section}");
+    let path = sh::workspace_root().join("BENCHMARKS.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, precision::splice(&doc, &section))?;
+    eprintln!("bench: precision took {}; wrote its section of {}", sh::fmt_duration(t.elapsed()), path.display());
     Ok(())
 }
 

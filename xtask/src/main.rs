@@ -11,10 +11,12 @@ mod bench;
 mod build;
 mod fuzz;
 mod lab;
+mod precision;
 mod setup;
 mod sh;
 mod test;
 mod toolchain;
+mod wild;
 
 use std::process::ExitCode;
 
@@ -44,6 +46,9 @@ enum Command {
     /// libFuzzer on the parsers, decoders, detectors and kernel programs (cargo-fuzz,
     /// tests/fuzz), seeded from tests/pcaps; a crash fails the command.
     Fuzz(fuzz::Args),
+    /// Assemble the wild corpus (tests/wild/SOURCES.tsv) from repository snapshots
+    /// already on this machine into target/wild (or $PATHWATCH_WILD); no network.
+    Wild(wild::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => lab::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Wild(args) => wild::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

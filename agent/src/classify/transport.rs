@@ -1,4 +1,4 @@
-//! Transport layer: UDP (DNS, DTLS), TCP (DNS, TLS, SYN, large segments) and ICMP
+//! Transport layer: UDP (DNS, DTLS), TCP (DNS, TLS, SYN, FIN/RST, large segments) and ICMP
 //! errors. Mirrors `agent-ebpf/src/parse.rs` and `agent-ebpf/src/tcp.rs`.
 
 use agent_common::{Class, EventKind, FlowKey, KernelConfig, event::IP_FLAG_DF, proto::*};
@@ -80,11 +80,16 @@ pub(crate) fn tcp(frame: &[u8], cfg: &KernelConfig, flows: &mut FlowTable, p: &m
         }
         return;
     }
-    if tcp.syn() {
-        p.class = Some(Class::TcpSyn);
-        p.event = EventKind::TcpSyn as u8;
-        p.info.tcp_mss = mss_option(&tcp.slice()[20..]);
-        return;
+    // As the kernel: one test of SYN, FIN and RST together, then which one.
+    if p.tcp_flags & TCP_SYN_FIN_RST != 0 {
+        if p.tcp_flags & TCP_SYN != 0 {
+            p.class = Some(Class::TcpSyn);
+            p.event = EventKind::TcpSyn as u8;
+            p.info.tcp_mss = mss_option(&tcp.slice()[20..]);
+            return;
+        }
+        // FIN or RST; a large retransmission below replaces it.
+        p.event = EventKind::TcpFin as u8;
     }
     if cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
         p.class = Some(Class::LargeDf);

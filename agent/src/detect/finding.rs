@@ -161,6 +161,13 @@ impl FindingBook {
         self.entries.peek(&format!("{kind}{}", Value::Object(subject.clone()))).is_some()
     }
 
+    /// Takes back a finding whose evidence turned out false (a PMTU black hole whose
+    /// segment the receiver acknowledged after all): it leaves the summary. One already
+    /// printed live stays printed; `pathwatch_findings_total` keeps counting it.
+    pub fn withdraw(&mut self, kind: FindingKind, subject: &Map<String, Value>) {
+        self.entries.remove(&format!("{kind}{}", Value::Object(subject.clone())));
+    }
+
     /// At the end of the input: a replay queues every finding now, oldest first.
     pub fn finish(&mut self) {
         if self.mode == Emission::AtEnd {

@@ -1,6 +1,7 @@
 //! The detectors, fed one event at a time on event time (kernel timestamp live,
 //! capture timestamp in a replay).
 
+pub mod dedup;
 pub mod dns;
 pub mod dtls;
 pub mod finding;
@@ -54,6 +55,8 @@ pub struct Detectors {
     pub pmtu: pmtu::PmtuDetector,
     /// Findings.
     pub book: FindingBook,
+    /// Recognises copies of one packet, which are no evidence.
+    dedup: dedup::Dedup,
     last_ts: u64,
 }
 
@@ -65,6 +68,7 @@ impl Detectors {
             dtls: dtls::DtlsDetector::new(cfg),
             pmtu: pmtu::PmtuDetector::new(cfg),
             book: FindingBook::new(mode, cfg.output.findings_cap.0),
+            dedup: dedup::Dedup::new(cfg.events.duplicate_window_s.ns()),
             last_ts: 0,
         }
     }
@@ -81,11 +85,19 @@ impl Detectors {
             d.reconfigure(cfg);
         }
         self.book.reconfigure(cfg.output.finding_interval_s.ns(), cfg.output.findings_cap.0);
+        self.dedup.reconfigure(cfg.events.duplicate_window_s.ns());
     }
 
-    /// One event.
+    /// One event. A copy of an event seen moments ago is counted and shown to the
+    /// detectors as a duplicate, never as evidence.
     pub fn on_event(&mut self, ev: &Event) {
         self.last_ts = self.last_ts.max(ev.header.ts_ns);
+        if self.dedup.is_duplicate(ev) {
+            for d in self.each() {
+                d.on_duplicate(ev);
+            }
+            return;
+        }
         let decoded = (ev.kind() == EventKind::IcmpError).then(|| {
             let i = ev.header.info;
             icmp::decode(i.icmp_type, i.icmp_code, i.icmp_mtu, &ev.snap)
@@ -133,6 +145,11 @@ impl Detectors {
     pub fn take_due(&mut self) -> Vec<Finding> {
         self.flush();
         self.book.take_due()
+    }
+
+    /// Events recognised as copies of one seen moments before.
+    pub fn duplicates(&self) -> u64 {
+        self.dedup.duplicates()
     }
 
     /// Latest event time seen.

@@ -1,16 +1,21 @@
 //! Path MTU: `pmtu_signal`, `pmtu_black_hole`, `mss_exceeds_path_mtu`.
 //!
 //! ICMPv4 "fragmentation needed" and ICMPv6 "packet too big" carry the MTU that did
-//! not fit and quote the flow: discovery working (`pmtu_signal`). A flow that keeps
-//! retransmitting a DF segment larger than anything acknowledged on it, and gets no
-//! such ICMP, is a black hole: the ICMP is being dropped somewhere. A SYN whose MSS
-//! cannot fit a known path MTU predicts one.
+//! not fit and quote the flow: discovery working (`pmtu_signal`). A flow whose sender's
+//! retransmission timer keeps resending one DF segment larger than anything
+//! acknowledged on it, which the receiver never acknowledges, and that gets no such
+//! ICMP, is a black hole: the ICMP is being dropped somewhere ([`segments`] holds the
+//! rule). A SYN whose MSS cannot fit a known path MTU predicts one.
+
+mod segments;
+#[cfg(test)]
+mod tests;
 
 use std::net::IpAddr;
 
 use agent_common::{
     EventKind,
-    proto::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG, TCP_ACK},
+    proto::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG, IPPROTO_TCP, TCP_ACK},
 };
 use serde_json::{Map, json};
 
@@ -22,6 +27,7 @@ use super::{
     table::Table,
 };
 use crate::{config::Config, decode::icmp::IcmpError, event::Event};
+use segments::FlowSegments;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct TcpFlow {
@@ -31,21 +37,23 @@ struct TcpFlow {
     dport: u16,
 }
 
+impl TcpFlow {
+    /// The flow `ev` travels on, from its source to its destination.
+    fn of(ev: &Event) -> TcpFlow {
+        TcpFlow { sender: ev.src_ip(), sport: ev.header.src_port, receiver: ev.dst_ip(), dport: ev.header.dst_port }
+    }
+
+    /// The other direction of the connection.
+    fn reverse(self) -> TcpFlow {
+        TcpFlow { sender: self.receiver, sport: self.dport, receiver: self.sender, dport: self.sport }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct SignalKey {
     reporter: IpAddr,
     sender: IpAddr,
     receiver: IpAddr,
-}
-
-struct Retransmits {
-    first: u64,
-    last: u64,
-    oversized: u64,
-    segment_size: u16,
-    /// IP length of the largest oversized segment (headers and options included).
-    packet_size: u16,
-    largest_acked: u16,
 }
 
 struct Signal {
@@ -67,7 +75,9 @@ const SIGNAL_FLOWS: usize = 64;
 pub struct PmtuDetector {
     tunnel_mtu: Option<u32>,
     min_retransmits: u64,
-    flows: Table<TcpFlow, Retransmits>,
+    flows: Table<TcpFlow, FlowSegments>,
+    /// Flows whose packets this vantage point sees twice (from `on_duplicate`).
+    doubled: Table<TcpFlow, ()>,
     signals: Table<SignalKey, Signal>,
     /// Flows and paths an ICMP signal quoted: (sender, receiver) → smallest MTU.
     paths: Table<(IpAddr, IpAddr), u32>,
@@ -76,6 +86,13 @@ pub struct PmtuDetector {
     pending_signals: Pending<SignalKey>,
     pending_black_holes: Pending<TcpFlow>,
     pending_mss: Pending<(IpAddr, IpAddr)>,
+    /// Reported black holes whose retransmissions would show, by stopping early, that
+    /// their segment was acknowledged: flow → when that is due.
+    overdue: Table<TcpFlow, u64>,
+    /// The earliest of those times (`u64::MAX`: none), so time passing costs nothing.
+    next_overdue: u64,
+    /// Latest event time.
+    now: u64,
 }
 
 /// The latest SYN of a client whose MSS does not fit the path.
@@ -98,6 +115,7 @@ impl PmtuDetector {
             tunnel_mtu: cfg.pmtu.tunnel_mtu.map(|b| b.0),
             min_retransmits: cfg.pmtu.black_hole_min_retransmits.0,
             flows: Table::new("tcp_flows", cap),
+            doubled: Table::new("tcp_doubled_flows", cap),
             signals: Table::new("icmp_signals", cap),
             paths: Table::new("icmp_paths", cap),
             signalled_flows: Table::new("icmp_flows", cap),
@@ -105,6 +123,9 @@ impl PmtuDetector {
             pending_signals: Pending::new("pending_pmtu_signal", cfg.output.pending_cap.0),
             pending_black_holes: Pending::new("pending_pmtu_black_hole", cfg.output.pending_cap.0),
             pending_mss: Pending::new("pending_mss_exceeds_path_mtu", cfg.output.pending_cap.0),
+            overdue: Table::new("tcp_overdue_checks", cap),
+            next_overdue: u64::MAX,
+            now: 0,
         }
     }
 
@@ -114,6 +135,7 @@ impl PmtuDetector {
         self.min_retransmits = cfg.pmtu.black_hole_min_retransmits.0;
         let cap = cfg.pmtu.flows_cap.0;
         self.flows.resize(cap);
+        self.doubled.resize(cap);
         self.signals.resize(cap);
         self.paths.resize(cap);
         self.signalled_flows.resize(cap);
@@ -128,9 +150,11 @@ impl PmtuDetector {
         vec![
             (self.mss.name(), self.mss.len(), self.mss.evictions()),
             (self.flows.name(), self.flows.len(), self.flows.evictions()),
+            (self.doubled.name(), self.doubled.len(), self.doubled.evictions()),
             (self.signals.name(), self.signals.len(), self.signals.evictions()),
             (self.paths.name(), self.paths.len(), self.paths.evictions()),
             (self.signalled_flows.name(), self.signalled_flows.len(), self.signalled_flows.evictions()),
+            (self.overdue.name(), self.overdue.len(), self.overdue.evictions()),
             self.pending_signals.occupancy(),
             self.pending_black_holes.occupancy(),
             self.pending_mss.occupancy(),
@@ -222,46 +246,67 @@ impl PmtuDetector {
     pub fn on_retransmit(&mut self, ev: &Event) {
         let info = ev.header.info;
         let now = ev.header.ts_ns;
-        let flow = TcpFlow {
-            sender: ev.src_ip(),
-            sport: ev.header.src_port,
-            receiver: ev.dst_ip(),
-            dport: ev.header.dst_port,
-        };
-        let r = self.flows.entry(flow, || Retransmits {
-            first: now,
-            last: now,
-            oversized: 0,
-            segment_size: 0,
-            packet_size: 0,
-            largest_acked: 0,
-        });
-        r.last = now;
-        r.largest_acked = r.largest_acked.max(info.largest_acked);
-        if info.seg_len > r.largest_acked {
-            r.oversized += 1;
-            r.segment_size = r.segment_size.max(info.seg_len);
-            r.packet_size = r.packet_size.max(ev.header.ip_len);
+        let flow = TcpFlow::of(ev);
+        let doubled = self.doubled.peek(&flow).is_some();
+        let f = self.flows.entry(flow, FlowSegments::default);
+        if doubled {
+            f.doubling();
         }
-        if r.oversized < self.min_retransmits {
+        f.retransmitted(info.tcp_seq, info.seg_len, ev.header.ip_len, info.largest_acked, now);
+        let Some(hole) = f.black_hole(self.min_retransmits, now) else { return };
+        if self.signalled_flows.peek(&flow).is_some() {
             return;
         }
-        let icmp_seen = self.signalled_flows.peek(&flow).is_some();
-        if icmp_seen {
-            return;
+        match hole.overdue_at() {
+            Some(at) => {
+                *self.overdue.entry(flow, || at) = at;
+                self.next_overdue = self.next_overdue.min(at);
+            }
+            None => {
+                self.overdue.remove(&flow);
+            }
         }
         self.pending_black_holes.mark(&flow, now);
     }
 
-    fn report_black_hole(&mut self, flow: TcpFlow, now: u64, book: &mut FindingBook) {
-        let Some(r) = self.flows.peek(&flow) else { return };
-        let hdr = ip_header_len(flow.sender);
-        let (seg, acked, oversized, first) = (r.segment_size, r.largest_acked, r.oversized, r.first);
-        let estimated = self
-            .tunnel_mtu
-            .or_else(|| self.paths.peek(&(flow.sender, flow.receiver)).copied().filter(|m| *m != 0))
-            .or_else(|| (acked > 0).then(|| acked as u32 + hdr));
-        let suggested_mss = estimated.map(|m| m.saturating_sub(hdr));
+    /// A FIN or RST: from a flow's receiver, its acknowledgment number says which of
+    /// the flow's segments got through.
+    pub fn on_fin(&mut self, ev: &Event) {
+        if ev.header.tcp_flags & TCP_ACK == 0 {
+            return;
+        }
+        let flow = TcpFlow::of(ev).reverse();
+        let Some(f) = self.flows.peek_mut(&flow) else { return };
+        let reported = f.black_hole(self.min_retransmits, ev.header.ts_ns).is_some();
+        f.receiver_acked(ev.header.info.tcp_ack);
+        if reported {
+            // The next flush rebuilds the finding, or takes it back if the receiver
+            // acknowledged its segment.
+            self.pending_black_holes.mark(&flow, ev.header.ts_ns);
+        }
+    }
+
+    /// A copy of a packet seen moments ago: this vantage point doubles the flow's
+    /// packets (both ways), so each segment's first "retransmission" was the copy of
+    /// its original transmission.
+    pub fn on_duplicate(&mut self, ev: &Event) {
+        if ev.header.l4_proto != IPPROTO_TCP {
+            return;
+        }
+        let flow = TcpFlow::of(ev);
+        for flow in [flow, flow.reverse()] {
+            if self.doubled.peek(&flow).is_some() {
+                continue;
+            }
+            self.doubled.entry(flow, || ());
+            if let Some(f) = self.flows.peek_mut(&flow) {
+                f.doubling();
+            }
+        }
+    }
+
+    /// The finding's subject for `flow`.
+    fn black_hole_subject(flow: TcpFlow) -> Map<String, serde_json::Value> {
         let mut subject = Map::new();
         subject.insert("sender".into(), json!(flow.sender.to_string()));
         subject.insert("receiver".into(), json!(flow.receiver.to_string()));
@@ -269,6 +314,25 @@ impl PmtuDetector {
             "flow".into(),
             json!(format!("{} -> {}", sock(flow.sender, flow.sport), sock(flow.receiver, flow.dport))),
         );
+        subject
+    }
+
+    fn report_black_hole(&mut self, flow: TcpFlow, now: u64, book: &mut FindingBook) {
+        let subject = Self::black_hole_subject(flow);
+        let hole =
+            self.flows.peek(&flow).and_then(|f| Some((f.black_hole(self.min_retransmits, self.now)?, f.largest_acked)));
+        let Some((hole, acked)) = hole else {
+            // The receiver acknowledged it after all (or it was a copy): not a black hole.
+            book.withdraw(FindingKind::PmtuBlackHole, &subject);
+            return;
+        };
+        let hdr = ip_header_len(flow.sender);
+        let (seg, oversized, first, packet_size) = (hole.len, hole.count, hole.first, hole.packet_size);
+        let estimated = self
+            .tunnel_mtu
+            .or_else(|| self.paths.peek(&(flow.sender, flow.receiver)).copied().filter(|m| *m != 0))
+            .or_else(|| (acked > 0).then(|| acked as u32 + hdr));
+        let suggested_mss = estimated.map(|m| m.saturating_sub(hdr));
         let mut evidence = Map::new();
         evidence.insert("retransmissions".into(), json!(oversized));
         evidence.insert("segment_size".into(), json!(seg));
@@ -300,7 +364,7 @@ impl PmtuDetector {
             remedy: format!(
                 "Packets of {} bytes do not fit the path and the ICMP that would say so is dropped: let ICMP \
                  fragmentation-needed (IPv6: packet-too-big) through every firewall between {} and {}, or {clamp}.",
-                r.packet_size, flow.sender, flow.receiver
+                packet_size, flow.sender, flow.receiver
             ),
         };
         book.upsert(finding, format!("{seg}|{acked}"), now);
@@ -361,6 +425,21 @@ impl PmtuDetector {
         book.upsert(finding, format!("{}|{path_mtu}", mss), now);
     }
 
+    /// Time passes: reported black holes whose retransmissions stopped early are
+    /// rebuilt, which takes them back.
+    pub fn expire(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        if self.next_overdue > now {
+            return;
+        }
+        let due: Vec<TcpFlow> = self.overdue.iter().filter(|(_, at)| **at <= now).map(|(f, _)| *f).collect();
+        for flow in due {
+            self.overdue.remove(&flow);
+            self.pending_black_holes.mark(&flow, now);
+        }
+        self.next_overdue = self.overdue.iter().map(|(_, at)| *at).min().unwrap_or(u64::MAX);
+    }
+
     /// Whether a table of marked findings is full: build them before the next mark.
     pub fn pending_full(&self) -> bool {
         self.pending_signals.is_full() || self.pending_black_holes.is_full() || self.pending_mss.is_full()
@@ -392,11 +471,17 @@ impl Detector for PmtuDetector {
         match (ev.kind(), icmp) {
             (EventKind::TcpSyn, _) => self.on_syn(ev),
             (EventKind::TcpLargeRetransmit, _) => self.on_retransmit(ev),
+            (EventKind::TcpFin, _) => self.on_fin(ev),
             (EventKind::IcmpError, Some(icmp)) => self.on_icmp(ev, icmp),
             _ => {}
         }
     }
-    fn expire(&mut self, _now_ns: u64) {}
+    fn on_duplicate(&mut self, ev: &Event) {
+        PmtuDetector::on_duplicate(self, ev);
+    }
+    fn expire(&mut self, now_ns: u64) {
+        PmtuDetector::expire(self, now_ns);
+    }
     fn flush(&mut self, book: &mut FindingBook) {
         PmtuDetector::flush(self, book);
     }

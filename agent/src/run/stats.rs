@@ -124,6 +124,7 @@ pub fn stats_line(shared: &Shared, clock: &EventClock, started: Instant) -> Valu
         "classes": report::classes_json(&classes),
         "interfaces": interfaces,
         "events": report::events_json(&counts),
+        "duplicates": st.detectors.duplicates(),
         "events_lost": {"ringbuf": kstats[kstats::RINGBUF_FULL as usize], "queue": 0, "undecodable": st.undecodable},
         "kernel": kernel_stats_json(&kstats),
         "undecodable_events": st.undecodable,

@@ -82,8 +82,9 @@ pub fn icmp4_error(t: u8, code: u8, mtu: u16, about: &[u8]) -> Vec<u8> {
 
 /// Every detector's situation in a few minutes of capture time: a SERVFAIL storm on
 /// the known probe, unanswered DTLS ClientHellos with an ICMP port unreachable, TLS
-/// reconnects every 60 s, a SYN with MSS 1460, a large DF segment retransmitted with
-/// no ICMP, and an ICMP frag-needed for another flow.
+/// reconnects every 60 s for five minutes (a loop: the DTLS is its VPN evidence), a SYN
+/// with MSS 1460, a large DF segment retransmitted with no ICMP, and an ICMP
+/// frag-needed for another flow.
 pub fn scenario(base_ns: u64) -> Vec<(u64, Vec<u8>)> {
     const S: u64 = 1_000_000_000;
     let mus: [&[u8]; 3] = [b"mus", b"cisco", b"com"];
@@ -102,7 +103,7 @@ pub fn scenario(base_ns: u64) -> Vec<(u64, Vec<u8>)> {
     out.push((base_ns + 10 * S, ipv4(SERVER, CLIENT, 1, false, &icmp4_error(3, 3, 0, &hello))));
     let mut client_hello = vec![22, 3, 1, 0, 60, 1];
     client_hello.resize(65, 0);
-    for i in 0..4u64 {
+    for i in 0..6u64 {
         out.push((
             base_ns + 2 * S + i * 60 * S,
             ipv4(CLIENT, SERVER, 6, true, &tcp(41000 + i as u16, 443, 1, 0x18, &[], &client_hello)),
