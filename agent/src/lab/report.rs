@@ -14,7 +14,7 @@ fn key_evidence(kind: &str) -> &'static [&'static str] {
         "dns_resolver_outage" => &["clients", "names", "queries", "failed", "timeouts", "rcodes"],
         "dtls_blocked" => &["client_hellos", "server_records", "tls_session_seen"],
         "dtls_port_unreachable" => &["icmp_from", "icmp_count", "client_hellos"],
-        "vpn_reconnect_loop" => &["sessions", "period_s"],
+        "vpn_reconnect_loop" => &["sessions", "period_s", "span_s", "vpn_evidence"],
         "pmtu_black_hole" => &["retransmissions", "segment_size", "largest_acked_size", "icmp_seen"],
         "pmtu_signal" => &["icmp_type", "next_hop_mtu", "count"],
         "mss_exceeds_path_mtu" => &["mss", "path_mtu"],

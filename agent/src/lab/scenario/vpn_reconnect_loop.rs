@@ -82,6 +82,10 @@ fn run(ctx: &mut Ctx) -> io::Result<()> {
             ctx.check(format!("period_s = {period} ({every} +- 0.5)"), (period - every).abs() <= 0.5);
             let sessions = e["sessions"].as_u64().unwrap_or(0);
             ctx.check(format!("sessions = {sessions} (>= 4)"), sessions >= 4);
+            ctx.check(
+                format!("vpn_evidence = {} (the DTLS beside it)", e["vpn_evidence"]),
+                e["vpn_evidence"] == "dtls",
+            );
         }
         None => {
             ctx.check(format!("a vpn_reconnect_loop finding for {CLIENT_V4} -> {SERVER_V4}"), false);
