@@ -122,7 +122,8 @@ pub struct ReplayCmd {
 #[derive(Debug, Args)]
 pub struct LabArgs {
     /// Scenarios to run (all when none is named): dns-probe-storm, vpn-ok,
-    /// dtls-blocked, dtls-port-mismatch, pmtu-black-hole, pmtu-ok.
+    /// dtls-blocked, dtls-port-mismatch, pmtu-black-hole, pmtu-ok, https-clients,
+    /// vpn-reconnect-loop, dns-resolver-outage.
     #[arg(value_name = "SCENARIO")]
     pub scenarios: Vec<String>,
     /// Write JSON lines to PATH, or to standard output with `-`.

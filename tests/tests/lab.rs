@@ -38,7 +38,17 @@ fn lab_all_scenarios() {
     let names: Vec<&str> = scenarios.iter().filter_map(|s| s["scenario"].as_str()).collect();
     assert_eq!(
         names,
-        ["dns-probe-storm", "vpn-ok", "dtls-blocked", "dtls-port-mismatch", "pmtu-black-hole", "pmtu-ok"],
+        [
+            "dns-probe-storm",
+            "vpn-ok",
+            "dtls-blocked",
+            "dtls-port-mismatch",
+            "pmtu-black-hole",
+            "pmtu-ok",
+            "https-clients",
+            "vpn-reconnect-loop",
+            "dns-resolver-outage"
+        ],
         "{stdout}"
     );
     for s in &scenarios {
@@ -56,12 +66,16 @@ fn lab_all_scenarios() {
     assert!(kinds(vpn_ok).iter().all(|k| !k.starts_with("dtls_") && *k != "vpn_reconnect_loop"), "{vpn_ok:#}");
     let pmtu_ok = scenarios.iter().find(|s| s["scenario"] == "pmtu-ok").expect("pmtu-ok");
     assert!(!kinds(pmtu_ok).contains(&"pmtu_black_hole"), "{pmtu_ok:#}");
+    let https = scenarios.iter().find(|s| s["scenario"] == "https-clients").expect("https-clients");
+    assert!(kinds(https).is_empty(), "ordinary HTTPS gave findings: {https:#}");
+    let outage = scenarios.iter().find(|s| s["scenario"] == "dns-resolver-outage").expect("dns-resolver-outage");
+    assert!(!kinds(outage).contains(&"dns_probe_storm"), "{outage:#}");
     let summary = lines.last().expect("a summary line");
     assert_eq!(summary["type"], "lab_summary");
     assert_eq!(summary["pass"], true, "{summary:#}");
     assert_eq!(code, 0, "exit code");
     assert!(netns::netns_with_prefix(PREFIX).is_empty(), "namespaces left: {:?}", netns::netns_with_prefix(PREFIX));
-    assert!(took < Duration::from_secs(180), "the lab took {took:?} (limit 3 minutes)");
+    assert!(took < Duration::from_secs(240), "the lab took {took:?} (limit 4 minutes)");
 }
 
 /// A stale process in a leftover namespace, killed by PID if the test ends early.
@@ -108,7 +122,17 @@ fn lab_removes_the_leftovers_of_a_dead_run() {
 fn lab_names_the_scenarios_when_given_an_unknown_one() {
     let (code, _, stderr) = pathwatch(&["lab", "no-such-scenario"]);
     assert_eq!(code, 2, "{stderr}");
-    for name in ["dns-probe-storm", "vpn-ok", "dtls-blocked", "dtls-port-mismatch", "pmtu-black-hole", "pmtu-ok"] {
+    for name in [
+        "dns-probe-storm",
+        "vpn-ok",
+        "dtls-blocked",
+        "dtls-port-mismatch",
+        "pmtu-black-hole",
+        "pmtu-ok",
+        "https-clients",
+        "vpn-reconnect-loop",
+        "dns-resolver-outage",
+    ] {
         assert!(stderr.contains(name), "{stderr}");
     }
 }

@@ -19,6 +19,7 @@ pub mod signals;
 pub mod topology;
 pub mod traffic;
 pub mod vpn;
+pub mod web;
 pub mod workdir;
 
 use std::{path::PathBuf, time::Instant};
@@ -39,13 +40,19 @@ pub const AGENT_CONFIG: &str = "# pathwatch lab: thresholds scaled down for the 
 [dtls]\n\
 # default 10: ClientHellos unanswered for 3 s are dtls_blocked\n\
 timeout_s = 3.0\n\
+# default 10 and 300: the lab's rhythms are 5 s (openconnect restarts, an HTTPS\n\
+# poller), six sessions spanning 25 s\n\
+reconnect_min_period_s = 2.0\n\
+reconnect_min_span_s = 20.0\n\
 \n\
 [output]\n\
 # default 10: a stats line every 2 s\n\
 report_interval_s = 2.0\n";
 
 /// The scaled-down settings, in one line.
-pub const AGENT_CONFIG_BRIEF: &str = "dtls.timeout_s = 3 (default 10), output.report_interval_s = 2 (default 10)";
+pub const AGENT_CONFIG_BRIEF: &str = "dtls.timeout_s = 3 (default 10), dtls.reconnect_min_period_s = 2 (default \
+                                       10), dtls.reconnect_min_span_s = 20 (default 300), output.report_interval_s = 2 \
+                                       (default 10)";
 
 fn select(names: &[String]) -> Result<Vec<&'static Def>, String> {
     if names.is_empty() {
@@ -246,6 +253,8 @@ mod tests {
     fn the_lab_agent_config_is_a_valid_config() {
         let c = crate::config::Config::parse(AGENT_CONFIG, std::path::Path::new("agent.toml")).unwrap();
         assert_eq!(c.dtls.timeout_s.0, 3.0);
+        assert_eq!(c.dtls.reconnect_min_period_s.0, 2.0);
+        assert_eq!(c.dtls.reconnect_min_span_s.0, 20.0);
         assert_eq!(c.output.report_interval_s.0, 2.0);
     }
 }

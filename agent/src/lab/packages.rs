@@ -18,6 +18,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("socat", "socat"),
     ("iproute2", "ip"),
     ("dnsutils", "dig"),
+    ("curl", "curl"),
+    ("openssl", "openssl"),
 ];
 
 fn installed(package: &str, program: &str) -> bool {

@@ -5,14 +5,16 @@
 use serde_json::{Value, json};
 
 use super::scenario::Outcome;
+use crate::detect::kind::FindingKind;
 
 /// Evidence keys worth a table cell, per finding kind.
 fn key_evidence(kind: &str) -> &'static [&'static str] {
     match kind {
         "dns_probe_storm" => &["queries", "rcodes", "pattern", "period_s", "known_probe"],
+        "dns_resolver_outage" => &["clients", "names", "queries", "failed", "timeouts", "rcodes"],
         "dtls_blocked" => &["client_hellos", "server_records", "tls_session_seen"],
         "dtls_port_unreachable" => &["icmp_from", "icmp_count", "client_hellos"],
-        "vpn_reconnect_loop" => &["sessions", "period_s"],
+        "vpn_reconnect_loop" => &["sessions", "period_s", "span_s", "vpn_evidence"],
         "pmtu_black_hole" => &["retransmissions", "segment_size", "largest_acked_size", "icmp_seen"],
         "pmtu_signal" => &["icmp_type", "next_hop_mtu", "count"],
         "mss_exceeds_path_mtu" => &["mss", "path_mtu"],
@@ -64,6 +66,9 @@ fn found_cell(o: &Outcome) -> String {
 }
 
 fn expected_cell(o: &Outcome) -> String {
+    if o.def.present.is_empty() && FindingKind::ALL.iter().all(|k| o.def.absent.contains(&k.name())) {
+        return "no finding".into();
+    }
     let mut parts: Vec<String> = o.def.present.iter().map(|k| (*k).to_string()).collect();
     parts.extend(o.def.absent.iter().map(|k| format!("no {k}")));
     parts.join(", ")
@@ -247,5 +252,24 @@ mod tests {
         let s = summary_json(&[outcome(true), outcome(false)], 20.0, false, "a", "c");
         assert_eq!(s["failed"][0], "dns-probe-storm");
         assert_eq!(s["pass"], false);
+    }
+
+    #[test]
+    fn a_scenario_that_forbids_every_kind_expects_no_finding_and_one_that_forbids_some_names_them() {
+        let outcome = |name: &str| Outcome {
+            def: crate::lab::scenario::by_name(name).expect(name),
+            found: Vec::new(),
+            checks: Vec::new(),
+            facts: Vec::new(),
+            logs: Vec::new(),
+            error: None,
+            pass: true,
+            seconds: 1.0,
+        };
+        assert_eq!(expected_cell(&outcome("https-clients")), "no finding");
+        assert_eq!(
+            expected_cell(&outcome("vpn-ok")),
+            "no dtls_blocked, no dtls_port_unreachable, no vpn_reconnect_loop"
+        );
     }
 }

@@ -42,6 +42,20 @@ impl Resolver {
     /// Starts both daemons in `ns` (files in `dir`), unbound listening on `listen`,
     /// and waits until unbound answers [`OK_NAME`].
     pub fn start(ns: &NetNs, dir: &Path, listen: &str) -> io::Result<Resolver> {
+        Resolver::start_with(ns, dir, listen, &[], None)
+    }
+
+    /// [`Resolver::start`], with more names in the local zone (`(name, IPv4)`) and,
+    /// with `so_rcvbuf`, unbound's UDP receive buffer set that small: a stalled
+    /// resolver then queues only the first few queries (answered late when it
+    /// resumes) and the kernel drops the rest, as on a busy resolver.
+    pub fn start_with(
+        ns: &NetNs,
+        dir: &Path,
+        listen: &str,
+        names: &[(&str, &str)],
+        so_rcvbuf: Option<u32>,
+    ) -> io::Result<Resolver> {
         let dnsmasq_log = dir.join("dnsmasq.log");
         let dnsmasq = ns.spawn(
             "dnsmasq",
@@ -61,6 +75,8 @@ impl Resolver {
             Some(&dnsmasq_log),
         )?;
         let conf = dir.join("unbound.conf");
+        let local: String = names.iter().map(|(n, a)| format!("  local-data: \"{n}. A {a}\"\n")).collect();
+        let rcvbuf = so_rcvbuf.map(|b| format!("  so-rcvbuf: {b}\n")).unwrap_or_default();
         std::fs::write(
             &conf,
             format!(
@@ -68,7 +84,7 @@ impl Resolver {
                  access-control: fd00::/8 allow\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  \
                  directory: \"{dir}\"\n  pidfile: \"{dir}/unbound.pid\"\n  use-syslog: no\n  logfile: \"\"\n  \
                  verbosity: 1\n  num-threads: 1\n  module-config: \"iterator\"\n  do-not-query-localhost: no\n  \
-                 local-zone: \"pwlab.test.\" static\n  local-data: \"{OK_NAME}. A {OK_ADDR}\"\n\
+                 local-zone: \"pwlab.test.\" static\n  local-data: \"{OK_NAME}. A {OK_ADDR}\"\n{local}{rcvbuf}\
                  forward-zone:\n  name: \".\"\n  forward-addr: 127.0.0.1@{DNSMASQ_PORT}\n",
                 dir = dir.display()
             ),
@@ -88,6 +104,21 @@ impl Resolver {
         }
         Ok(r)
     }
+}
+
+/// UDP datagrams the kernel of `ns` dropped because a socket's receive buffer was
+/// full (`RcvbufErrors` of `/proc/net/snmp`, which is per namespace).
+pub fn udp_rcvbuf_errors(ns: &NetNs) -> u64 {
+    let snmp = ns.exec("cat", &["/proc/net/snmp"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let snmp = snmp.unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The last `n` lines of a log file, joined with " | ".

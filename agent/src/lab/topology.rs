@@ -24,6 +24,8 @@ pub const GW_CLIENT_V4: &str = "198.18.1.1";
 pub const GW_SERVER_V4: &str = "198.18.2.1";
 /// The server's address.
 pub const SERVER_V4: &str = "198.18.2.2";
+/// Two more client addresses (same interface): more clients on the client side.
+pub const MORE_CLIENTS_V4: [&str; 2] = ["198.18.1.3", "198.18.1.4"];
 /// The client's IPv6 address.
 pub const CLIENT_V6: &str = "fd00:1::2";
 /// The gateway's IPv6 address on the client side.
@@ -116,6 +118,13 @@ impl Topology {
     /// MSS that does not fit.
     pub fn narrow_far_link(&self, mtu: u32) -> io::Result<()> {
         self.gw.ip(&["link", "set", &self.gw_server_if, "mtu", &mtu.to_string()])?;
+        Ok(())
+    }
+
+    /// Adds `v4` (/24) to the client's interface: another client host, as far as
+    /// the gateway can tell.
+    pub fn add_client_v4(&self, v4: &str) -> io::Result<()> {
+        self.client.ip(&["addr", "add", &format!("{v4}/24"), "dev", &self.client_if])?;
         Ok(())
     }
 

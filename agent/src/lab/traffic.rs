@@ -31,8 +31,18 @@ fn output(cmd: &mut Command) -> io::Result<std::process::Output> {
 
 /// `dig @server name qtype` from `ns`: one try, one second to answer.
 pub fn dig(ns: &NetNs, server: &str, name: &str, qtype: &str) -> io::Result<Dig> {
+    dig_from(ns, None, server, name, qtype)
+}
+
+/// [`dig`] from address `source` of `ns` (`dig -b`) when given: one namespace can
+/// be several clients.
+pub fn dig_from(ns: &NetNs, source: Option<&str>, server: &str, name: &str, qtype: &str) -> io::Result<Dig> {
     let at = Instant::now();
-    let out = output(ns.cmd("dig").args([
+    let mut cmd = ns.cmd("dig");
+    if let Some(s) = source {
+        cmd.args(["-b", s]);
+    }
+    let out = output(cmd.args([
         "+tries=1",
         "+time=1",
         "+noall",

@@ -3,11 +3,14 @@
 //! the agent must find, and must not.
 
 mod dns_probe_storm;
+mod dns_resolver_outage;
 mod dtls_blocked;
 mod dtls_port_mismatch;
+mod https_clients;
 mod pmtu_black_hole;
 mod pmtu_ok;
 mod vpn_ok;
+mod vpn_reconnect_loop;
 
 use std::{
     io,
@@ -48,6 +51,9 @@ pub const ALL: &[Def] = &[
     dtls_port_mismatch::DEF,
     pmtu_black_hole::DEF,
     pmtu_ok::DEF,
+    https_clients::DEF,
+    vpn_reconnect_loop::DEF,
+    dns_resolver_outage::DEF,
 ];
 
 /// The scenario named `name`.
