@@ -49,6 +49,8 @@ pub struct StormFacts<'a> {
     /// A lookup sent since the storm began was answered NOERROR (late answers
     /// included): the name works, the failing was a passing stall.
     pub resolved_again: bool,
+    /// The longest run of failed lookups with no NOERROR answer between (s).
+    pub longest_failing_s: f64,
     /// The latest ICMP error about its queries.
     pub icmp: Option<IcmpReport>,
 }
@@ -93,10 +95,13 @@ pub fn storm_finding(f: StormFacts<'_>, c: &Counts, persistence: &Persistence) -
     if f.negative {
         min_span = min_span.max(persistence.negative_min_span_s);
     }
+    let mut persisted = span >= min_span && pattern.period.is_none_or(|p| span >= 3.0 * p);
     if f.resolved_before || f.resolved_again {
-        min_span = min_span.max(persistence.resolved_before_min_span_s);
+        // A name that also resolves failed for as long as its longest run of failures,
+        // not from its first failure to its last (two stalls a day apart are not a
+        // day of failing).
+        persisted &= f.longest_failing_s >= persistence.resolved_before_min_span_s;
     }
-    let persisted = span >= min_span && pattern.period.is_none_or(|p| span >= 3.0 * p);
     let severity = if persisted { Severity::Warning } else { Severity::Info };
     let rcodes: Map<String, Value> = c.rcodes.iter().map(|(r, n)| (rcode_name(*r), json!(n))).collect();
     let icmp = f.icmp.filter(|_| c.icmp_errors > 0);
@@ -123,6 +128,7 @@ pub fn storm_finding(f: StormFacts<'_>, c: &Counts, persistence: &Persistence) -
     evidence.insert("negative_by_design".into(), json!(f.negative));
     evidence.insert("resolved_before".into(), json!(f.resolved_before));
     evidence.insert("resolved_again".into(), json!(f.resolved_again));
+    evidence.insert("longest_failing_s".into(), json!(round3(f.longest_failing_s)));
 
     let how = match (pattern.name, pattern.period) {
         ("periodic", Some(p)) => format!(" every {p:.1} s"),

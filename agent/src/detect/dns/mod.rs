@@ -409,6 +409,7 @@ impl DnsDetector {
                 negative: names::negative_by_design(&s.name, key.qtype),
                 resolved_before: s.noerror_since.is_some_and(|t| t < storm_start),
                 resolved_again: s.noerror_last.is_some_and(|t| t >= storm_start),
+                longest_failing_s: secs(s.longest_failing_ns),
                 icmp: s.icmp,
             };
             let (finding, material) = storm_finding(facts, &counts, &self.persistence);

@@ -201,6 +201,12 @@ pub struct Series {
     pub noerror_since: Option<u64>,
     /// Send time of the latest lookup answered NOERROR (late answers included).
     pub noerror_last: Option<u64>,
+    /// Send time of the first lookup of the current run of failures (none since the
+    /// latest NOERROR answer: `None`).
+    failing_since: Option<u64>,
+    /// The longest run of failures without a NOERROR answer between, first to last
+    /// lookup sent: how long the name really failed, where it also resolves.
+    pub longest_failing_ns: u64,
     /// Start of its storm (first packet of the first window that held), once it held.
     pub storm: Option<u64>,
     /// The storm's packets that left `recent`.
@@ -219,6 +225,8 @@ impl Series {
             failing: 0,
             noerror_since: None,
             noerror_last: None,
+            failing_since: None,
+            longest_failing_ns: 0,
             storm: None,
             settled: None,
             icmp: None,
@@ -259,6 +267,12 @@ impl Series {
             (false, true) => self.failing += 1,
             (true, false) => self.failing -= 1,
             _ => {}
+        }
+        if fails(now) {
+            let since = *self.failing_since.get_or_insert(p.ts);
+            self.longest_failing_ns = self.longest_failing_ns.max(p.ts.saturating_sub(since));
+        } else if now == Outcome::Answered(0) && self.failing_since.is_some_and(|since| p.ts >= since) {
+            self.failing_since = None;
         }
     }
 
