@@ -192,11 +192,13 @@ impl FindingBook {
         &self.totals
     }
 
-    /// Findings per kind whose latest evidence is within `window_ns` of `now_ns`.
+    /// Findings per kind at warning or above whose latest evidence is within
+    /// `window_ns` of `now_ns`: what an alert should fire on (an `info` finding, such
+    /// as a storm that has not persisted yet, is worth knowing, not paging for).
     pub fn active(&self, now_ns: u64, window_ns: u64) -> BTreeMap<FindingKind, u64> {
         let mut out = BTreeMap::new();
         for (_, e) in self.entries.iter() {
-            if now_ns.saturating_sub(e.finding.last_seen_ns) <= window_ns {
+            if e.finding.severity >= Severity::Warning && now_ns.saturating_sub(e.finding.last_seen_ns) <= window_ns {
                 *out.entry(e.finding.kind).or_default() += 1;
             }
         }

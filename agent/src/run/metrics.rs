@@ -167,7 +167,7 @@ impl Collector for AgentCollector {
         gauge_family(
             &mut enc,
             "pathwatch_active_findings",
-            "Findings whose latest evidence is less than 5 minutes old, by kind.",
+            "Findings at warning or above whose latest evidence is less than 5 minutes old, by kind (info findings are not active).",
             &active,
         )?;
         let mut tracked: Vec<(Labels, i64)> =
