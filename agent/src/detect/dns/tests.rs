@@ -427,3 +427,79 @@ fn a_full_table_of_storm_marks_is_built_at_once_and_no_storm_is_lost() {
     assert!(f.iter().all(|f| f.evidence["queries"] == 4 && f.evidence["responses"] == 4), "{f:?}");
     assert_eq!(d.tracked()["pending_dns_probe_storm"], 0);
 }
+
+#[test]
+fn two_short_stalls_of_a_name_that_resolves_are_info_not_a_day_of_failing() {
+    // The name resolves, fails for 2 min, resolves for hours, fails for 2 min again,
+    // then resolves: its storm spans hours, but it never failed longer than 2 min.
+    let name = (2, 10, "plug.example.cn");
+    let mut events = asked(name, 100, 3, 0, 600, Some(0));
+    events.extend(asked(name, 200, 13, 2000, 10, None));
+    events.extend(asked(name, 300, 3, 2200, 600, Some(0)));
+    events.extend(asked(name, 400, 13, 9000, 10, Some(2)));
+    events.extend(asked(name, 500, 3, 9200, 600, Some(0)));
+    let (f, _) = run(&Config::default(), events, T0 + 20_000 * S);
+    let storms = of_kind(&f, FindingKind::DnsProbeStorm);
+    assert_eq!(storms.len(), 1, "{f:#?}");
+    let e = &storms[0].evidence;
+    assert_eq!(storms[0].severity, Severity::Info, "{e:?}");
+    assert_eq!((&e["resolved_before"], &e["resolved_again"]), (&json!(true), &json!(true)), "{e:?}");
+    assert_eq!(e["longest_failing_s"], 120.0, "{e:?}");
+}
+
+#[test]
+fn a_stall_answered_late_by_a_flush_is_a_passing_stall() {
+    // Asked every second; the resolver stalls for 2 min and then answers every
+    // query at once, some NOERROR, most SERVFAIL (the field capture of a home
+    // router): the name works, it does not warn.
+    let mut events = Vec::new();
+    for i in 0..120u16 {
+        let qq = q(2, 10, 600 + i, "iot.example.com");
+        events.push(qq.query(T0 + u64::from(i) * S));
+        events.push(qq.answer(T0 + 125 * S, if i % 5 == 0 { 0 } else { 2 }));
+    }
+    let (f, _) = run(&Config::default(), events, T0 + 200 * S);
+    let storms = of_kind(&f, FindingKind::DnsProbeStorm);
+    assert!(storms.iter().all(|s| s.severity == Severity::Info), "{storms:#?}");
+    assert!(storms.iter().all(|s| s.evidence["resolved_again"] == true), "{storms:#?}");
+}
+
+#[test]
+fn a_storm_printed_live_is_taken_back_when_an_outage_of_its_resolver_covers_it() {
+    // The resolver stops answering one name after another, 8 s apart: the first
+    // name's storm is printed before three names fail and make the outage.
+    let names = ["a.example.com", "b.example.com", "c.example.net", "d.example.org"];
+    let mut events = Vec::new();
+    let mut id = 3000u16;
+    for t in (0..200u64).step_by(2) {
+        for (n, name) in names.iter().enumerate() {
+            id += 1;
+            let qq = q(2, 10, id, name);
+            let at = T0 + t * S + n as u64 * S / 10;
+            events.push(qq.query(at));
+            if t < 100 + 8 * n as u64 {
+                events.push(qq.answer(at + S / 50, 0));
+            }
+        }
+    }
+    events.sort_by_key(|e| e.header.ts_ns);
+    let mut d = Detectors::new(&Config::default(), Emission::Live { interval_ns: S });
+    let mut printed = Vec::new();
+    for e in &events {
+        d.on_event(e);
+        d.tick(e.header.ts_ns);
+        printed.extend(d.take_due());
+    }
+    d.finish(T0 + 500 * S);
+    printed.extend(d.take_due());
+    assert!(
+        printed.iter().any(|f| f.kind == FindingKind::DnsResolverOutage),
+        "{:#?}",
+        printed.iter().map(|f| (f.kind, &f.summary)).collect::<Vec<_>>()
+    );
+    // The storms came first: each name failed before three of them did.
+    assert!(printed.iter().any(|f| f.kind == FindingKind::DnsProbeStorm), "no storm was printed first");
+    let book = d.book.all();
+    assert_eq!(of_kind(&book, FindingKind::DnsResolverOutage).len(), 1, "{book:#?}");
+    assert!(of_kind(&book, FindingKind::DnsProbeStorm).is_empty(), "{book:#?}");
+}
