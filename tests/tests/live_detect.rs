@@ -390,9 +390,10 @@ const RHYTHM_CONFIG: &str = "reconnect_min_period_s = 0.5\nreconnect_min_span_s 
 
 /// `sessions` real TLS sessions (`openssl s_client` to `openssl s_server` on 443), one
 /// a second, from the client through the gateway, under an agent with `dtls` config
-/// lines; the agent's report.
+/// lines (and nothing else: the lab's own rhythm settings would clash); the agent's
+/// report.
 fn tls_sessions_every_second(tag: &str, dtls: &str, sessions: u64) -> (Live, AgentReport) {
-    let mut live = Live::with_config(tag, &lab_config_with(dtls, ""));
+    let mut live = Live::with_config(tag, &format!("[dtls]\n{dtls}"));
     let pki = Pki::create(&live.path(), SERVER_V4).expect("certificates");
     let (cert, key) = (pki.cert.display().to_string(), pki.key.display().to_string());
     let _server = live
