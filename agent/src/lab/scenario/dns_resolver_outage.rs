@@ -1,6 +1,6 @@
 //! `dns-resolver-outage`: one resolver stops answering everyone at once. Three
 //! clients each look up their own two names every 2 s (names the resolver serves);
-//! then unbound stalls (SIGSTOP) for 40 s and resumes (SIGCONT). Its receive buffer
+//! then unbound stalls (SIGSTOP) for 60 s and resumes (SIGCONT). Its receive buffer
 //! is small, as on a busy resolver: the first queries of the stall are answered late
 //! when it resumes, the rest are dropped. That is one outage of the resolver, not
 //! six names each failing on their own.
@@ -24,7 +24,7 @@ use crate::lab::{
 /// The scenario.
 pub const DEF: Def = Def {
     name: "dns-resolver-outage",
-    about: "3 clients each ask 2 names (unbound local data) every 2 s; unbound is stopped (SIGSTOP) for 40 s, then \
+    about: "3 clients each ask 2 names (unbound local data) every 2 s; unbound is stopped (SIGSTOP) for 60 s, then \
             resumes (SIGCONT)",
     expected: "dns_resolver_outage for the resolver (3 clients, 6 names), no per-name dns_probe_storm",
     present: &["dns_resolver_outage"],
@@ -42,7 +42,7 @@ const CLIENTS: [(&str, [(&str, &str); 2]); 3] = [
 const EVERY: Duration = Duration::from_secs(2);
 /// Healthy, then stalled, then healthy again.
 const HEALTHY: Duration = Duration::from_secs(6);
-const STALL: Duration = Duration::from_secs(40);
+const STALL: Duration = Duration::from_secs(60);
 const RECOVERED: Duration = Duration::from_secs(6);
 /// unbound's UDP receive buffer (the kernel makes it 2304 bytes: two queries).
 const SO_RCVBUF: u32 = 1024;
