@@ -106,6 +106,6 @@ pub fn run(cfg: &Config, live: bool, frames: &[(u64, &[u8])], check: Check) -> O
     for l in report::render_summary(frames.len() as u64, &classes, &counts, &detectors) {
         p.human(&l);
     }
-    let kinds = detectors.book.all().iter().map(|f| f.kind).collect();
+    let kinds = detectors.book.all().iter().map(|f| f.kind.name()).collect();
     Outcome { lines: p.lines, kinds }
 }
