@@ -1,18 +1,24 @@
 //! `pathwatch replay`: captures through the classifier (userspace by default, the
 //! real kernel programs with `--kernel`) into the detectors, on capture time.
 //!
-//! Several files are merged in timestamp order. A file that cannot be read to the
-//! end is reported with its frame number and byte offset after every finding from
-//! the frames before the damage has been printed, and the exit code is 2.
+//! Several files are merged in timestamp order, each read as a stream (a file, `-`
+//! for standard input, compressed or not). A file that cannot be read to the end is
+//! reported with its frame number and byte offset after every finding from the
+//! frames before the damage has been printed, and the exit code is 2.
 
-use std::{cmp::Reverse, collections::BinaryHeap, path::PathBuf};
+use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use agent_common::{Class, Direction};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, json};
 
 use crate::{
-    capture::{Capture, Frame, Frames},
+    capture::{Reader, input::is_stdin},
     classify::{Classifier, link::to_ethernet},
     config::Config,
     counts::EventCounts,
@@ -79,31 +85,18 @@ impl Source {
     }
 }
 
-struct Head<'a> {
-    frame: Frame<'a>,
-    file: usize,
-}
+/// Where the next frame of a file is in the merge: earliest capture time first, then
+/// the file given first, then file order.
+type HeadKey = Reverse<(u64, usize, u64)>;
 
-impl PartialEq for Head<'_> {
-    fn eq(&self, o: &Self) -> bool {
-        (self.frame.ts_ns, self.file, self.frame.number) == (o.frame.ts_ns, o.file, o.frame.number)
-    }
-}
-impl Eq for Head<'_> {}
-impl PartialOrd for Head<'_> {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Head<'_> {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.frame.ts_ns, self.file, self.frame.number).cmp(&(o.frame.ts_ns, o.file, o.frame.number))
-    }
-}
+/// Work after which a progress bar appears (on a terminal): shorter replays finish
+/// before one would be read.
+const PROGRESS_AFTER: Duration = Duration::from_secs(2);
 
 /// Runs a replay; returns the exit code.
 pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
     let mut errors: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     let mut source = if args.kernel {
         match TestRunner::new(&args.config.kernel_config()) {
             Ok(r) => Source::Kernel(Box::new(r)),
@@ -119,84 +112,94 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
         Source::User(Classifier::new(args.config.kernel_config(), args.config.pmtu.kernel_flow_entries.0 as usize))
     };
 
-    let captures: Vec<Capture> = args
-        .files
-        .iter()
-        .filter_map(|p| match Capture::open(p) {
-            Ok(c) => Some(c),
+    let mut readers: Vec<Option<Reader>> = Vec::with_capacity(args.files.len());
+    let mut stdin_taken = false;
+    for path in &args.files {
+        if is_stdin(path) && std::mem::replace(&mut stdin_taken, true) {
+            errors.push("-: standard input can be read only once".to_string());
+            readers.push(None);
+            continue;
+        }
+        match Reader::open(path) {
+            Ok(r) => readers.push(Some(r)),
             Err(e) => {
                 errors.push(e.to_string());
-                None
+                readers.push(None);
             }
-        })
-        .collect();
-    let mut iters: Vec<Option<Frames<'_>>> = captures
-        .iter()
-        .map(|c| match c.frames() {
-            Ok(f) => Some(f),
-            Err(e) => {
-                errors.push(e.to_string());
-                None
-            }
-        })
-        .collect();
+        }
+    }
 
-    let total_bytes: u64 = captures.iter().map(|c| c.bytes().len() as u64).sum();
-    let progress =
-        (out.human_is_terminal() && std::io::IsTerminal::is_terminal(&std::io::stderr()) && total_bytes > 16 << 20)
-            .then(|| {
-                let pb = ProgressBar::new(total_bytes);
-                pb.set_style(
-                    ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {eta}")
-                        .expect("static template"),
-                );
-                pb
-            });
+    let progress = (out.human_is_terminal() && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {human_pos} packets, {per_sec}, {elapsed}")
+                .expect("static template"),
+        );
+        pb
+    });
+    let started = Instant::now();
 
     let mut detectors = Detectors::new(&args.config, Emission::AtEnd);
     let mut counts = EventCounts::default();
     let mut classes = [0u64; 8];
     let (mut packets, mut first_ts, mut last_ts) = (0u64, u64::MAX, 0u64);
-    let mut heap: BinaryHeap<Reverse<Head<'_>>> = BinaryHeap::new();
-    for file in 0..iters.len() {
-        pull(file, &mut iters, &mut heap, &mut errors);
+    let mut heap: BinaryHeap<HeadKey> = BinaryHeap::new();
+    for file in 0..readers.len() {
+        pull(file, &mut readers, &mut heap, &mut errors);
     }
-    let mut bytes_done = 0u64;
-    while let Some(Reverse(Head { frame, file })) = heap.pop() {
-        pull(file, &mut iters, &mut heap, &mut errors);
+    'frames: while let Some(Reverse((_, file, _))) = heap.pop() {
+        let reader = readers[file].as_ref().expect("a file on the heap is open");
+        let frame = reader.frame().expect("a file on the heap has a frame");
         packets += 1;
         first_ts = first_ts.min(frame.ts_ns);
         last_ts = last_ts.max(frame.ts_ns);
-        if let Some(pb) = &progress {
-            bytes_done += frame.data.len() as u64 + 16;
-            if packets % 4096 == 0 {
-                pb.set_position(bytes_done);
+        if let Some(pb) = &progress
+            && packets % 4096 == 0
+        {
+            pb.set_position(packets);
+            if pb.is_hidden() && started.elapsed() > PROGRESS_AFTER {
+                pb.set_draw_target(ProgressDrawTarget::stderr());
             }
         }
-        let Some(eth) = to_ethernet(frame.link, frame.data) else {
-            classes[Class::Other as usize] += 1;
-            continue;
-        };
-        let (class, events) = match source.frame(&eth, frame.ts_ns) {
-            Ok(r) => r,
-            Err(e) => {
-                errors.push(format!("{}: frame {}: {e}", crate::printable::path(captures[file].path()), frame.number));
-                break;
+        // Frames link layers cannot make Ethernet count as `other` and tick nothing.
+        'frame: {
+            let Some(eth) = to_ethernet(frame.link, frame.data) else {
+                classes[Class::Other as usize] += 1;
+                break 'frame;
+            };
+            let (class, events) = match source.frame(&eth, frame.ts_ns) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(format!("{}: frame {}: {e}", crate::printable::path(reader.path()), frame.number));
+                    break 'frames;
+                }
+            };
+            if let Some(class) = class {
+                classes[class as usize] += 1;
             }
-        };
-        if let Some(class) = class {
-            classes[class as usize] += 1;
-        }
-        for ev in &events {
-            counts.count(ev);
-            if out.verbose() > 0 {
-                out.human(&crate::render::event_line(ev));
+            for ev in &events {
+                counts.count(ev);
+                if out.verbose() > 0 {
+                    out.human(&crate::render::event_line(ev));
+                }
+                detectors.on_event(ev);
             }
-            detectors.on_event(ev);
+            detectors.tick(frame.ts_ns);
         }
-        detectors.tick(frame.ts_ns);
+        pull(file, &mut readers, &mut heap, &mut errors);
         if out.stdout_closed() {
             break;
+        }
+    }
+    for reader in readers.iter().flatten() {
+        for s in reader.skipped() {
+            warnings.push(format!(
+                "{}: {} frame(s) of interface {} skipped: link type {} is not supported",
+                crate::printable::path(reader.path()),
+                s.frames,
+                s.interface,
+                s.linktype
+            ));
         }
     }
     if let Some(pb) = progress {
@@ -229,12 +232,16 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
     head.insert("start".into(), json!((packets > 0).then(|| rfc3339(first_ts))));
     head.insert("end".into(), json!((packets > 0).then(|| rfc3339(last_ts))));
     head.insert("errors".into(), json!(errors));
+    head.insert("warnings".into(), json!(warnings));
     let (held, evicted) = source.flow_table();
     let summary =
         report::summary_json(head, packets, &classes, &counts, &detectors, &[("kernel_flows", held, Some(evicted))]);
     out.json(&summary);
     for line in report::render_summary(packets, &classes, &counts, &detectors) {
         out.human(&line);
+    }
+    for w in &warnings {
+        out.error(&format!("warning: {w}"));
     }
     for e in &errors {
         out.error(&format!("error: {e}"));
@@ -248,20 +255,16 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
     }
 }
 
-/// Moves the next frame of `file` onto the heap (or ends the file, keeping its error).
-fn pull<'a>(
-    file: usize,
-    iters: &mut [Option<Frames<'a>>],
-    heap: &mut BinaryHeap<Reverse<Head<'a>>>,
-    errors: &mut Vec<String>,
-) {
-    let Some(it) = iters[file].as_mut() else { return };
-    match it.next() {
-        Some(Ok(frame)) => heap.push(Reverse(Head { frame, file })),
-        Some(Err(e)) => {
-            errors.push(e.to_string());
-            iters[file] = None;
+/// Moves `file` to its next frame and puts it on the heap (or ends the file,
+/// keeping its error).
+fn pull(file: usize, readers: &mut [Option<Reader>], heap: &mut BinaryHeap<HeadKey>, errors: &mut Vec<String>) {
+    let Some(reader) = readers[file].as_mut() else { return };
+    match reader.advance() {
+        Ok(true) => {
+            let f = reader.frame().expect("advance found a frame");
+            heap.push(Reverse((f.ts_ns, file, f.number)));
         }
-        None => iters[file] = None,
+        Ok(false) => {}
+        Err(e) => errors.push(e.to_string()),
     }
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use pathwatch::{
-    capture::Capture,
+    capture::Reader,
     classify::link::{LinkType, to_ethernet},
 };
 
@@ -25,9 +25,9 @@ pub struct Frame {
 /// record (where replay stops too). Frames whose link header is cut short are kept
 /// as they are (replay counts them as `other` either way).
 pub fn read(path: &Path) -> Result<Vec<Frame>, String> {
-    let capture = Capture::open(path).map_err(|e| e.to_string())?;
+    let mut reader = Reader::open(path).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    for frame in capture.frames().map_err(|e| e.to_string())? {
+    while let Some(frame) = reader.next_frame() {
         let Ok(f) = frame else { break };
         let data = match (f.link, to_ethernet(f.link, f.data)) {
             (LinkType::Ethernet, _) | (_, None) => f.data.to_vec(),

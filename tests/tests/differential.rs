@@ -53,7 +53,7 @@ fn classifier_counts_match_tshark() {
         for frame in capture.frames().unwrap() {
             let frame = frame.unwrap_or_else(|e| panic!("{e}"));
             packets += 1;
-            let Some(eth) = to_ethernet(frame.link, frame.data) else { continue };
+            let Some(eth) = to_ethernet(frame.link, &frame.data) else { continue };
             let c = classifier.classify(&eth, Direction::Ingress, 0, frame.ts_ns);
             counts.count_class(c.class);
             if let Some(ev) = &c.event {
@@ -95,7 +95,7 @@ fn kernel_and_userspace_agree_on_every_frame() {
             let mut classifier = Classifier::default();
             for frame in capture.frames().unwrap() {
                 let frame = frame.unwrap();
-                let Some(eth) = to_ethernet(frame.link, frame.data) else { continue };
+                let Some(eth) = to_ethernet(frame.link, &frame.data) else { continue };
                 if eth.len() < MIN_FRAME {
                     skipped += 1;
                     continue;

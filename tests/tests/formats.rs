@@ -171,3 +171,78 @@ fn tshark_dns_counts(capture: &std::path::Path) -> (usize, usize) {
     };
     (count("dns.flags.response == 0"), count("dns.flags.response == 1"))
 }
+
+/// Runs `sh -c SCRIPT` (with `$PW` the pathwatch binary): exit code, stdout, stderr.
+fn shell(script: &str) -> (i32, String, String) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", script])
+        .env("PW", pathwatch_tests::bin())
+        .output()
+        .expect("run sh");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `replay --json -` output lines without the summary's file names.
+fn without_files(out: &str) -> Vec<Value> {
+    let mut lines = json_lines(out);
+    lines.last_mut().expect("a summary line").as_object_mut().expect("an object").remove("files");
+    lines
+}
+
+#[test]
+fn standard_input_and_gzip_zstd_xz_captures_replay_like_the_plain_file() {
+    let dir = TempDir::new("compressed");
+    let plain = dir.0.join("storm.pcap");
+    write_pcap_linktype(&plain, 1, storm_frames());
+    let want = replay_lines(&plain);
+    assert!(want.iter().any(|l| l["type"] == "finding"), "the plain capture has findings to compare");
+    let p = plain.to_str().unwrap();
+    // The compressed copies as users make them, each under a name that says nothing
+    // of its compression for one of them: the bytes decide.
+    for (tool, file) in [("gzip -c", "storm.pcap.gz"), ("zstd -q -c", "storm.pcap.zst"), ("xz -c", "storm.bin")] {
+        let packed = dir.0.join(file);
+        let (code, _, err) = shell(&format!("{tool} '{p}' > '{}'", packed.display()));
+        assert_eq!(code, 0, "{tool}: {err}");
+        assert_eq!(replay_lines(&packed), want, "{file}");
+    }
+    let (code, out, err) = shell(&format!("cat '{p}' | \"$PW\" replay --json - -"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(without_files(&out), want, "cat | replay -");
+    let (code, out, err) = shell(&format!("gzip -c '{p}' | \"$PW\" replay --json - -"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(without_files(&out), want, "gzip | replay -");
+}
+
+#[test]
+fn a_gzip_capture_cut_short_keeps_the_findings_before_and_says_how_far_it_got() {
+    let dir = TempDir::new("cut-gzip");
+    let plain = dir.0.join("storm.pcap");
+    let mut frames = storm_frames();
+    // Unrelated traffic after the storm, so that the cut falls after it.
+    let end = frames.last().unwrap().0;
+    for i in 0..4000u64 {
+        let f = udp4([198, 18, 0, 9], [198, 18, 0, 1], 40000, 9999, &i.to_le_bytes().repeat(64));
+        frames.push((end + 1_000_000 + i * 1_000_000, f));
+    }
+    write_pcap_linktype(&plain, 1, frames);
+    let gz = dir.0.join("storm.pcap.gz");
+    let (code, _, err) = shell(&format!("gzip -1 -c '{}' > '{}'", plain.display(), gz.display()));
+    assert_eq!(code, 0, "{err}");
+    let mut bytes = std::fs::read(&gz).unwrap();
+    bytes.truncate(bytes.len() * 3 / 4);
+    std::fs::write(&gz, &bytes).unwrap();
+    let (code, out, err) = pathwatch(&["replay", "--json", "-", gz.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("storm.pcap.gz") && err.contains("gzip stream is cut short"), "{err}");
+    assert!(err.contains("bytes of capture"), "says how far it got: {err}");
+    let lines = json_lines(&out);
+    let kinds: Vec<&str> = lines.iter().filter(|l| l["type"] == "finding").filter_map(|l| l["kind"].as_str()).collect();
+    assert_eq!(kinds, ["dns_probe_storm", "dns_probe_storm"], "the storms before the cut are kept");
+    let summary = lines.last().unwrap();
+    let packets = summary["packets"].as_u64().unwrap();
+    assert!(packets > 24 && packets < 24 + 4000, "frames up to the cut were read: {packets}");
+}

@@ -37,6 +37,10 @@ pub const RUNTIME: &[&str] = &[
     "prometheus",
     // The fault tests ask it which links, programs, maps and pins still exist.
     "bpftool",
+    // The format tests compress captures as users do, with the real tools.
+    "gzip",
+    "zstd",
+    "xz-utils",
 ];
 /// Answer for tshark's "may non-root users capture?" debconf question, so it never asks.
 const WIRESHARK_PRESEED: &str = "wireshark-common wireshark-common/install-setuid boolean false\n";

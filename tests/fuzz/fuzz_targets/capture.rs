@@ -1,72 +1,60 @@
-//! Whole capture files through `Capture` and its frame iterator: never a panic; every
-//! frame numbered in order, inside the file; every error names the frame and the byte
-//! offset of the damage; the iterator ends after an error.
+//! Whole captures through the streaming `Reader`: never a panic; every frame numbered
+//! in increasing order, at increasing offsets, inside the capture; every error names
+//! the frame and the byte offset of the damage; the reader ends after an error.
 #![no_main]
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use pathwatch::{
-    capture::{Capture, CaptureError},
+    capture::{CaptureError, Reader, input::Compression},
     classify::link::to_ethernet,
 };
 use pathwatch_fuzz::{assert_no_controls, seeds};
 
-fn scratch() -> PathBuf {
-    // tmpfs when there is one: one write per input.
-    let dir = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-    dir.join(format!("pathwatch-fuzz-capture-{}.pcap", std::process::id()))
-}
-
-fn check_error(e: &CaptureError, len: u64, expected_frame: u64) {
+/// Checks an error of a capture of `len` bytes (`None`: compressed, so offsets are
+/// in bytes the fuzzer never saw) found after frame `last`.
+fn check_error(e: &CaptureError, len: Option<u64>, last: u64) {
     let text = e.to_string();
     assert_no_controls("capture error", &text);
     match e {
-        CaptureError::Open { .. } => panic!("an existing file failed to open: {text}"),
-        CaptureError::BadMagic { .. } => panic!("bad magic reported by the iterator: {text}"),
+        CaptureError::Open { .. } => panic!("bytes in memory failed to open: {text}"),
+        CaptureError::BadMagic { .. } => assert_eq!(last, 0, "bad magic after frames: {text}"),
         CaptureError::UnknownLinkType { frame, offset, .. } | CaptureError::Corrupt { frame, offset, .. } => {
-            assert_eq!(*frame, expected_frame, "{text}");
-            assert!(*offset <= len, "offset past the end of a {len}-byte file: {text}");
+            assert!(*frame > last, "the damage is after the last frame read ({last}): {text}");
+            if let Some(len) = len {
+                assert!(*offset <= len, "offset past the end of a {len}-byte file: {text}");
+            }
             assert!(text.contains(&format!("frame {frame} at byte offset {offset}")), "{text}");
         }
     }
 }
 
 fuzz_target!(init: seeds::init("capture"), |data: &[u8]| {
-    let path = scratch();
-    std::fs::write(&path, data).expect("write scratch capture");
-    let capture = Capture::open(&path).expect("open scratch capture");
-    // The map keeps the bytes; no file is left behind when the process ends.
-    let _ = std::fs::remove_file(&path);
-    let len = data.len() as u64;
-    let frames = match capture.frames() {
-        Ok(f) => f,
-        Err(CaptureError::BadMagic { .. }) => {
-            let magic = data.get(..4).unwrap_or(data);
-            assert!(!matches!(magic, [0xd4, 0xc3, 0xb2, 0xa1] | [0xa1, 0xb2, 0xc3, 0xd4] | [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d] | [0x0a, 0x0d, 0x0d, 0x0a]));
-            return;
-        }
-        Err(e) => return check_error(&e, len, 1),
+    let len = (Compression::sniff(data) == Compression::None).then_some(data.len() as u64);
+    let mut reader = match Reader::from_bytes(Path::new("fuzz.pcap"), data.to_vec()) {
+        Ok(r) => r,
+        Err(e) => return check_error(&e, len, 0),
     };
-    let base = capture.bytes().as_ptr() as usize;
-    let (mut number, mut last_offset) = (0u64, None::<u64>);
-    let mut frames = frames;
-    for item in frames.by_ref() {
-        match item {
-            Ok(f) => {
-                number += 1;
-                assert_eq!(f.number, number);
+    let (mut last, mut last_offset) = (0u64, None::<u64>);
+    loop {
+        match reader.next_frame() {
+            Some(Ok(f)) => {
+                assert!(f.number > last, "frame numbers increase");
+                last = f.number;
                 assert!(last_offset.is_none_or(|o| f.offset > o), "offsets go forward");
                 last_offset = Some(f.offset);
-                let start = f.data.as_ptr() as usize;
-                assert!(f.data.is_empty() || (start >= base && start + f.data.len() <= base + data.len()), "frame data inside the file");
+                if let Some(len) = len {
+                    assert!(f.offset + f.data.len() as u64 <= len, "frame data inside the file");
+                }
                 let _ = to_ethernet(f.link, f.data);
             }
-            Err(e) => {
-                check_error(&e, len, number + 1);
+            Some(Err(e)) => {
+                check_error(&e, len, last);
                 break;
             }
+            None => break,
         }
     }
-    assert!(frames.next().is_none(), "the iterator ends after an error");
+    assert!(reader.next_frame().is_none(), "the reader ends after an error");
 });

@@ -122,7 +122,7 @@ fn from_capture(target: &str, path: &Path) -> Vec<Vec<u8>> {
     let Ok(frames) = capture.frames() else { return Vec::new() };
     let frames: Vec<_> = frames.map_while(Result::ok).collect();
     if target == "capture" {
-        let bytes = capture.bytes();
+        let Ok(bytes) = std::fs::read(path) else { return Vec::new() };
         let cut = frames.iter().map(|f| f.offset as usize).take_while(|o| *o <= CAPTURE_SEED_MAX).last();
         let keep = if bytes.len() <= CAPTURE_SEED_MAX { bytes.len() } else { cut.unwrap_or(0) };
         return if keep > 0 { vec![bytes[..keep].to_vec()] } else { Vec::new() };
@@ -131,7 +131,7 @@ fn from_capture(target: &str, path: &Path) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut run: Vec<(u64, Vec<u8>)> = Vec::new();
     for f in &frames {
-        let Some(eth) = to_ethernet(f.link, f.data) else { continue };
+        let Some(eth) = to_ethernet(f.link, &f.data) else { continue };
         let c = classifier.classify(&eth, Direction::Ingress, 0, f.ts_ns);
         match target {
             "classify" | "differential" if out.len() < FRAMES_PER_FILE => out.push(eth.to_vec()),
