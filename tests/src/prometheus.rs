@@ -60,8 +60,7 @@ impl Api {
 
     /// `/api/v1/PATH`, parsed; panics when it does not answer JSON.
     pub fn api(&self, path: &str) -> Value {
-        let (status, body) =
-            self.get(&format!("/api/v1/{path}")).unwrap_or_else(|e| panic!("GET /api/v1/{path}: {e}"));
+        let (status, body) = self.get(&format!("/api/v1/{path}")).unwrap_or_else(|e| panic!("GET /api/v1/{path}: {e}"));
         serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("GET /api/v1/{path}: HTTP {status}, not JSON ({e}): {body}"))
     }
