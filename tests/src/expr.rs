@@ -1,7 +1,7 @@
 //! The PromQL expressions operators get from `deploy/`: every expression of the
 //! Grafana dashboard, with Grafana's variables substituted the way a query sees them,
-//! and its template variables' `label_values(SELECTOR, LABEL)`. deploy.rs runs them
-//! against the metric contract, ops.rs against a live agent.
+//! and its template variables' `label_values(SELECTOR, LABEL)`. The deploy tests run
+//! them against the metric contract, the ops tests against a live agent.
 
 use serde_json::Value;
 

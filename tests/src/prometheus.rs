@@ -1,7 +1,8 @@
 //! Talking to a real Prometheus: the configuration the tests give it (one scrape job
 //! `pathwatch`, every second, the deployed rules loaded) and its HTTP API (instant
-//! queries, the loaded rules). Who runs the server is the test's business: ops.rs
-//! starts one in the agent's namespace, deploy.rs one beside a stand-in exporter.
+//! queries, the loaded rules). Who runs the server is the test's business: the ops
+//! tests start one in the agent's namespace, the deploy tests one beside a stand-in
+//! exporter.
 
 use std::{
     net::SocketAddr,
