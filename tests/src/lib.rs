@@ -1,8 +1,18 @@
 //! Helpers shared by the integration tests: where the captures are, the rule for
-//! privileged tests, and the tshark oracle; the wild corpus, capture rewriting and
-//! diagnosis comparison in their own modules.
+//! privileged tests, the tshark oracle, frames and pcaps; one module per job for the
+//! rest (the wild corpus, capture rewriting, diagnosis comparison, and the harness of
+//! the live tests: namespaces, processes, /proc, metrics, Prometheus, outside tools).
 
 pub mod diagnosis;
+pub mod expr;
+pub mod http;
+pub mod metrics;
+pub mod netns;
+pub mod normalise;
+pub mod proc;
+pub mod procfs;
+pub mod prometheus;
+pub mod tools;
 pub mod transform;
 pub mod wild;
 
@@ -16,6 +26,16 @@ use std::{
 /// `../shared/pcaps` changes, copy it again.
 pub fn pcaps_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps")
+}
+
+/// The repository's root (the workspace).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
+}
+
+/// `deploy/REL`: what operators install beside the binary.
+pub fn deploy_file(rel: &str) -> PathBuf {
+    repo().join("deploy").join(rel)
 }
 
 /// Every capture file under `pcaps_dir()`, sorted.
@@ -42,6 +62,7 @@ pub fn rel(path: &Path) -> String {
 /// its reason printed, unless `PATHWATCH_REQUIRE_BPF` is set (CI), where a skip is a
 /// failure.
 pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
@@ -245,111 +266,4 @@ pub fn rfc3339_secs(s: &str) -> Option<f64> {
 pub fn lab_tools() {
     pathwatch::lab::packages::ensure(&mut |l| eprintln!("{l}")).expect("lab packages");
     assert!(pathwatch::lab::packages::on_path("openssl"), "openssl is missing: apt-get install openssl");
-}
-
-/// One sample of a Prometheus text exposition.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    /// Metric name (with its `_total` suffix, as exposed).
-    pub name: String,
-    /// Label pairs, values unescaped.
-    pub labels: Vec<(String, String)>,
-    /// The value.
-    pub value: f64,
-}
-
-/// The samples of a Prometheus text exposition (format 0.0.4), comments skipped and
-/// label values unescaped (`\"`, `\\`, `\n`). Panics on a line it cannot read.
-pub fn samples(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let name_end = line.find(['{', ' ']).unwrap_or_else(|| bad(line));
-        let name = line[..name_end].to_string();
-        let mut labels = Vec::new();
-        let mut rest = &line[name_end..];
-        if let Some(mut r) = rest.strip_prefix('{') {
-            loop {
-                r = r.trim_start_matches(',');
-                if let Some(after) = r.strip_prefix('}') {
-                    rest = after;
-                    break;
-                }
-                let (key, after) = r.split_once("=\"").unwrap_or_else(|| bad(line));
-                let mut value = String::new();
-                let mut chars = after.char_indices();
-                let end = loop {
-                    match chars.next() {
-                        Some((i, '"')) => break i,
-                        Some((_, '\\')) => match chars.next() {
-                            Some((_, 'n')) => value.push('\n'),
-                            Some((_, c)) => value.push(c),
-                            None => bad(line),
-                        },
-                        Some((_, c)) => value.push(c),
-                        None => bad(line),
-                    }
-                };
-                labels.push((key.to_string(), value));
-                r = &after[end + 1..];
-            }
-        }
-        let value = rest.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or_else(|| bad(line));
-        out.push(Sample { name, labels, value });
-    }
-    out
-}
-
-fn bad<T>(line: &str) -> T {
-    panic!("not a sample line: {line:?}")
-}
-
-/// The label keys the agent's metrics may carry (DESIGN.md, "Metrics"); besides them,
-/// only `pathwatch_build_info` has one, `version` (the build's, a constant).
-pub const LABEL_KEYS: &[&str] = &["iface", "direction", "class", "kind", "source", "rcode", "table"];
-
-/// What is wrong with the labels of a scrape of the agent's /metrics: a key outside
-/// [`LABEL_KEYS`], or a value that is an IP address or contains one of `sent` (the
-/// addresses and names a test sent). Empty when nothing is.
-pub fn unbounded_labels(text: &str, sent: &[String]) -> Vec<String> {
-    let mut problems = Vec::new();
-    for s in samples(text) {
-        for (k, v) in &s.labels {
-            let allowed = LABEL_KEYS.contains(&k.as_str()) || (s.name == "pathwatch_build_info" && k == "version");
-            if !allowed {
-                problems.push(format!("{}: label key {k:?} is not one of {LABEL_KEYS:?}", s.name));
-            }
-            if v.parse::<std::net::IpAddr>().is_ok() {
-                problems.push(format!("{}: label {k}={v:?} is an address", s.name));
-            }
-            if let Some(x) = sent.iter().find(|x| !x.is_empty() && v.contains(x.as_str())) {
-                problems.push(format!("{}: label {k}={v:?} carries {x:?}, which the test sent", s.name));
-            }
-        }
-    }
-    problems
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn samples_are_read_with_escaped_label_values() {
-        let text = "# HELP x X.\n# TYPE x counter\nx_total{a=\"1\",b=\"q\\\"u\\\\o,te\"} 3\nup 1\n";
-        let s = samples(text);
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[0].name, "x_total");
-        assert_eq!(s[0].labels, [("a".to_string(), "1".to_string()), ("b".to_string(), "q\"u\\o,te".to_string())]);
-        assert_eq!((s[1].name.as_str(), s[1].labels.len(), s[1].value), ("up", 0, 1.0));
-    }
-
-    #[test]
-    fn unbounded_labels_are_named() {
-        let ok = "pathwatch_packets_total{iface=\"eth0\",direction=\"ingress\",class=\"dns\"} 1\n\
-                  pathwatch_build_info{version=\"0.1.0\"} 1\n";
-        assert!(unbounded_labels(ok, &["a.test".into()]).is_empty());
-        let bad = "pathwatch_x_total{client=\"198.18.0.2\"} 1\npathwatch_y_total{kind=\"a.test storm\"} 1\n";
-        let problems = unbounded_labels(bad, &["a.test".into()]);
-        assert_eq!(problems.len(), 3, "{problems:?}");
-    }
 }

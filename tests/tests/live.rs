@@ -10,7 +10,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use pathwatch::lab::netns::{Daemon, NetNs, veth, wait_for};
-use pathwatch_tests::{TempDir, bin, json_lines, privileged};
+use pathwatch_tests::{TempDir, bin, json_lines, netns::ifindex_in, privileged};
 
 struct Net {
     client: NetNs,
@@ -235,11 +235,6 @@ fn shown_attached(ns: &NetNs, iface: &str) -> Vec<String> {
         }
     }
     found
-}
-
-fn ifindex_in(ns: &NetNs, iface: &str) -> u32 {
-    let out = ns.exec("cat", &[&format!("/sys/class/net/{iface}/ifindex")]).unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 #[test]
