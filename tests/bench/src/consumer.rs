@@ -8,8 +8,8 @@
 
 use agent_common::{Direction, EventHeader, event::HEADER_LEN};
 
-use super::frames;
-use crate::{
+use crate::frames;
+use pathwatch::{
     classify::Classifier,
     config::Config,
     counts::EventCounts,

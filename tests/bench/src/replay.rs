@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::frames;
+use crate::frames;
 
 /// Writes `n` frames of mixed traffic (bulk TCP, UDP, DNS, DTLS, ICMP) to `path`.
 pub fn write_capture(path: &Path, n: u32) -> std::io::Result<()> {

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::lab::netns::{NetNs, veth, wait_for};
+use pathwatch::lab::netns::{NetNs, veth, wait_for};
 
 /// Receiver address.
 pub const RX_ADDR: &str = "198.18.40.2";
