@@ -99,6 +99,12 @@ impl Capture {
         let file = File::open(path).map_err(open_err)?;
         let len = file.metadata().map_err(open_err)?.len();
         // An empty file cannot be mapped; it is simply not a capture.
+        // SAFETY: `Mmap::map` is unsafe because the bytes behind the slice it gives
+        // would change if another process wrote or truncated the file while it is
+        // mapped (truncation raises SIGBUS). Nothing in pathwatch writes a capture:
+        // the map is read-only and lives in this `Capture` only. What is left is the
+        // condition every reader of a mapped file sets, and the operator meets: the
+        // capture is not rewritten while it is replayed.
         let map = if len == 0 { None } else { Some(unsafe { Mmap::map(&file) }.map_err(open_err)?) };
         Ok(Capture { path: path.to_path_buf(), map })
     }
