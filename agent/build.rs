@@ -51,7 +51,10 @@ fn main() {
     }
     if !is_nightly(&toolchain) {
         // A stable compiler accepts `-Z build-std` only with RUSTC_BOOTSTRAP; aya-build
-        // reads this variable to decide to pass it. This process is single-threaded.
+        // reads this variable to decide to pass it.
+        // SAFETY: set_var is unsafe because another thread could read the environment
+        // at the same time; this build script has started no thread (aya-build starts
+        // its cargo child only below), so nothing else reads or writes it now.
         unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
     }
     let package = aya_build::Package {

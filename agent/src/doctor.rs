@@ -81,7 +81,8 @@ pub fn main() -> u8 {
     }
 
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one rlimit.
+    // SAFETY: getrlimit(2) writes one rlimit through the pointer, which points at
+    // `lim`, a live rlimit we borrow exclusively for the call.
     unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
     let memlock = if lim.rlim_cur == libc::RLIM_INFINITY {
         "unlimited".to_string()
@@ -211,20 +212,29 @@ fn driver_name(iface: &str) -> Option<String> {
     }
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
     const ETHTOOL_GDRVINFO: u32 = 0x3;
+    // SAFETY: DrvInfo is repr(C) integers and byte arrays, for which all zeroes is a
+    // valid value (it is what the kernel's struct ethtool_drvinfo starts as).
     let mut info: DrvInfo = unsafe { std::mem::zeroed() };
     info.cmd = ETHTOOL_GDRVINFO;
+    // SAFETY: ifreq is a C struct of a byte array and a union of integers and
+    // pointers; all zeroes is a valid value of each (a null pointer, an empty name).
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in ifr.ifr_name.iter_mut().zip(iface.bytes().take(libc::IFNAMSIZ - 1)) {
         *d = s as libc::c_char;
     }
     ifr.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
-    // SAFETY: a datagram socket used only for this ioctl, closed below; the ioctl
-    // fills `info`, which outlives the call.
+    // SAFETY: socket(2) takes integers only; the fd it returns is ours alone, used
+    // only for the ioctl below and closed right after.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return None;
     }
+    // SAFETY: SIOCETHTOOL reads the name from `ifr` (NUL-terminated: at most
+    // IFNAMSIZ - 1 bytes were copied into a zeroed array) and, for ETHTOOL_GDRVINFO,
+    // writes at most one ethtool_drvinfo through `ifru_data`, which points at `info`:
+    // a repr(C) struct of that layout, alive and not otherwise borrowed during the call.
     let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut ifr) };
+    // SAFETY: `fd` is the socket opened above, closed once, and not used after.
     unsafe { libc::close(fd) };
     if rc != 0 {
         return None;

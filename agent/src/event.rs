@@ -100,6 +100,8 @@ mod tests {
     fn record(kind: u8, snap: &[u8]) -> Vec<u8> {
         let header = EventHeader { kind, snap_len: snap.len() as u16, ip_version: 4, ..Default::default() };
         let mut out = vec![0u8; HEADER_LEN];
+        // SAFETY: `out` holds HEADER_LEN = size_of::<EventHeader>() bytes and
+        // write_unaligned needs no alignment; EventHeader is plain old data.
         unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast(), header) };
         out.extend_from_slice(snap);
         out.resize(out.len().max(HEADER_LEN + 128), 0xee);

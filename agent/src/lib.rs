@@ -5,7 +5,6 @@
 //! kernel programs' twin), the kernel loader and BPF_PROG_TEST_RUN driver, the event
 //! decoders, the detectors, and the commands.
 
-pub mod bench;
 pub mod caps;
 pub mod capture;
 pub mod classify;

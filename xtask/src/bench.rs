@@ -2,12 +2,13 @@
 //! benchmarks, measured side by side in one run on this machine, and `BENCHMARKS.md`
 //! rewritten with the figures, the date and the command when all of them ran.
 //!
-//! The measuring is done by the `pathwatch-bench` binary (it needs the agent's
-//! library and the kernel programs); this command builds it, runs each benchmark
-//! with `--json`, shows its table, and writes the report. `precision` is measured
-//! here, with the release `pathwatch` on the wild corpus ([`crate::precision`]); it
-//! rewrites only its own section of the report, and a full run carries that section
-//! over (or measures it again when the corpus is assembled).
+//! The measuring is done by the `pathwatch-bench` binary (`tests/bench`: it needs the
+//! agent's library and the kernel programs); this command builds it beside the release
+//! `pathwatch` it runs, runs each benchmark with `--json`, shows its table, and writes
+//! the report. `precision` is measured here, with the release `pathwatch` on the wild
+//! corpus ([`crate::precision`]); it rewrites only its own section of the report, and
+//! a full run carries that section over (or measures it again when the corpus is
+//! assembled).
 
 use std::{fmt::Write as _, process::Command, time::Instant};
 
@@ -36,7 +37,7 @@ pub struct Args {
 /// Runs the benchmarks.
 pub fn run(args: &Args) -> Result<()> {
     setup::run()?;
-    sh::run("bench:", sh::cargo().args(["build", "--release", "-p", "pathwatch"]))?;
+    sh::run("bench:", sh::cargo().args(["build", "--release", "-p", "pathwatch", "-p", "pathwatch-bench"]))?;
     if args.which.as_deref() == Some("precision") {
         return run_precision(args.json);
     }

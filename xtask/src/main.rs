@@ -3,8 +3,10 @@
 //!
 //! The eBPF programs need a compiler that can build `core` from source and the
 //! `bpf-linker`, which plain `cargo` cannot install; every subcommand therefore runs
-//! [`setup`] first and then the ordinary cargo commands. One module per subcommand;
-//! `bench` and `fuzz` are expected to join as `bench.rs` / `fuzz.rs` with a variant each.
+//! [`setup`] first and then the ordinary cargo commands. One module per subcommand
+//! (`setup`, `build`, `test`, `lab`, `bench`, `fuzz`, `wild`), with `precision` (the
+//! wild-corpus figure `bench precision` measures) and the helpers `apt`, `sh` and
+//! `toolchain` beside them.
 
 mod apt;
 mod bench;

@@ -90,7 +90,9 @@ pub fn ensure_cargo_bin_on_path() {
         return;
     }
     let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path))).unwrap_or(path);
-    // SAFETY: called at the start of main, before any other thread exists.
+    // SAFETY: set_var is unsafe only when another thread may touch the environment
+    // at the same time; this is called first thing in `main`, before any thread or
+    // child exists.
     unsafe { std::env::set_var("PATH", joined) };
 }
 

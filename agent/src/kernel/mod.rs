@@ -156,7 +156,8 @@ impl Kernel {
         program(&mut self.ebpf, PROG_XDP).expect("loaded")
     }
 
-    /// The XDP_PASS baseline program.
+    /// The XDP_PASS baseline program. Public for `pathwatch-bench` (tests/bench), which
+    /// measures every frame beside it and attaches it alone in the flood benchmark.
     pub fn xdp_baseline(&mut self) -> &mut Xdp {
         program(&mut self.ebpf, PROG_XDP_BASELINE).expect("loaded")
     }
@@ -171,7 +172,8 @@ impl Kernel {
         &self.ebpf
     }
 
-    /// The loaded object, mutably.
+    /// The loaded object, mutably: the counter and flow-table readers, and
+    /// `pathwatch-bench` (tests/bench), which loads the floor programs from it.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }

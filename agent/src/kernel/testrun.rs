@@ -32,7 +32,7 @@ pub enum Hook {
     Xdp,
     /// `pathwatch_tc`.
     Tc,
-    /// The XDP_PASS baseline.
+    /// The XDP_PASS baseline (the kernel benchmark measures every frame beside it).
     Baseline,
 }
 

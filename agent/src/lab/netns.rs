@@ -170,7 +170,9 @@ pub fn remove_netns(name: &str) {
             break;
         }
         for pid in pids {
-            // SAFETY: kill(2) on a PID that `ip netns pids` reported for our namespace.
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours, so
+            // it cannot break memory safety whatever the PID; the PID is one that
+            // `ip netns pids` reported for our own namespace.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -250,7 +252,8 @@ impl Daemon {
     /// Sends `signal`.
     pub fn signal(&self, signal: i32) {
         if let Some(c) = &self.child {
-            // SAFETY: kill(2) on our own child's PID.
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours; the
+            // PID is our own child's, not yet reaped, so it names no other process.
             unsafe { libc::kill(c.id() as i32, signal) };
         }
     }
@@ -264,7 +267,8 @@ impl Daemon {
     /// Returns its exit code when it exited by itself.
     pub fn stop(&mut self, signal: i32, timeout: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
-        // SAFETY: kill(2) on our own child's PID.
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the
+        // PID is our own child's, not yet reaped, so it names no other process.
         unsafe { libc::kill(child.id() as i32, signal) };
         let deadline = Instant::now() + timeout;
         loop {

@@ -18,8 +18,11 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// the tests keep their own handling and simply never see the flag set).
 pub fn install() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction with a handler that only stores to an atomic,
-        // which is async-signal-safe; SA_RESTART keeps blocking calls going.
+        // SAFETY: all zeroes is a valid sigaction (no flags, an empty mask, SIG_DFL);
+        // sigemptyset and sigaction get pointers to that live local and a null old
+        // action, which sigaction allows. The handler is an `extern "C" fn(c_int)`, as
+        // sa_sigaction without SA_SIGINFO expects, and only stores to an atomic, which
+        // is async-signal-safe. SA_RESTART keeps blocking calls going.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;

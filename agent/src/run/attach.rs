@@ -63,7 +63,8 @@ pub enum AttachError {
 /// Interface index by name.
 pub fn ifindex(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: if_nametoindex reads a NUL-terminated string.
+    // SAFETY: if_nametoindex(3) only reads a NUL-terminated string, and `c` is one
+    // (CString) that lives until after the call.
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (i != 0).then_some(i)
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use agent_common::{Class, Direction, stats as kstats};
 use serde_json::{Map, Value, json};
 
-use super::{EventClock, Listed, Shared, kernel_stats_json};
+use super::{EventClock, Listed, Shared};
 use crate::{detect::finding::rfc3339, kernel::counters::ClassCounts, report};
 
 /// The kernel's counters as reported: per listed interface, and the run's totals.
@@ -206,4 +206,10 @@ pub fn render_summary(summary: &Value, shared: &Shared) -> Vec<String> {
     counts.dtls_record = summary["events"]["dtls_record"].as_u64().unwrap_or(0);
     counts.events_lost = summary["events"]["events_lost"].as_u64().unwrap_or(0);
     report::render_summary(summary["packets"].as_u64().unwrap_or(0), &classes, &counts, &st.detectors)
+}
+
+/// `stats::NAMES` as JSON, for the stats and summary lines.
+fn kernel_stats_json(stats: &[u64; kstats::NUM_STATS as usize]) -> Value {
+    let m: Map<String, Value> = kstats::NAMES.iter().zip(stats).map(|(n, v)| ((*n).to_string(), json!(v))).collect();
+    Value::Object(m)
 }

@@ -25,8 +25,8 @@ use agent_common::{
 use aya::programs::Xdp;
 use serde_json::{Map, Value, json};
 
-use super::frames;
-use crate::kernel::{Kernel, LoadOptions, testrun::Hook};
+use crate::frames;
+use pathwatch::kernel::{Kernel, LoadOptions, testrun::Hook};
 
 /// Repeats per BPF_PROG_TEST_RUN call.
 pub const REPEATS: u32 = 1_000_000;

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::frames;
+use crate::frames;
 
 /// Writes `n` frames of mixed traffic (bulk TCP, UDP, DNS, DTLS, ICMP) to `path`.
 pub fn write_capture(path: &Path, n: u32) -> std::io::Result<()> {
@@ -59,8 +59,10 @@ pub fn time_pinned(program: &Path, args: &[&str]) -> std::io::Result<f64> {
 }
 
 fn children_cpu_secs() -> f64 {
-    // SAFETY: getrusage writes one rusage.
+    // SAFETY: rusage is a C struct of integers: all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage(2) writes one rusage through the pointer, which points at
+    // `ru`, a live local borrowed exclusively for the call.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)

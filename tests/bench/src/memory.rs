@@ -4,7 +4,7 @@
 
 use agent_common::{EventHeader, EventInfo, EventKind, proto::HS_CLIENT_HELLO};
 
-use crate::{
+use pathwatch::{
     config::Config,
     counts::EventCounts,
     detect::{Detectors, Emission},

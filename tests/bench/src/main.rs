@@ -2,15 +2,26 @@
 //!
 //! `pathwatch-bench kernel|flood|replay|consumer|memory [--json]` prints a table, or
 //! one JSON object with `--json`. The hidden subcommands are the pieces the flood and
-//! memory benchmarks run in their own processes.
+//! memory benchmarks run in their own processes. Each benchmark measures side by side
+//! in one run and reports ratios, because this machine is shared and noisy.
+//!
+//! It lives beside the tests, not in the `pathwatch` library, so that what ships is
+//! only the product: it drives the library's public items (the kernel loader and
+//! BPF_PROG_TEST_RUN hooks, the userspace classifier, the detectors, the lab's
+//! namespaces) like any other client. It runs the release `pathwatch` binary from its
+//! own directory (`target/release`), where `cargo xtask bench` builds both.
+
+mod consumer;
+mod flood;
+mod frames;
+mod kernel;
+mod memory;
+mod replay;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use pathwatch::{
-    bench::{consumer, flood, kernel, memory, replay},
-    lab::netns::Daemon,
-};
+use pathwatch::lab::netns::Daemon;
 use serde_json::{Value, json};
 
 #[derive(Parser)]

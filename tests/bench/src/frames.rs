@@ -204,8 +204,8 @@ pub fn evented(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::Classifier;
     use agent_common::{Class, Direction};
+    use pathwatch::classify::Classifier;
 
     #[test]
     fn each_frame_is_the_kind_it_says() {

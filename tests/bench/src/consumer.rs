@@ -8,8 +8,8 @@
 
 use agent_common::{Direction, EventHeader, event::HEADER_LEN};
 
-use super::frames;
-use crate::{
+use crate::frames;
+use pathwatch::{
     classify::Classifier,
     config::Config,
     counts::EventCounts,
@@ -46,7 +46,8 @@ pub fn records(distinct: usize) -> Vec<Vec<u8>> {
 /// An event as the kernel writes it into the ring buffer.
 pub fn to_record(ev: &Event) -> Vec<u8> {
     let mut r = vec![0u8; HEADER_LEN + ev.snap.len()];
-    // SAFETY: EventHeader is plain old data and the buffer holds HEADER_LEN bytes.
+    // SAFETY: `r` holds at least HEADER_LEN = size_of::<EventHeader>() bytes,
+    // write_unaligned needs no alignment, and EventHeader is plain old data.
     unsafe { std::ptr::write_unaligned(r.as_mut_ptr().cast::<EventHeader>(), ev.header) };
     r[HEADER_LEN..].copy_from_slice(&ev.snap);
     r
@@ -55,7 +56,8 @@ pub fn to_record(ev: &Event) -> Vec<u8> {
 /// CPU time of the calling thread, in seconds (immune to other load on the machine).
 pub fn thread_cpu_secs() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec.
+    // SAFETY: clock_gettime(2) writes one timespec through the pointer, which points
+    // at `ts`, a live local borrowed exclusively for the call.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }

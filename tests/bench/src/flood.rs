@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::lab::netns::{NetNs, veth, wait_for};
+use pathwatch::lab::netns::{NetNs, veth, wait_for};
 
 /// Receiver address.
 pub const RX_ADDR: &str = "198.18.40.2";
@@ -36,7 +36,9 @@ pub fn send(dst: SocketAddr, secs: f64, pps: Option<u64>) -> std::io::Result<u64
     let mut hdrs: Vec<libc::mmsghdr> = iov
         .iter_mut()
         .map(|v| {
-            // SAFETY: a zeroed msghdr is valid; it points at one iovec that outlives it.
+            // SAFETY: mmsghdr is a C struct of integers and pointers: all zeroes (null
+            // pointers, zero lengths) is a valid value. The iovec it is pointed at
+            // below lives in `iov`, which is neither moved nor dropped before `hdrs`.
             let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
             h.msg_hdr.msg_iov = v;
             h.msg_hdr.msg_iovlen = 1;
@@ -54,7 +56,9 @@ pub fn send(dst: SocketAddr, secs: f64, pps: Option<u64>) -> std::io::Result<u64
                 continue;
             }
         }
-        // SAFETY: the headers point at live buffers; the socket is open.
+        // SAFETY: `hdrs` holds BATCH headers, each pointing at one iovec of `iov`,
+        // which points into one message of `msgs`; all three live, unmoved, until the
+        // function returns, and sendmmsg(2) only reads them. The socket is open.
         let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), BATCH as u32, 0) };
         if n > 0 {
             sent += n as u64;
@@ -92,7 +96,9 @@ pub fn receive(bind: SocketAddr, secs: f64) -> std::io::Result<u64> {
     let mut hdrs: Vec<libc::mmsghdr> = iov
         .iter_mut()
         .map(|v| {
-            // SAFETY: a zeroed msghdr is valid; it points at one iovec that outlives it.
+            // SAFETY: mmsghdr is a C struct of integers and pointers: all zeroes (null
+            // pointers, zero lengths) is a valid value. The iovec it is pointed at
+            // below lives in `iov`, which is neither moved nor dropped before `hdrs`.
             let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
             h.msg_hdr.msg_iov = v;
             h.msg_hdr.msg_iovlen = 1;
@@ -101,8 +107,11 @@ pub fn receive(bind: SocketAddr, secs: f64) -> std::io::Result<u64> {
         .collect();
     let end = Instant::now() + Duration::from_secs_f64(secs);
     while Instant::now() < end {
-        // SAFETY: the headers point at live buffers; the socket is open; the read
-        // timeout bounds each call.
+        // SAFETY: `hdrs` holds BATCH headers, each pointing at one iovec of `iov`,
+        // which points at one 256-byte buffer of `bufs` with iov_len 256: recvmmsg(2)
+        // writes at most that into each, and all three live, unmoved, until the
+        // function returns. A null timeout is allowed; the socket's read timeout
+        // bounds each call.
         unsafe { libc::recvmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), BATCH as u32, 0, std::ptr::null_mut()) };
     }
     Ok(udp_reached() - before)
