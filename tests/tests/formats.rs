@@ -246,3 +246,80 @@ fn a_gzip_capture_cut_short_keeps_the_findings_before_and_says_how_far_it_got() 
     let packets = summary["packets"].as_u64().unwrap();
     assert!(packets > 24 && packets < 24 + 4000, "frames up to the cut were read: {packets}");
 }
+
+#[test]
+fn an_nflog_capture_from_an_nftables_log_rule_replays_with_tsharks_counts() {
+    if !privileged("an_nflog_capture_from_an_nftables_log_rule_replays_with_tsharks_counts") {
+        return;
+    }
+    let dir = TempDir::new("nflog");
+    let ns = NetNs::new("pwt-fmt-n").unwrap();
+    ns.ip(&["addr", "add", "198.18.51.1/32", "dev", "lo"]).unwrap();
+    let _dns = ns
+        .spawn(
+            "dnsmasq",
+            "dnsmasq",
+            &[
+                "--no-daemon",
+                "--no-resolv",
+                "--no-hosts",
+                "--listen-address=198.18.51.1",
+                "--bind-interfaces",
+                "--address=/ok.test/198.18.51.9",
+                "--user=root",
+                "--pid-file=",
+            ],
+            None,
+        )
+        .unwrap();
+    // What a gateway operator writes to see DNS leave the host: a log rule to a
+    // netlink group, read with `tcpdump -i nflog:N`.
+    let rules = dir.0.join("log.nft");
+    std::fs::write(
+        &rules,
+        "table inet pwt_log {\n  chain out {\n    type filter hook output priority 0;\n    udp dport 53 counter log group 7\n    udp sport 53 counter log group 7\n  }\n}\n",
+    )
+    .unwrap();
+    ns.exec("nft", &["-f", rules.to_str().unwrap()]).unwrap();
+    let pcap = dir.0.join("nflog.pcap");
+    let log = dir.0.join("tcpdump.log");
+    let mut td = ns
+        .spawn(
+            "tcpdump",
+            "tcpdump",
+            &["-i", "nflog:7", "--immediate-mode", "-U", "-w", pcap.to_str().unwrap()],
+            Some(&log),
+        )
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on")),
+        "tcpdump did not start on nflog:7"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut digs = String::new();
+    for _ in 0..3 {
+        let o = ns.exec("dig", &["+tries=1", "+time=2", "@198.18.51.1", "ok.test", "+short"]).unwrap();
+        digs.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    // nfnetlink_log batches messages for up to a second (its default flush timeout)
+    // before tcpdump sees them: wait for all six to be written.
+    let written = || {
+        let frames = pathwatch::capture::Capture::open(&pcap).and_then(|c| c.frames());
+        frames.map(|f| f.map_while(Result::ok).count()).unwrap_or(0)
+    };
+    assert!(wait_for(Duration::from_secs(10), || written() >= 6), "nflog capture stuck at {} frames", written());
+    td.stop(libc::SIGINT, Duration::from_secs(5));
+    let bytes = std::fs::read(&pcap).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[20..24].try_into().unwrap()), 239, "tcpdump wrote LINKTYPE_NFLOG");
+    let (code, out, err) = pathwatch(&["replay", "--json", "-", pcap.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let summary = json_lines(&out).pop().unwrap();
+    let got = (summary["events"]["dns_query"].as_u64().unwrap(), summary["events"]["dns_response"].as_u64().unwrap());
+    let ruleset = ns.exec("nft", &["list", "ruleset"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let td_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(got, (3, 3), "{summary}\ntcpdump: {td_log}\nruleset: {ruleset:?}\ndig: {digs}");
+    let tshark = tshark_dns_counts(&pcap);
+    assert_eq!((got.0 as usize, got.1 as usize), tshark, "tshark reads the same capture");
+}
