@@ -274,7 +274,17 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
                 );
                 let _ = writeln!(o, "| 1 M distinct DNS names | {n:.1} MiB | 128 MiB | {} |", met(n <= 128.0));
                 let _ =
-                    writeln!(o, "| 1 M distinct flows (DTLS + TCP) | {fl:.1} MiB | 128 MiB | {} |\n", met(fl <= 128.0));
+                    writeln!(o, "| 1 M distinct flows (DTLS + TCP) | {fl:.1} MiB | 128 MiB | {} |", met(fl <= 128.0));
+                for r in v["replay"].as_array().into_iter().flatten() {
+                    let (rss, mb) = (f(&r["peak_rss_mib"]), f(&r["bytes"]) / 1e6);
+                    let what = r["capture"].as_str().unwrap_or("?");
+                    let _ = writeln!(
+                        o,
+                        "| `pathwatch replay` of a {mb:.0} MB capture ({what}), read as a stream | {rss:.1} MiB | 48 MiB | {} |",
+                        met(rss <= 48.0)
+                    );
+                }
+                let _ = writeln!(o);
             }
             _ => {}
         }

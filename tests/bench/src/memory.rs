@@ -104,3 +104,54 @@ pub fn flows(n: u32) -> (u64, Detectors) {
     }
     (peak_rss_kib(), d)
 }
+
+/// Writes a capture of `frames` frames to `path`: four of every five a DNS query for
+/// one of `names` distinct names (from 65 536 clients), the fifth an ARP request. At
+/// 1.25 M frames and 1 M names it is the ~120 MB capture whose replay once held the
+/// whole file in memory.
+pub fn write_names_capture(path: &std::path::Path, frames: u64, names: u32) -> std::io::Result<u64> {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let header = PcapHeader { ts_resolution: pcap_file::TsResolution::NanoSecond, ..Default::default() };
+    let mut w = PcapWriter::with_header(file, header).map_err(std::io::Error::other)?;
+    let arp = crate::frames::arp();
+    let mut name = 0u32;
+    for i in 0..frames {
+        let frame = if i % 5 == 4 {
+            std::borrow::Cow::Borrowed(&arp[..])
+        } else {
+            let client = v4(name & 0xffff);
+            name = (name + 1) % names;
+            std::borrow::Cow::Owned(crate::frames::dns_query_from([client[0], client[1], client[2], client[3]], name))
+        };
+        let ts = std::time::Duration::from_nanos(1_700_000_000_000_000_000 + i * 10_000);
+        w.write_packet(&PcapPacket::new(ts, frame.len() as u32, &frame)).map_err(std::io::Error::other)?;
+    }
+    drop(w);
+    Ok(std::fs::metadata(path)?.len())
+}
+
+/// Peak RSS (KiB) of `pathwatch replay CAPTURE`, its output discarded, from the
+/// kernel's account of the finished child (`wait4`'s `ru_maxrss`).
+pub fn replay_peak_rss_kib(pathwatch: &std::path::Path, capture: &std::path::Path) -> std::io::Result<u64> {
+    let child = std::process::Command::new(pathwatch)
+        .arg("replay")
+        .arg(capture)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut status = 0i32;
+    // SAFETY: rusage is a C struct of integers: all zeroes is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4(2) on our own child's PID, writing one status and one rusage
+    // through pointers to live locals borrowed exclusively for the call. The child
+    // is reaped here, so `Child` is not waited on again.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(std::io::Error::other(format!("pathwatch replay {} failed: status {status}", capture.display())));
+    }
+    Ok(ru.ru_maxrss as u64)
+}
