@@ -250,6 +250,7 @@ mod tests {
             blocks::{enhanced_packet::EnhancedPacketBlock, interface_description::InterfaceDescriptionBlock},
         },
     };
+    use crate::classify::link::LinkType;
     use std::{borrow::Cow, time::Duration};
 
     /// Delivers at most 7 bytes a read, so that every record straddles refills.
@@ -331,5 +332,35 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn interfaces_of_different_link_types_keep_their_own_timestamp_resolution() {
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+        let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+        let ns = InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: 0,
+            options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+        };
+        w.write_pcapng_block(ns).unwrap();
+        w.write_pcapng_block(InterfaceDescriptionBlock { linktype: DataLink::RAW, snaplen: 0, options: vec![] }).unwrap();
+        // pcap-file writes a timestamp's units as given: nanoseconds for interface 0,
+        // microseconds (the default) for interface 1.
+        for (iface, units) in [(0u32, 1_700_000_000_123_456_789u64), (1, 1_700_000_001_000_002)] {
+            let epb = EnhancedPacketBlock {
+                interface_id: iface,
+                timestamp: Duration::from_nanos(units),
+                original_len: 4,
+                data: Cow::Borrowed(&[0x45, 0, 0, 4]),
+                options: vec![],
+            };
+            w.write_pcapng_block(epb).unwrap();
+        }
+        let mut r = Reader::from_bytes(Path::new("t.pcapng"), w.into_inner()).unwrap();
+        let first = r.next_frame().unwrap().unwrap();
+        assert_eq!((first.ts_ns, first.link), (1_700_000_000_123_456_789, LinkType::Ethernet));
+        let second = r.next_frame().unwrap().unwrap();
+        assert_eq!((second.ts_ns, second.link), (1_700_000_001_000_002_000, LinkType::RawIp));
     }
 }
