@@ -132,7 +132,7 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
     let progress = (out.human_is_terminal() && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
         let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
         pb.set_style(
-            ProgressStyle::with_template("{spinner} {human_pos} packets, {per_sec}, {elapsed}")
+            ProgressStyle::with_template("{spinner} {human_pos} packets, {per_sec:0}, {elapsed}")
                 .expect("static template"),
         );
         pb

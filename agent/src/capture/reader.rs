@@ -243,6 +243,7 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::link::LinkType;
     use pcap_file::{
         DataLink,
         pcapng::{
@@ -250,7 +251,6 @@ mod tests {
             blocks::{enhanced_packet::EnhancedPacketBlock, interface_description::InterfaceDescriptionBlock},
         },
     };
-    use crate::classify::link::LinkType;
     use std::{borrow::Cow, time::Duration};
 
     /// Delivers at most 7 bytes a read, so that every record straddles refills.
@@ -344,7 +344,8 @@ mod tests {
             options: vec![InterfaceDescriptionOption::IfTsResol(9)],
         };
         w.write_pcapng_block(ns).unwrap();
-        w.write_pcapng_block(InterfaceDescriptionBlock { linktype: DataLink::RAW, snaplen: 0, options: vec![] }).unwrap();
+        w.write_pcapng_block(InterfaceDescriptionBlock { linktype: DataLink::RAW, snaplen: 0, options: vec![] })
+            .unwrap();
         // pcap-file writes a timestamp's units as given: nanoseconds for interface 0,
         // microseconds (the default) for interface 1.
         for (iface, units) in [(0u32, 1_700_000_000_123_456_789u64), (1, 1_700_000_001_000_002)] {
