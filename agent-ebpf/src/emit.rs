@@ -21,26 +21,18 @@ use aya_ebpf::{
     helpers::generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
 };
 
+use agent_common::wire::{Packet, Parsed, helper_len};
+
 use crate::{
     maps::{EVENTS, LAST_WAKEUP, stat},
-    packet::{Packet, helper_len},
-    parse::Parsed,
+    packet::Linear,
 };
 
 /// Writes the event for `p`.
 #[inline(never)]
-pub fn emit<P: Packet>(pkt: &P, p: &Parsed, ifindex: u32, direction: Direction) {
+pub fn emit<P: Packet + Linear>(pkt: &P, p: &Parsed, ifindex: u32, direction: Direction) {
     let kind = p.event;
-    let (snap_off, snap_end) = if kind == EventKind::IcmpError as u8 {
-        (p.payload_off.saturating_sub(ICMP_HLEN), p.payload_end)
-    } else if kind == EventKind::TcpSyn as u8
-        || kind == EventKind::TcpLargeRetransmit as u8
-        || kind == EventKind::TcpFin as u8
-    {
-        (0, 0)
-    } else {
-        (p.payload_off, p.payload_end)
-    };
+    let (snap_off, snap_end) = p.snap();
     let avail = snap_end.saturating_sub(snap_off).min(snap_cap(kind));
     if avail > SNAP_SMALL {
         emit_sized::<P, RECORD_LARGE, SNAP_LARGE>(pkt, p, ifindex, direction, snap_off & MAX_PARSE_OFFSET, avail);
@@ -50,7 +42,7 @@ pub fn emit<P: Packet>(pkt: &P, p: &Parsed, ifindex: u32, direction: Direction) 
 }
 
 #[inline(always)]
-fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
+fn emit_sized<P: Packet + Linear, const RECORD: usize, const CAP: usize>(
     pkt: &P,
     p: &Parsed,
     ifindex: u32,
@@ -68,7 +60,7 @@ fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
     let direct = CAP == SNAP_SMALL && copy_small(pkt, snap_off, unsafe { buf.add(HEADER_LEN) }, snap_len);
     if !direct {
         if let Some(len) = helper_len(snap_len, CAP) {
-            if !pkt.load(snap_off as u32, unsafe { buf.add(HEADER_LEN) }, len) {
+            if !pkt.load_raw(snap_off as u32, unsafe { buf.add(HEADER_LEN) }, len) {
                 copied = 0;
                 stat(stats::SNAP_COPY_FAILED);
             }
@@ -90,7 +82,7 @@ fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
             _ => bpf_ktime_get_coarse_ns(),
         };
         (*h).ifindex = ifindex;
-        (*h).wire_len = pkt.len() as u32;
+        (*h).wire_len = Packet::len(pkt) as u32;
         (*h).kind = kind;
         (*h).direction = direction as u8;
         (*h).class = p.class as u8;
@@ -166,7 +158,7 @@ fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
             i.record_version = 0;
             i.handshake_mask = 0;
         }
-        i.dtls_epoch = 0;
+        i._pad16 = 0;
         i._pad = 0;
     }
     let wakeup_bytes = match cfg {
@@ -229,7 +221,7 @@ const RINGBUF_RECORD_HLEN: usize = 8;
 /// architectures pathwatch runs on (the verifier allows it where the CPU does), and
 /// LLVM would otherwise split every unaligned word into eight byte moves.
 #[inline(always)]
-fn copy_small<P: Packet>(pkt: &P, off: usize, dst: *mut u8, len: usize) -> bool {
+fn copy_small<P: Linear>(pkt: &P, off: usize, dst: *mut u8, len: usize) -> bool {
     if len < 8 || len > SNAP_SMALL || off > MAX_PARSE_OFFSET {
         return false;
     }
@@ -258,7 +250,7 @@ fn copy_small<P: Packet>(pkt: &P, off: usize, dst: *mut u8, len: usize) -> bool 
 /// and so do both addresses in it, and the BPF backend splits an unaligned 64-bit
 /// store into eight byte stores.
 #[inline(always)]
-fn write_addrs<P: Packet>(pkt: &P, p: &Parsed, src: &mut [u8; 16], dst: &mut [u8; 16]) {
+fn write_addrs<P: Linear>(pkt: &P, p: &Parsed, src: &mut [u8; 16], dst: &mut [u8; 16]) {
     let (s, d) = (src.as_mut_ptr() as *mut u64, dst.as_mut_ptr() as *mut u64);
     let l3 = p.l3_off & MAX_PARSE_OFFSET;
     unsafe {
