@@ -19,6 +19,7 @@ pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
+pub mod record;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
@@ -266,59 +267,54 @@ fn l2_l3<P: Packet>(pkt: &P, p: &mut Parsed) -> Option<L3> {
     }
 }
 
-/// The big-endian `u16` at `b[at..at + 2]` (0 when out of range; `at` is a constant
+/// The source and destination addresses as four 64-bit words in memory order, IPv4 in
+/// the first four bytes of each address and the rest zero: the layout of `FlowKey` and
+/// `EventHeader`. Read as one load a word in the kernel.
+#[inline(always)]
+pub fn addr_words<P: Packet>(pkt: &P, p: &Parsed) -> Option<[u64; 4]> {
+    let l3 = p.l3_off & MAX_PARSE_OFFSET;
+    if p.ip_version == 4 {
+        let a = pkt.array_at::<8>(l3 + ipv4::field::ADDRS)?;
+        Some([u64::from(native::<u32, 8>(a, 0)), 0, u64::from(native::<u32, 8>(a, 4)), 0])
+    } else {
+        let a = pkt.array_at::<32>(l3 + ipv6::field::ADDRS)?;
+        Some([native(a, 0), native(a, 8), native(a, 16), native(a, 24)])
+    }
+}
+
+/// The `T` at `b[at..]` in memory order, 0 when it does not fit (`at` is a constant
 /// wherever the walk calls this, so the test folds away).
 ///
-/// In the kernel it is read as one 16-bit load: header fields need not be aligned,
+/// In the kernel it is one load of the full width: header fields need not be aligned,
 /// but BPF has no alignment traps where pathwatch runs (the verifier allows the access
 /// where the CPU does), and an aligned-typed load keeps LLVM from splitting it into
 /// byte loads.
 #[inline(always)]
-pub fn be16<const N: usize>(b: &[u8; N], at: usize) -> u16 {
-    if at + 2 > N {
-        return 0;
+pub fn native<T: Copy + Default, const N: usize>(b: &[u8; N], at: usize) -> T {
+    if at + core::mem::size_of::<T>() > N {
+        return T::default();
     }
+    let p = b.as_ptr().wrapping_add(at) as *const T;
     #[cfg(target_arch = "bpf")]
-    // SAFETY: `at + 2 <= N`; unaligned loads are allowed on BPF (see above).
-    return u16::from_be(unsafe { core::ptr::read(b.as_ptr().add(at) as *const u16) });
+    // SAFETY: in bounds (checked above); unaligned loads are allowed on BPF (see above).
+    return unsafe { core::ptr::read(p) };
     #[cfg(not(target_arch = "bpf"))]
-    u16::from_be_bytes([b[at], b[at + 1]])
+    // SAFETY: in bounds (checked above).
+    unsafe {
+        core::ptr::read_unaligned(p)
+    }
 }
 
-/// The big-endian `u32` at `b[at..at + 4]`, as one 32-bit load in the kernel (see [`be16`]).
+/// The big-endian `u16` at `b[at..at + 2]`, as one load in the kernel (see [`native`]).
+#[inline(always)]
+pub fn be16<const N: usize>(b: &[u8; N], at: usize) -> u16 {
+    u16::from_be(native(b, at))
+}
+
+/// The big-endian `u32` at `b[at..at + 4]`, as one load in the kernel (see [`native`]).
 #[inline(always)]
 pub fn be32<const N: usize>(b: &[u8; N], at: usize) -> u32 {
-    u32::from_be(ne32(b, at))
-}
-
-/// The `u32` at `b[at..at + 4]` in memory order, as one load in the kernel.
-#[inline(always)]
-pub fn ne32<const N: usize>(b: &[u8; N], at: usize) -> u32 {
-    if at + 4 > N {
-        return 0;
-    }
-    #[cfg(target_arch = "bpf")]
-    // SAFETY: `at + 4 <= N`; unaligned loads are allowed on BPF (see `be16`).
-    return unsafe { core::ptr::read(b.as_ptr().add(at) as *const u32) };
-    #[cfg(not(target_arch = "bpf"))]
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// The `u64` at `b[at..at + 8]` in memory order, as one load in the kernel.
-#[inline(always)]
-pub fn ne64<const N: usize>(b: &[u8; N], at: usize) -> u64 {
-    if at + 8 > N {
-        return 0;
-    }
-    #[cfg(target_arch = "bpf")]
-    // SAFETY: `at + 8 <= N`; unaligned loads are allowed on BPF (see `be16`).
-    return unsafe { core::ptr::read(b.as_ptr().add(at) as *const u64) };
-    #[cfg(not(target_arch = "bpf"))]
-    {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[at..at + 8]);
-        u64::from_ne_bytes(w)
-    }
+    u32::from_be(native(b, at))
 }
 
 /// `len` as a helper size argument the verifier accepts: in `[1, cap]`, or `None`.
