@@ -10,8 +10,8 @@
 
 use super::{Packet, be16};
 use crate::proto::{
-    CT_HANDSHAKE, DTLS_HANDSHAKE_HLEN, DTLS_RECORD_HLEN, MAX_DTLS_HANDSHAKE_MSGS, MAX_DTLS_RECORDS,
-    MAX_PARSE_OFFSET, is_dtls_content_type, is_dtls_version,
+    CT_HANDSHAKE, DTLS_HANDSHAKE_HLEN, DTLS_RECORD_HLEN, MAX_DTLS_HANDSHAKE_MSGS, MAX_DTLS_RECORDS, MAX_PARSE_OFFSET,
+    is_dtls_content_type, is_dtls_version,
 };
 
 /// Field offsets.

@@ -27,7 +27,10 @@ pub mod udp;
 use crate::{
     Class, FlowKey, FlowState, KernelConfig,
     event::{EventKind, IP_FLAG_DF},
-    proto::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_PARSE_OFFSET},
+    proto::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+        IPPROTO_UDP, MAX_PARSE_OFFSET,
+    },
     stats,
 };
 

@@ -5,9 +5,7 @@ use super::{L3, LargeSegments, Packet, Parsed, be16, be32, helper_len, ipv4, ipv
 use crate::{
     Class, EventKind, FlowKey, KernelConfig,
     event::IP_FLAG_DF,
-    proto::{
-        MAX_PARSE_OFFSET, MAX_TCP_OPTION_BYTES, TCP_SYN, TCP_SYN_FIN_RST, TCPOPT_EOL, TCPOPT_MSS, TCPOPT_NOP,
-    },
+    proto::{MAX_PARSE_OFFSET, MAX_TCP_OPTION_BYTES, TCP_SYN, TCP_SYN_FIN_RST, TCPOPT_EOL, TCPOPT_MSS, TCPOPT_NOP},
 };
 
 /// Field offsets.
@@ -233,7 +231,9 @@ mod tests {
     impl LargeSegments for OneFlow {
         fn on_large_segment(&mut self, key: &FlowKey, seq: u32, len: u16) -> Option<FlowState> {
             match self.0 {
-                Some(k) if k == *key => Some(FlowState { largest_acked: 100, retransmits: 2, ..FlowState::first(seq, len) }),
+                Some(k) if k == *key => {
+                    Some(FlowState { largest_acked: 100, retransmits: 2, ..FlowState::first(seq, len) })
+                }
                 _ => {
                     self.0 = Some(*key);
                     None
