@@ -79,7 +79,12 @@ pub fn pathwatch_xdp_event_floor(ctx: XdpContext) -> u32 {
 fn count_only(ctx: &XdpContext) {
     let pkt = XdpPacket::new(ctx);
     let slot = iface_slot(ctx.ingress_ifindex() as u32) & (class::MAX_IFACE_SLOTS - 1);
-    count_packet(slot, Direction::Ingress as u32, agent_common::Class::Other as u32, wire::Packet::len(&pkt) as u64);
+    count_packet(
+        slot,
+        Direction::Ingress as u32,
+        agent_common::Class::Other as u32,
+        wire::Packet::wire_len(&pkt) as u64,
+    );
 }
 
 #[inline(always)]
@@ -89,7 +94,7 @@ fn handle<P: wire::Packet + Linear>(pkt: &P, ifindex: u32, direction: Direction)
     };
     let parsed = wire::walk(pkt, cfg, &mut KernelFlows);
     let slot = iface_slot(ifindex) & (class::MAX_IFACE_SLOTS - 1);
-    count_packet(slot, direction as u32, parsed.class as u32, pkt.len() as u64);
+    count_packet(slot, direction as u32, parsed.class as u32, pkt.wire_len() as u64);
     if parsed.truncated {
         stat(stats::TRUNCATED);
     }

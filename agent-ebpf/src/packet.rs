@@ -54,7 +54,7 @@ macro_rules! impl_packet {
     ($ty:ty, $dtls:ident, $mss:ident, $ctx:ident) => {
         impl Packet for $ty {
             #[inline(always)]
-            fn len(&self) -> usize {
+            fn wire_len(&self) -> usize {
                 self.hook_len()
             }
             #[inline(always)]

@@ -65,7 +65,7 @@ pub fn parse<P: Packet>(pkt: &P, p: &mut Parsed, off: usize) -> Option<L3> {
         pkt.stat(stats::NON_FIRST_FRAGMENT);
         return None;
     }
-    let len = pkt.len();
+    let len = pkt.wire_len();
     let claimed_end = off + total;
     let end = if claimed_end < len { claimed_end } else { len };
     Some(L3 { l4_off: off + ihl, end, claimed_end })

@@ -54,7 +54,7 @@ pub fn parse<P: Packet>(pkt: &P, p: &mut Parsed, off: usize) -> Option<L3> {
     p.ip_version = 6;
     p.ip_len = HLEN as u32 + payload_len as u32;
     p.ip_flags |= IP_FLAG_DF;
-    let len = pkt.len();
+    let len = pkt.wire_len();
     let claimed_end = if payload_len == 0 { len } else { off + HLEN + payload_len };
     let end = if claimed_end < len { claimed_end } else { len };
     let mut next = hdr[field::NEXT_HEADER];

@@ -41,7 +41,7 @@ use crate::{
 /// more than a separately verified function.
 pub trait Packet {
     /// The packet's length as the hook sees it (XDP: the linear frame; TC: `skb->len`).
-    fn len(&self) -> usize;
+    fn wire_len(&self) -> usize;
     /// How many bytes from the start can be read directly (the linear data).
     fn readable_len(&self) -> usize;
     /// The `N` bytes at `off`, if all of them can be read.
@@ -101,12 +101,12 @@ pub trait Packet {
 /// A frame in memory (replay, tests): everything is readable.
 impl Packet for &[u8] {
     #[inline]
-    fn len(&self) -> usize {
-        <[u8]>::len(self)
+    fn wire_len(&self) -> usize {
+        self.len()
     }
     #[inline]
     fn readable_len(&self) -> usize {
-        <[u8]>::len(self)
+        self.len()
     }
     #[inline]
     fn array_at<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {

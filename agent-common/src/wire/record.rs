@@ -40,7 +40,7 @@ pub fn write_header<P: Packet>(
     let icmp = if kind == EventKind::IcmpError as u8 { pkt.array_at::<ICMP_HLEN>(l4) } else { None };
     h.ts_ns = ts_ns;
     h.ifindex = ifindex;
-    h.wire_len = pkt.len() as u32;
+    h.wire_len = pkt.wire_len() as u32;
     h.kind = kind;
     h.direction = direction as u8;
     h.class = p.class as u8;

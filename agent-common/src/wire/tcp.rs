@@ -148,6 +148,7 @@ pub fn mss_option<P: Packet>(pkt: &P, off: usize, end: usize) -> u16 {
         )*};
     }
     #[allow(unused_assignments, reason = "the last step's `next` is not read")]
+    #[allow(clippy::int_plus_one, reason = "`$j + 4 <= len`: the 4-byte option fits")]
     {
         step!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38);
     }
@@ -192,7 +193,7 @@ fn large_segment<P: Packet, F: LargeSegments>(
 
 const _: () = assert!(cfg!(target_endian = "little"), "the flow key is built from little-endian words");
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(MAX_TCP_OPTION_BYTES % 8 == 0);
+const _: () = assert!(MAX_TCP_OPTION_BYTES.is_multiple_of(8));
 const _: () = assert!(core::mem::offset_of!(FlowKey, dst_addr) == 16);
 const _: () = assert!(core::mem::offset_of!(FlowKey, src_port) == 32);
 const _: () = assert!(core::mem::offset_of!(FlowKey, dst_port) == 34);

@@ -4,7 +4,7 @@
 use std::{vec, vec::Vec};
 
 use super::*;
-use crate::proto::IPPROTO_ICMP;
+use crate::proto::{IPPROTO_ICMP, IPPROTO_TCP};
 
 /// No flow table: every segment is new.
 struct NoFlows;
@@ -61,12 +61,18 @@ fn arp_and_a_cut_ethernet_header() {
 }
 
 #[test]
-fn tcp_kinds_have_no_snap() {
-    let mut p = Parsed::new();
-    p.event = EventKind::TcpSyn as u8;
-    p.payload_off = 54;
-    p.payload_end = 60;
-    assert_eq!(p.snap(), (0, 0));
+fn syn_event_header_is_read_from_the_frame() {
+    let tcp = [0x04, 0xd2, 0x01, 0xbb, 0, 0, 0, 9, 0, 0, 0, 0, 0x60, 0x02, 0xfa, 0xf0, 0, 0, 0, 0, 2, 4, 0x05, 0xb4];
+    let f = frame(IPPROTO_TCP, 44, &tcp);
+    let p = walk_frame(&f);
+    assert_eq!((p.class, p.event, p.extra, p.snap()), (Class::TcpSyn, EventKind::TcpSyn as u8, 1460, (0, 0)));
+    let mut h = crate::EventHeader::default();
+    let snap = record::Snap { offset: 0, len: 0 };
+    record::write_header(&&f[..], &p, &mut h, 7, 3, crate::Direction::Egress, snap);
+    assert_eq!((h.ts_ns, h.ifindex, h.wire_len, h.kind, h.direction), (7, 3, 62, EventKind::TcpSyn as u8, 1));
+    assert_eq!((h.src_port, h.dst_port, h.tcp_flags, h.vlan_depth, h.ip_len), (1234, 443, 0x02, 1, 44));
+    assert_eq!((h.info.tcp_seq, h.info.tcp_window, h.info.tcp_mss), (9, 0xfaf0, 1460));
+    assert_eq!((&h.src_addr[..5], &h.dst_addr[..5]), (&[198, 18, 0, 1, 0][..], &[198, 18, 0, 2, 0][..]));
 }
 
 #[test]

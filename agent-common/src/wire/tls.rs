@@ -30,11 +30,12 @@ pub fn parse<P: Packet>(pkt: &P, p: &mut Parsed, off: usize, end: usize) -> bool
         return false;
     }
     p.class = Class::Tls;
-    if let Some(hs) = pkt.u8_at(off + field::HS_TYPE) {
-        if off + TLS_RECORD_HLEN < end && tls_handshake_is_evented(hs) {
-            p.event = EventKind::Tls as u8;
-            p.extra = hs as u64;
-        }
+    if let Some(hs) = pkt.u8_at(off + field::HS_TYPE)
+        && off + TLS_RECORD_HLEN < end
+        && tls_handshake_is_evented(hs)
+    {
+        p.event = EventKind::Tls as u8;
+        p.extra = hs as u64;
     }
     true
 }

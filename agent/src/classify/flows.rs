@@ -1,4 +1,5 @@
-//! The userspace twin of the kernel's `FLOWS` LRU map.
+//! Replay's flow table for the walk's large segments: the userspace counterpart of the
+//! kernel's `FLOWS` LRU map.
 
 use agent_common::{FlowKey, FlowState, wire::LargeSegments};
 use ahash::RandomState;
