@@ -111,8 +111,8 @@ pub struct EventInfo {
     pub handshake_mask: u32,
     /// Record version of the first DTLS record (`Dtls`) or TLS record (`Tls`).
     pub record_version: u16,
-    /// Epoch of the first DTLS record (`Dtls`).
-    pub dtls_epoch: u16,
+    /// Padding, always zero.
+    pub _pad16: u16,
     /// Padding, always zero.
     pub _pad: u32,
 }

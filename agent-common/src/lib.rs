@@ -1,11 +1,13 @@
 //! Everything the kernel programs and the agent must agree on, in one `no_std` crate.
 //!
-//! The kernel side (`agent-ebpf`) and the userspace classifier (`agent`) are written
-//! independently and checked against each other frame by frame; what they share lives
-//! here so they agree by construction: the layout of every type that crosses the
-//! boundary, map and program names, packet classes, and the small protocol predicates
-//! (what counts as a DTLS record, an ICMP error, a large packet).
+//! The kernel programs (`agent-ebpf`) and replay (`agent`) agree by construction on what
+//! lives here: the header walk itself ([`wire`], generic over how the bytes are read),
+//! the layout of every type that crosses the boundary, map and program names, packet
+//! classes, and the protocol constants and predicates.
 #![no_std]
+
+#[cfg(test)]
+extern crate std;
 
 pub mod class;
 pub mod config;
@@ -14,6 +16,7 @@ pub mod flow;
 pub mod names;
 pub mod proto;
 pub mod stats;
+pub mod wire;
 
 pub use class::{Class, Direction};
 pub use config::KernelConfig;

@@ -23,6 +23,3 @@ pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Per-flow state for oversized TCP segments (LRU).
 pub const MAP_FLOWS: &str = "FLOWS";
-/// When the kernel last woke the consumer (monotonic ns, one entry): see
-/// [`crate::config::WAKEUP_INTERVAL_NS`].
-pub const MAP_LAST_WAKEUP: &str = "LAST_WAKEUP";

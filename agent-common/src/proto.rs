@@ -1,8 +1,6 @@
-//! Protocol constants and the small predicates both classifiers apply.
-//!
-//! The kernel parses by hand and the agent parses with etherparse; neither may decide
-//! differently what a DTLS record, a TLS handshake or an ICMP error is, so those
-//! decisions are these functions.
+//! Protocol constants and the small predicates the header walk ([`crate::wire`])
+//! applies, and that the agent's decoders share with it: what a DTLS record, a TLS
+//! handshake or an ICMP error is.
 
 /// EtherType IPv4.
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -57,8 +55,6 @@ pub const fn is_ipv6_skippable_ext(next: u8) -> bool {
     matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_DSTOPTS)
 }
 
-/// Well-known DNS port.
-pub const DNS_PORT: u16 = 53;
 /// Bytes of a DNS message needed before it is reported (id and flags).
 pub const DNS_MIN_LEN: usize = 4;
 

@@ -6,15 +6,19 @@
 //! here together.
 //!
 //! Not inlined into the packet path: the header walk keeps only what every packet
-//! needs, and this function reads the rest (ports, TCP and ICMP fields) again from the
-//! packet, for the few packets that raise an event.
+//! needs, and the header writer it shares with replay (`wire::record::write_header`)
+//! reads the rest again from the packet, for the few packets that raise an event.
 
 use agent_common::{
-    Direction, EventHeader, EventKind,
+    Direction, EventHeader,
     config::{KCFG_PRECISE_TIME, WAKEUP_INTERVAL_NS},
     event::{HEADER_LEN, RECORD_LARGE, RECORD_SMALL, SNAP_LARGE, SNAP_SMALL, snap_cap},
-    proto::{ICMP_HLEN, IPPROTO_TCP, IPPROTO_UDP, MAX_PARSE_OFFSET, TLS_RECORD_HLEN, icmp_mtu},
+    proto::MAX_PARSE_OFFSET,
     stats,
+    wire::{
+        Packet, Parsed, helper_len,
+        record::{Snap, write_header},
+    },
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -23,24 +27,14 @@ use aya_ebpf::{
 
 use crate::{
     maps::{EVENTS, LAST_WAKEUP, stat},
-    packet::{Packet, helper_len},
-    parse::Parsed,
+    packet::Linear,
 };
 
 /// Writes the event for `p`.
 #[inline(never)]
-pub fn emit<P: Packet>(pkt: &P, p: &Parsed, ifindex: u32, direction: Direction) {
+pub fn emit<P: Packet + Linear>(pkt: &P, p: &Parsed, ifindex: u32, direction: Direction) {
     let kind = p.event;
-    let (snap_off, snap_end) = if kind == EventKind::IcmpError as u8 {
-        (p.payload_off.saturating_sub(ICMP_HLEN), p.payload_end)
-    } else if kind == EventKind::TcpSyn as u8
-        || kind == EventKind::TcpLargeRetransmit as u8
-        || kind == EventKind::TcpFin as u8
-    {
-        (0, 0)
-    } else {
-        (p.payload_off, p.payload_end)
-    };
+    let (snap_off, snap_end) = p.snap();
     let avail = snap_end.saturating_sub(snap_off).min(snap_cap(kind));
     if avail > SNAP_SMALL {
         emit_sized::<P, RECORD_LARGE, SNAP_LARGE>(pkt, p, ifindex, direction, snap_off & MAX_PARSE_OFFSET, avail);
@@ -50,7 +44,7 @@ pub fn emit<P: Packet>(pkt: &P, p: &Parsed, ifindex: u32, direction: Direction) 
 }
 
 #[inline(always)]
-fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
+fn emit_sized<P: Packet + Linear, const RECORD: usize, const CAP: usize>(
     pkt: &P,
     p: &Parsed,
     ifindex: u32,
@@ -68,107 +62,20 @@ fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
     let direct = CAP == SNAP_SMALL && copy_small(pkt, snap_off, unsafe { buf.add(HEADER_LEN) }, snap_len);
     if !direct {
         if let Some(len) = helper_len(snap_len, CAP) {
-            if !pkt.load(snap_off as u32, unsafe { buf.add(HEADER_LEN) }, len) {
+            if !pkt.load_raw(snap_off as u32, unsafe { buf.add(HEADER_LEN) }, len) {
                 copied = 0;
                 stat(stats::SNAP_COPY_FAILED);
             }
         }
     }
-    let l4 = p.l4_off & MAX_PARSE_OFFSET;
-    let kind = p.event;
-    let ports = if p.l4_proto == IPPROTO_TCP || p.l4_proto == IPPROTO_UDP { pkt.ptr_at::<[u8; 4]>(l4) } else { None };
-    let tcp = if p.l4_proto == IPPROTO_TCP { pkt.ptr_at::<[u8; 16]>(l4) } else { None };
-    let icmp = if kind == EventKind::IcmpError as u8 { pkt.ptr_at::<[u8; ICMP_HLEN]>(l4) } else { None };
-    // The header is written field by field straight into the reserved record: no
-    // copy on the stack, and no memset/memcpy calls (the BPF backend turns unaligned
-    // block copies into calls to a byte loop).
-    let h = buf as *mut EventHeader;
     let cfg = crate::maps::config();
-    unsafe {
-        (*h).ts_ns = match cfg {
-            Some(c) if c.flags & KCFG_PRECISE_TIME != 0 => bpf_ktime_get_ns(),
-            _ => bpf_ktime_get_coarse_ns(),
-        };
-        (*h).ifindex = ifindex;
-        (*h).wire_len = pkt.len() as u32;
-        (*h).kind = kind;
-        (*h).direction = direction as u8;
-        (*h).class = p.class as u8;
-        (*h).ip_version = p.ip_version;
-        (*h).l4_proto = p.l4_proto;
-        (*h).ip_flags = p.ip_flags;
-        (*h).vlan_depth = p.vlan_depth;
-        write_addrs(pkt, p, &mut (*h).src_addr, &mut (*h).dst_addr);
-        let (sport, dport) = match ports {
-            Some(b) => (u16::from_be_bytes([(*b)[0], (*b)[1]]), u16::from_be_bytes([(*b)[2], (*b)[3]])),
-            None => (0, 0),
-        };
-        (*h).src_port = sport;
-        (*h).dst_port = dport;
-        (*h).ip_len = if p.ip_len > 0xffff { 0xffff } else { p.ip_len as u16 };
-        let payload_len = p.payload_end.saturating_sub(p.payload_off);
-        (*h).l4_payload_len = if payload_len > 0xffff { 0xffff } else { payload_len as u16 };
-        (*h).snap_len = copied;
-        (*h).snap_offset = snap_off as u16;
-        (*h)._pad = 0;
-
-        let i = &mut (*h).info;
-        match tcp {
-            Some(t) => {
-                let t = *t;
-                (*h).tcp_flags = t[13];
-                i.tcp_seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
-                i.tcp_ack = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
-                i.tcp_window = u16::from_be_bytes([t[14], t[15]]);
-            }
-            None => {
-                (*h).tcp_flags = 0;
-                i.tcp_seq = 0;
-                i.tcp_ack = 0;
-                i.tcp_window = 0;
-            }
-        }
-        let x = p.extra;
-        i.tcp_mss = if kind == EventKind::TcpSyn as u8 { x as u16 } else { 0 };
-        let retx = kind == EventKind::TcpLargeRetransmit as u8;
-        i.seg_len = if retx { x as u16 } else { 0 };
-        i.largest_acked = if retx { (x >> 16) as u16 } else { 0 };
-        i.retransmits = if retx { (x >> 32) as u32 } else { 0 };
-        match icmp {
-            Some(c) => {
-                let c = *c;
-                i.icmp_type = c[0];
-                i.icmp_code = c[1];
-                i.icmp_mtu = icmp_mtu(p.ip_version, c[0], c[1], [c[4], c[5], c[6], c[7]]);
-            }
-            None => {
-                i.icmp_type = 0;
-                i.icmp_code = 0;
-                i.icmp_mtu = 0;
-            }
-        }
-        if kind == EventKind::Dtls as u8 {
-            i.dtls_records = x as u8;
-            i.dtls_content_mask = (x >> 8) as u8;
-            i.record_version = (x >> 16) as u16;
-            i.handshake_mask = (x >> 32) as u32;
-        } else if kind == EventKind::Tls as u8 {
-            i.dtls_records = 0;
-            i.dtls_content_mask = 0;
-            i.handshake_mask = 1 << (x & 31);
-            i.record_version = match pkt.ptr_at::<[u8; 2]>((p.payload_off & MAX_PARSE_OFFSET) + 1) {
-                Some(v) => u16::from_be_bytes(*v),
-                None => 0,
-            };
-        } else {
-            i.dtls_records = 0;
-            i.dtls_content_mask = 0;
-            i.record_version = 0;
-            i.handshake_mask = 0;
-        }
-        i.dtls_epoch = 0;
-        i._pad = 0;
-    }
+    let ts_ns = match cfg {
+        Some(c) if c.flags & KCFG_PRECISE_TIME != 0 => unsafe { bpf_ktime_get_ns() },
+        _ => unsafe { bpf_ktime_get_coarse_ns() },
+    };
+    // SAFETY: the record is `RECORD` (more than a header) bytes, 8-aligned, ours until submitted.
+    let h = unsafe { &mut *(buf as *mut EventHeader) };
+    write_header(pkt, p, h, ts_ns, ifindex, direction, Snap { offset: snap_off, len: copied });
     let wakeup_bytes = match cfg {
         Some(c) => c.wakeup_bytes as u64,
         None => 0,
@@ -180,13 +87,12 @@ fn emit_sized<P: Packet, const RECORD: usize, const CAP: usize>(
     let mut wake = waiting >= wakeup_bytes && waiting < wakeup_bytes + (RECORD + RINGBUF_RECORD_HLEN) as u64;
     if let Some(last) = LAST_WAKEUP.get_ptr_mut(0) {
         // Racy across CPUs on purpose: the worst case is one extra wakeup.
-        let now = unsafe { (*h).ts_ns };
         unsafe {
-            if now.wrapping_sub(*last) >= WAKEUP_INTERVAL_NS {
+            if ts_ns.wrapping_sub(*last) >= WAKEUP_INTERVAL_NS {
                 wake = true;
             }
             if wake {
-                *last = now;
+                *last = ts_ns;
             }
         }
     }
@@ -213,8 +119,6 @@ pub fn emit_floor() {
     entry.submit(BPF_RB_NO_WAKEUP as u64);
 }
 
-const _: () = assert!(TLS_RECORD_HLEN == 5);
-
 /// Bytes the kernel puts before each ring buffer record (`BPF_RINGBUF_HDR_SZ`).
 const RINGBUF_RECORD_HLEN: usize = 8;
 
@@ -229,7 +133,7 @@ const RINGBUF_RECORD_HLEN: usize = 8;
 /// architectures pathwatch runs on (the verifier allows it where the CPU does), and
 /// LLVM would otherwise split every unaligned word into eight byte moves.
 #[inline(always)]
-fn copy_small<P: Packet>(pkt: &P, off: usize, dst: *mut u8, len: usize) -> bool {
+fn copy_small<P: Linear>(pkt: &P, off: usize, dst: *mut u8, len: usize) -> bool {
     if len < 8 || len > SNAP_SMALL || off > MAX_PARSE_OFFSET {
         return false;
     }
@@ -252,37 +156,3 @@ fn copy_small<P: Packet>(pkt: &P, off: usize, dst: *mut u8, len: usize) -> bool 
     unsafe { core::ptr::write(dst.add(tail) as *mut u64, core::ptr::read(last)) };
     true
 }
-
-/// Writes the packet's addresses into an event as 64-bit words (IPv4 in the first
-/// four bytes, the rest zero). Aligned stores: a ring-buffer record starts 8-aligned
-/// and so do both addresses in it, and the BPF backend splits an unaligned 64-bit
-/// store into eight byte stores.
-#[inline(always)]
-fn write_addrs<P: Packet>(pkt: &P, p: &Parsed, src: &mut [u8; 16], dst: &mut [u8; 16]) {
-    let (s, d) = (src.as_mut_ptr() as *mut u64, dst.as_mut_ptr() as *mut u64);
-    let l3 = p.l3_off & MAX_PARSE_OFFSET;
-    unsafe {
-        if p.ip_version == 4 {
-            let (a, b) = match pkt.ptr_at::<[u32; 2]>(l3 + 12) {
-                Some(a) => ((*a)[0] as u64, (*a)[1] as u64),
-                None => (0, 0),
-            };
-            s.write(a);
-            s.add(1).write(0);
-            d.write(b);
-            d.add(1).write(0);
-        } else {
-            let w = match pkt.ptr_at::<[u64; 4]>(l3 + 8) {
-                Some(a) => *a,
-                None => [0; 4],
-            };
-            s.write(w[0]);
-            s.add(1).write(w[1]);
-            d.write(w[2]);
-            d.add(1).write(w[3]);
-        }
-    }
-}
-
-const _: () = assert!(core::mem::offset_of!(EventHeader, src_addr) % 8 == 0);
-const _: () = assert!(core::mem::offset_of!(EventHeader, dst_addr) % 8 == 0);

@@ -1,20 +1,22 @@
 //! pathwatch kernel programs.
 //!
 //! `pathwatch_xdp` runs at XDP ingress and `pathwatch_tc` at TC egress; both walk the
-//! headers with the same code ([`parse`]), count the packet by (interface, direction,
-//! class), and put a compact event in the ring buffer only for packets the detectors
+//! headers with the walk replay also runs (`agent_common::wire::walk`, reading the
+//! packet through [`packet`]), count the packet by (interface, direction, class), and
+//! put a compact event in the ring buffer ([`emit`]) only for packets the detectors
 //! need. Both fail open: whatever happens, the packet passes.
+//!
+//! Modules depend one way: the programs here use `emit`, `flows` and `packet`, which use
+//! `maps`.
 #![no_std]
 #![no_main]
 
-mod dtls;
 mod emit;
+mod flows;
 mod maps;
 mod packet;
-mod parse;
-mod tcp;
 
-use agent_common::{Direction, class, stats};
+use agent_common::{Direction, class, stats, wire};
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
     macros::{classifier, xdp},
@@ -22,8 +24,9 @@ use aya_ebpf::{
 };
 
 use crate::{
+    flows::KernelFlows,
     maps::{count_packet, iface_slot, stat},
-    packet::{Packet, SkbPacket, XdpPacket},
+    packet::{Linear, SkbPacket, XdpPacket},
 };
 
 /// XDP ingress: classify, count, maybe emit; always `XDP_PASS`.
@@ -76,17 +79,22 @@ pub fn pathwatch_xdp_event_floor(ctx: XdpContext) -> u32 {
 fn count_only(ctx: &XdpContext) {
     let pkt = XdpPacket::new(ctx);
     let slot = iface_slot(ctx.ingress_ifindex() as u32) & (class::MAX_IFACE_SLOTS - 1);
-    count_packet(slot, Direction::Ingress as u32, agent_common::Class::Other as u32, pkt.len() as u64);
+    count_packet(
+        slot,
+        Direction::Ingress as u32,
+        agent_common::Class::Other as u32,
+        wire::Packet::wire_len(&pkt) as u64,
+    );
 }
 
 #[inline(always)]
-fn handle<P: Packet>(pkt: &P, ifindex: u32, direction: Direction) {
+fn handle<P: wire::Packet + Linear>(pkt: &P, ifindex: u32, direction: Direction) {
     let Some(cfg) = maps::config() else {
         return;
     };
-    let parsed = parse::parse(pkt, cfg);
+    let parsed = wire::walk(pkt, cfg, &mut KernelFlows);
     let slot = iface_slot(ifindex) & (class::MAX_IFACE_SLOTS - 1);
-    count_packet(slot, direction as u32, parsed.class as u32, pkt.len() as u64);
+    count_packet(slot, direction as u32, parsed.class as u32, pkt.wire_len() as u64);
     if parsed.truncated {
         stat(stats::TRUNCATED);
     }

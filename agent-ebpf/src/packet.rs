@@ -1,6 +1,9 @@
-//! One view of a packet for both hooks: bounds-checked direct reads of the linear
-//! data, and a helper-based copy for the bytes an event carries.
+//! The two hooks' packets, as the shared header walk reads them
+//! ([`agent_common::wire::Packet`]): bounds-checked direct reads of the linear data in
+//! the form the verifier understands, helper-based copies, and the separately verified
+//! global functions the walk calls for DTLS records and TCP options.
 
+use agent_common::wire::{self, Packet};
 use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
@@ -8,24 +11,19 @@ use aya_ebpf::{
 };
 use core::ffi::c_void;
 
-/// What the parser needs from a hook's context.
-pub trait Packet {
+use crate::maps::{iface_slot, stat};
+
+/// What differs between the hooks: where the linear data is, the packet's length, the
+/// copy helper, and whether the hook reports events.
+pub trait Linear {
     /// First byte of the linear packet data.
     fn start(&self) -> usize;
     /// One past the last byte of the linear packet data.
     fn end(&self) -> usize;
-    /// Packet length as the hook sees it (for XDP, the linear frame; for TC, `skb->len`).
-    fn len(&self) -> usize;
     /// Copies `len` bytes at `offset` to `dst`; false on failure.
-    fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool;
-    /// Whether this hook reports events for the packet (see `pathwatch_tc`).
-    fn raises_events(&self) -> bool;
-    /// `dtls::walk_packed`, run in a separately verified function.
-    fn dtls_walk(&self, payload_off: u64, end: u64, claimed_end: u64) -> u64;
-    /// `tcp::mss_option`, run in a separately verified function.
-    fn mss_option(&self, off: u64, end: u64) -> u16;
+    fn load_raw(&self, offset: u32, dst: *mut u8, len: u32) -> bool;
 
-    /// Pointer to a `T` at `offset`, if all of it is inside the packet.
+    /// Pointer to a `T` at `offset`, if all of it is inside the linear data.
     #[inline(always)]
     fn ptr_at<T>(&self, offset: usize) -> Option<*const T> {
         let start = self.start();
@@ -37,7 +35,7 @@ pub trait Packet {
 
     /// The byte at `offset`.
     #[inline(always)]
-    fn u8_at(&self, offset: usize) -> Option<u8> {
+    fn byte_at(&self, offset: usize) -> Option<u8> {
         // For a one-byte read LLVM rewrites `p + 1 > end` as `p >= end`, from which the
         // verifier learns nothing; hiding the end-of-access pointer behind black_box
         // keeps the compare in the form the verifier understands.
@@ -46,41 +44,59 @@ pub trait Packet {
         if access_end > self.end() {
             return None;
         }
+        // SAFETY: `p` is inside the linear data (checked above).
         Some(unsafe { *(p as *const u8) })
     }
-
-    /// The big-endian `u16` at `offset`.
-    #[inline(always)]
-    fn be16_at(&self, offset: usize) -> Option<u16> {
-        self.ptr_at::<[u8; 2]>(offset).map(|p| unsafe { be16(p.cast(), 0) })
-    }
-
-    /// Whether the first `offset` bytes are all in the linear data.
-    #[inline(always)]
-    fn has(&self, offset: usize) -> bool {
-        self.start() + offset <= self.end()
-    }
 }
 
-/// The big-endian `u16` at `base + at`, read as one 16-bit load.
-///
-/// # Safety
-/// `base + at .. + 2` must have been bounds-checked. Header fields need not be
-/// aligned; BPF has no alignment traps where pathwatch runs (the verifier allows the
-/// access where the CPU does), and an aligned-typed load keeps LLVM from splitting it
-/// into byte loads.
-#[inline(always)]
-pub unsafe fn be16(base: *const u8, at: usize) -> u16 {
-    u16::from_be(unsafe { core::ptr::read(base.add(at) as *const u16) })
-}
-
-/// The big-endian `u32` at `base + at`, as one 32-bit load (see [`be16`]).
-///
-/// # Safety
-/// As for [`be16`], for 4 bytes.
-#[inline(always)]
-pub unsafe fn be32(base: *const u8, at: usize) -> u32 {
-    u32::from_be(unsafe { core::ptr::read(base.add(at) as *const u32) })
+/// The shared walk's view of a hook's packet; the rest is the hook's own.
+macro_rules! impl_packet {
+    ($ty:ty, $dtls:ident, $mss:ident, $ctx:ident) => {
+        impl Packet for $ty {
+            #[inline(always)]
+            fn wire_len(&self) -> usize {
+                self.hook_len()
+            }
+            #[inline(always)]
+            fn readable_len(&self) -> usize {
+                self.end() - self.start()
+            }
+            #[inline(always)]
+            fn array_at<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+                // SAFETY: the bytes are inside the linear data, which outlives `self`.
+                self.ptr_at::<[u8; N]>(off).map(|p| unsafe { &*p })
+            }
+            #[inline(always)]
+            fn load<const N: usize>(&self, off: usize, dst: &mut [u8; N], len: u32) -> bool {
+                // `len` comes from `helper_len` with a cap of at most `N`.
+                self.load_raw(off as u32, dst.as_mut_ptr(), len)
+            }
+            #[inline(always)]
+            fn has(&self, off: usize) -> bool {
+                self.start() + off <= self.end()
+            }
+            #[inline(always)]
+            fn u8_at(&self, off: usize) -> Option<u8> {
+                self.byte_at(off)
+            }
+            #[inline(always)]
+            fn raises_events(&self) -> bool {
+                self.hook_raises_events()
+            }
+            #[inline(always)]
+            fn stat(&self, index: u32) {
+                stat(index)
+            }
+            #[inline(always)]
+            fn dtls_walk(&self, payload_off: usize, end: usize, claimed_end: usize) -> u64 {
+                $dtls(self.$ctx(), payload_off as u64, end as u64, claimed_end as u64)
+            }
+            #[inline(always)]
+            fn mss_option(&self, off: usize, end: usize) -> u16 {
+                $mss(self.$ctx(), off as u64, end as u64) as u16
+            }
+        }
+    };
 }
 
 /// An XDP frame.
@@ -93,12 +109,26 @@ impl<'a> XdpPacket<'a> {
     pub fn new(ctx: &'a XdpContext) -> Self {
         XdpPacket { ctx }
     }
+    #[inline(always)]
+    fn raw(&self) -> *mut xdp_md {
+        self.ctx.ctx
+    }
+    #[inline(always)]
+    fn hook_len(&self) -> usize {
+        // A 64-bit pointer difference (allowed to privileged programs); narrowing
+        // before subtracting would be 32-bit arithmetic on pkt_end, which is not.
+        self.end() - self.start()
+    }
+    #[inline(always)]
+    fn hook_raises_events(&self) -> bool {
+        true
+    }
 }
 
 // `data` and `data_end` are re-read (volatile) at every use. When LLVM keeps the
 // 32-bit context field in a register across a spill it zero-extends it again with a
 // shift, and the verifier rejects any arithmetic on `pkt_end`.
-impl Packet for XdpPacket<'_> {
+impl Linear for XdpPacket<'_> {
     #[inline(always)]
     fn start(&self) -> usize {
         unsafe { core::ptr::read_volatile(&(*self.ctx.ctx).data) as usize }
@@ -108,28 +138,12 @@ impl Packet for XdpPacket<'_> {
         unsafe { core::ptr::read_volatile(&(*self.ctx.ctx).data_end) as usize }
     }
     #[inline(always)]
-    fn len(&self) -> usize {
-        // A 64-bit pointer difference (allowed to privileged programs); narrowing
-        // before subtracting would be 32-bit arithmetic on pkt_end, which is not.
-        self.end() - self.start()
-    }
-    #[inline(always)]
-    fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
+    fn load_raw(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
         unsafe { bpf_xdp_load_bytes(self.ctx.ctx, offset, dst as *mut c_void, len) == 0 }
     }
-    #[inline(always)]
-    fn raises_events(&self) -> bool {
-        true
-    }
-    #[inline(always)]
-    fn dtls_walk(&self, payload_off: u64, end: u64, claimed_end: u64) -> u64 {
-        pathwatch_dtls_xdp(self.ctx.ctx, payload_off, end, claimed_end)
-    }
-    #[inline(always)]
-    fn mss_option(&self, off: u64, end: u64) -> u16 {
-        pathwatch_mss_xdp(self.ctx.ctx, off, end) as u16
-    }
 }
+
+impl_packet!(XdpPacket<'_>, pathwatch_dtls_xdp, pathwatch_mss_xdp, raw);
 
 /// A socket buffer at TC.
 pub struct SkbPacket<'a> {
@@ -141,9 +155,25 @@ impl<'a> SkbPacket<'a> {
     pub fn new(ctx: &'a TcContext) -> Self {
         SkbPacket { ctx }
     }
+    #[inline(always)]
+    fn raw(&self) -> *mut __sk_buff {
+        self.ctx.skb.skb
+    }
+    #[inline(always)]
+    fn hook_len(&self) -> usize {
+        self.ctx.len() as usize
+    }
+    /// Only for packets this host originated (`ingress_ifindex == 0`) or that came in
+    /// on an interface we do not watch: a forwarded packet already raised its event
+    /// at XDP ingress.
+    #[inline(always)]
+    fn hook_raises_events(&self) -> bool {
+        let ingress = unsafe { (*self.ctx.skb.skb).ingress_ifindex };
+        ingress == 0 || iface_slot(ingress) == 0
+    }
 }
 
-impl Packet for SkbPacket<'_> {
+impl Linear for SkbPacket<'_> {
     #[inline(always)]
     fn start(&self) -> usize {
         unsafe { core::ptr::read_volatile(&(*self.ctx.skb.skb).data) as usize }
@@ -153,48 +183,12 @@ impl Packet for SkbPacket<'_> {
         unsafe { core::ptr::read_volatile(&(*self.ctx.skb.skb).data_end) as usize }
     }
     #[inline(always)]
-    fn len(&self) -> usize {
-        self.ctx.len() as usize
-    }
-    #[inline(always)]
-    fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
+    fn load_raw(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
         unsafe { bpf_skb_load_bytes(self.ctx.skb.skb as *const c_void, offset, dst as *mut c_void, len) == 0 }
-    }
-    /// Only for packets this host originated (`ingress_ifindex == 0`) or that came in
-    /// on an interface we do not watch: a forwarded packet already raised its event
-    /// at XDP ingress.
-    #[inline(always)]
-    fn raises_events(&self) -> bool {
-        let ingress = unsafe { (*self.ctx.skb.skb).ingress_ifindex };
-        ingress == 0 || crate::maps::iface_slot(ingress) == 0
-    }
-    #[inline(always)]
-    fn dtls_walk(&self, payload_off: u64, end: u64, claimed_end: u64) -> u64 {
-        pathwatch_dtls_skb(self.ctx.skb.skb, payload_off, end, claimed_end)
-    }
-    #[inline(always)]
-    fn mss_option(&self, off: u64, end: u64) -> u16 {
-        pathwatch_mss_skb(self.ctx.skb.skb, off, end) as u16
     }
 }
 
-/// `len` as a helper size argument the verifier accepts: in `[1, cap]`, or `None`.
-///
-/// The two tests are kept apart on purpose. Written together, LLVM merges
-/// `len == 0 || len > cap` into one unsigned compare of `len - 1`, and the verifier,
-/// which tracks the register compared, learns nothing about `len` itself.
-#[inline(always)]
-pub fn helper_len(len: usize, cap: usize) -> Option<u32> {
-    if len > cap {
-        return None;
-    }
-    // A 64-bit spill: the verifier keeps the bounds of a full-register spill only.
-    let len = core::hint::black_box(len as u64);
-    if len == 0 {
-        return None;
-    }
-    Some(len as u32)
-}
+impl_packet!(SkbPacket<'_>, pathwatch_dtls_skb, pathwatch_mss_skb, raw);
 
 /// The DTLS record walk for XDP. A global function: the verifier checks it once, on its
 /// own, instead of once for every path that reaches it.
@@ -205,7 +199,7 @@ pub extern "C" fn pathwatch_dtls_xdp(ctx: *mut xdp_md, payload_off: u64, end: u6
         return 0;
     }
     let xdp = XdpContext::new(ctx);
-    crate::dtls::walk_packed(&XdpPacket::new(&xdp), payload_off as usize, end as usize, claimed_end as usize)
+    wire::dtls::walk_packed(&XdpPacket::new(&xdp), payload_off as usize, end as usize, claimed_end as usize)
 }
 
 /// The DTLS record walk for TC (see [`pathwatch_dtls_xdp`]).
@@ -216,7 +210,7 @@ pub extern "C" fn pathwatch_dtls_skb(skb: *mut __sk_buff, payload_off: u64, end:
         return 0;
     }
     let tc = TcContext::new(skb);
-    crate::dtls::walk_packed(&SkbPacket::new(&tc), payload_off as usize, end as usize, claimed_end as usize)
+    wire::dtls::walk_packed(&SkbPacket::new(&tc), payload_off as usize, end as usize, claimed_end as usize)
 }
 
 /// The TCP MSS option walk for XDP (global, see [`pathwatch_dtls_xdp`]).
@@ -227,7 +221,7 @@ pub extern "C" fn pathwatch_mss_xdp(ctx: *mut xdp_md, off: u64, end: u64) -> u64
         return 0;
     }
     let xdp = XdpContext::new(ctx);
-    crate::tcp::mss_option(&XdpPacket::new(&xdp), off as usize, end as usize) as u64
+    wire::tcp::mss_option(&XdpPacket::new(&xdp), off as usize, end as usize) as u64
 }
 
 /// The TCP MSS option walk for TC (global, see [`pathwatch_dtls_xdp`]).
@@ -238,5 +232,5 @@ pub extern "C" fn pathwatch_mss_skb(skb: *mut __sk_buff, off: u64, end: u64) -> 
         return 0;
     }
     let tc = TcContext::new(skb);
-    crate::tcp::mss_option(&SkbPacket::new(&tc), off as usize, end as usize) as u64
+    wire::tcp::mss_option(&SkbPacket::new(&tc), off as usize, end as usize) as u64
 }

@@ -10,7 +10,7 @@ use agent_common::{
     event::{HEADER_LEN, SNAP_LARGE},
 };
 
-/// One event: what the kernel (or its userspace twin) saw in one packet.
+/// One event: what the kernel (or replay's classifier) saw in one packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// The fixed part.

@@ -1,9 +1,9 @@
 //! pathwatch: names DNS probe storms, blocked DTLS and PMTU black holes from packets
 //! seen by eBPF at line rate, or read from captures.
 //!
-//! The crate is the `pathwatch` binary's library: the userspace classifier (the
-//! kernel programs' twin), the kernel loader and BPF_PROG_TEST_RUN driver, the event
-//! decoders, the detectors, and the commands.
+//! The crate is the `pathwatch` binary's library: the userspace classifier (the kernel
+//! programs' header walk run on captured frames), the kernel loader and
+//! BPF_PROG_TEST_RUN driver, the event decoders, the detectors, and the commands.
 
 pub mod caps;
 pub mod capture;

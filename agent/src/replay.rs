@@ -71,8 +71,9 @@ impl Source {
         }
     }
 
-    /// Flows held in the large-segment table (the kernel's, or its twin's), and flows
-    /// evicted from it (for the kernel's: inserted and no longer held).
+    /// Flows held in the large-segment table (the kernel's, or the userspace
+    /// classifier's), and flows evicted from it (for the kernel's: inserted and no
+    /// longer held).
     fn flow_table(&mut self) -> (u64, u64) {
         match self {
             Source::User(c) => (c.flows().len() as u64, c.flows().evictions()),

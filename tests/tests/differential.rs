@@ -1,5 +1,8 @@
 //! The kernel programs and the userspace classifier against each other, and both
-//! against tshark: every frame of every capture in `tests/pcaps`.
+//! against tshark: every frame of every capture in `tests/pcaps`. Both run the same
+//! header walk (`agent_common::wire`); what this guards is what differs between them:
+//! the kernel's byte access, its separately verified DTLS and MSS functions, the
+//! `FLOWS` map against replay's flow table, and writing the ring-buffer record.
 //!
 //! - `classifier_counts_match_tshark`: per file, the userspace classifier's counts
 //!   equal EXPECTED.tsv for every column it covers (no root needed).

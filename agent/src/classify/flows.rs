@@ -1,6 +1,7 @@
-//! The userspace twin of the kernel's `FLOWS` LRU map.
+//! Replay's flow table for the walk's large segments: the userspace counterpart of the
+//! kernel's `FLOWS` LRU map.
 
-use agent_common::{FlowKey, FlowState};
+use agent_common::{FlowKey, FlowState, wire::LargeSegments};
 use ahash::RandomState;
 use lru::LruCache;
 use std::num::NonZeroUsize;
@@ -20,17 +21,6 @@ impl FlowTable {
         }
     }
 
-    /// Accounts one large segment; returns the flow state when it is a retransmission.
-    pub fn segment(&mut self, key: FlowKey, seq: u32, len: u16) -> Option<FlowState> {
-        if let Some(state) = self.flows.get_mut(&key) {
-            return state.on_segment(seq, len).then_some(*state);
-        }
-        if self.flows.push(key, FlowState::first(seq, len)).is_some_and(|(k, _)| k != key) {
-            self.evictions += 1;
-        }
-        None
-    }
-
     /// Flows held.
     pub fn len(&self) -> usize {
         self.flows.len()
@@ -44,5 +34,17 @@ impl FlowTable {
     /// Flows evicted to make room.
     pub fn evictions(&self) -> u64 {
         self.evictions
+    }
+}
+
+impl LargeSegments for FlowTable {
+    fn on_large_segment(&mut self, key: &FlowKey, seq: u32, len: u16) -> Option<FlowState> {
+        if let Some(state) = self.flows.get_mut(key) {
+            return state.on_segment(seq, len).then_some(*state);
+        }
+        if self.flows.push(*key, FlowState::first(seq, len)).is_some_and(|(k, _)| k != *key) {
+            self.evictions += 1;
+        }
+        None
     }
 }

@@ -1,0 +1,112 @@
+//! UDP: DNS by port, DTLS by its record headers on any port.
+
+use super::{L3, Packet, Parsed, be16, dtls};
+use crate::{
+    Class, EventKind, KernelConfig,
+    proto::{DNS_MIN_LEN, dtls_content_is_evented},
+};
+
+/// Field offsets.
+pub mod field {
+    /// Source port.
+    pub const SRC_PORT: usize = 0;
+    /// Destination port.
+    pub const DST_PORT: usize = 2;
+    /// Length of header and payload.
+    pub const LENGTH: usize = 4;
+}
+
+/// The header's length.
+pub const HLEN: usize = 8;
+
+/// Reads the UDP header at `l3.l4_off` and decides DNS or DTLS.
+#[inline(always)]
+pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) {
+    let Some(hdr) = pkt.array_at::<HLEN>(l3.l4_off) else {
+        p.truncated = true;
+        return;
+    };
+    if l3.l4_off + HLEN > l3.end {
+        p.truncated = true;
+        return;
+    }
+    let (src_port, dst_port) = (be16(hdr, field::SRC_PORT), be16(hdr, field::DST_PORT));
+    let udp_len = be16(hdr, field::LENGTH) as usize;
+    let payload_off = l3.l4_off + HLEN;
+    // The UDP length bounds the payload; a length below 8 leaves none.
+    let claimed_end = if udp_len < HLEN { payload_off } else { l3.l4_off + udp_len };
+    let payload_end = if claimed_end < l3.end { claimed_end } else { l3.end };
+    p.payload_off = payload_off;
+    p.payload_end = if payload_end > payload_off { payload_end } else { payload_off };
+    if cfg.is_dns_port(src_port) || cfg.is_dns_port(dst_port) {
+        p.class = Class::Dns;
+        if p.payload_end - payload_off >= DNS_MIN_LEN {
+            p.event = EventKind::Dns as u8;
+        }
+        return;
+    }
+    let walk = dtls::classify(pkt, payload_off, payload_end, claimed_end);
+    if walk != 0 {
+        p.class = Class::Dtls;
+        p.extra = walk;
+        if dtls_content_is_evented(dtls::content_mask(walk)) {
+            p.event = EventKind::Dtls as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{vec, vec::Vec};
+
+    use super::*;
+    use crate::proto::DTLS_1_2;
+
+    fn datagram(dport: u16, len: u16, payload: &[u8]) -> Vec<u8> {
+        let mut d = vec![0x30, 0x39];
+        d.extend_from_slice(&dport.to_be_bytes());
+        d.extend_from_slice(&len.to_be_bytes());
+        d.extend_from_slice(&[0, 0]);
+        d.extend_from_slice(payload);
+        d
+    }
+
+    fn udp(d: &[u8]) -> Parsed {
+        let mut p = Parsed::new();
+        let l3 = L3 { l4_off: 0, end: d.len(), claimed_end: d.len() };
+        parse(&d, &KernelConfig::new(), &mut p, &l3);
+        p
+    }
+
+    #[test]
+    fn dns_query_is_an_event_an_empty_one_only_counts() {
+        let p = udp(&datagram(53, 20, &[0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+        assert_eq!((p.class, p.event, p.payload_off, p.payload_end), (Class::Dns, EventKind::Dns as u8, 8, 20));
+        let p = udp(&datagram(53, 10, &[0xab, 0xcd]));
+        assert_eq!((p.class, p.event), (Class::Dns, 0));
+    }
+
+    #[test]
+    fn udp_length_bounds_the_payload() {
+        let p = udp(&datagram(9, 12, &[0; 20]));
+        assert_eq!((p.payload_off, p.payload_end), (8, 12));
+        let p = udp(&datagram(9, 3, &[0; 20]));
+        assert_eq!((p.payload_off, p.payload_end), (8, 8));
+    }
+
+    #[test]
+    fn dtls_handshake_on_any_port_and_application_data_only_counts() {
+        let hs = [22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+        let p = udp(&datagram(4433, 8 + 14, &hs));
+        assert_eq!((p.class, p.event), (Class::Dtls, EventKind::Dtls as u8));
+        assert_eq!(dtls::version(p.extra), DTLS_1_2);
+        let app = [23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+        let p = udp(&datagram(4433, 8 + 14, &app));
+        assert_eq!((p.class, p.event), (Class::Dtls, 0));
+    }
+
+    #[test]
+    fn header_cut_is_truncated() {
+        assert!(udp(&datagram(53, 8, &[])[..7]).truncated);
+    }
+}
