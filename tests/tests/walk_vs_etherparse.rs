@@ -183,7 +183,7 @@ fn walk_agrees_with_etherparse_on_every_frame() {
         let capture = Capture::open(&path).unwrap();
         for frame in capture.frames().unwrap() {
             let frame = frame.unwrap();
-            let Some(eth) = to_ethernet(frame.link, frame.data) else { continue };
+            let Some(eth) = to_ethernet(frame.link, &frame.data) else { continue };
             frames += 1;
             let p = wire::walk(&&eth[..], &cfg, &mut NoFlows);
             let Some(theirs) = etherparse_layers(&eth, &cfg) else { continue };
