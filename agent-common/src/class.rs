@@ -116,6 +116,7 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+// SAFETY: `Counter` is `repr(C)` and made only of integers and arrays of them, with no implicit padding: any bit pattern the kernel writes is a valid value, and aya copies it as bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Counter {}
 

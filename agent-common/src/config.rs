@@ -100,6 +100,7 @@ impl Default for KernelConfig {
     }
 }
 
+// SAFETY: `KernelConfig` is `repr(C)` and made only of integers and arrays of them, with no implicit padding: any bit pattern the kernel writes is a valid value, and aya copies it as bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelConfig {}
 

@@ -165,6 +165,7 @@ pub struct EventHeader {
     pub info: EventInfo,
 }
 
+// SAFETY: `EventHeader` is `repr(C)` and made only of integers and arrays of them, with no implicit padding: any bit pattern the kernel writes is a valid value, and aya copies it as bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for EventHeader {}
 

@@ -44,8 +44,10 @@ pub struct FlowState {
     pub largest_resent: u32,
 }
 
+// SAFETY: `FlowKey` is `repr(C)` and made only of integers and arrays of them, with no implicit padding: any bit pattern the kernel writes is a valid value, and aya copies it as bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowKey {}
+// SAFETY: `FlowState` is `repr(C)` and made only of integers and arrays of them, with no implicit padding: any bit pattern the kernel writes is a valid value, and aya copies it as bytes.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowState {}
 
