@@ -364,4 +364,30 @@ mod tests {
         let second = r.next_frame().unwrap().unwrap();
         assert_eq!((second.ts_ns, second.link), (1_700_000_001_000_002_000, LinkType::RawIp));
     }
+
+    #[test]
+    fn a_packet_comment_that_is_not_utf8_does_not_stop_the_capture() {
+        let mut bytes = pcapng(&[DataLink::ETHERNET], &[(0, b"before")]);
+        // An enhanced packet block with an opt_comment of invalid UTF-8, as
+        // PcapPlusPlus's example capture has (pcap-file refuses it, tshark reads it).
+        let data = b"frame!\0\0";
+        let comment = b"Packet #1\0xM9\x87\x0c\0";
+        let len = 28 + data.len() + 4 + comment.len() + 4 + 4;
+        let mut epb = Vec::new();
+        for v in [6u32, len as u32, 0, 0, 5, 6, 6] {
+            epb.extend_from_slice(&v.to_le_bytes());
+        }
+        epb.extend_from_slice(data);
+        epb.extend_from_slice(&[1, 0, 15, 0]);
+        epb.extend_from_slice(comment);
+        epb.extend_from_slice(&[0, 0, 0, 0]);
+        epb.extend_from_slice(&(len as u32).to_le_bytes());
+        assert_eq!(epb.len(), len);
+        bytes.extend_from_slice(&epb);
+        bytes.extend_from_slice(&pcapng(&[DataLink::ETHERNET], &[(0, b"after")])[28..]);
+        let (frames, err, _) = read_all(Reader::from_bytes(Path::new("t.pcapng"), bytes).unwrap());
+        assert!(err.is_none(), "{err:?}");
+        let data: Vec<&[u8]> = frames.iter().map(|(_, d)| &d[..]).collect();
+        assert_eq!(data, [&b"before"[..], b"frame!", b"after"]);
+    }
 }

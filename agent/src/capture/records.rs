@@ -110,19 +110,29 @@ struct Interface {
     units_per_sec: u64,
 }
 
+/// Timestamp units per second for an `if_tsresol` value (a power of ten, or of two
+/// with the top bit set).
+fn units_per_sec(resol: u8) -> u64 {
+    let units = if resol & 0x80 != 0 {
+        1u64.checked_shl((resol & 0x7f) as u32).unwrap_or(0)
+    } else {
+        10u64.checked_pow((resol & 0x7f) as u32).unwrap_or(0)
+    };
+    units.max(1)
+}
+
+/// `if_tsresol`'s option code.
+const IF_TSRESOL: u16 = 9;
+
 impl Interface {
     fn from_idb(idb: &InterfaceDescriptionBlock<'_>) -> Interface {
-        let mut units_per_sec = 1_000_000;
+        let mut units = 1_000_000;
         for opt in &idb.options {
             if let InterfaceDescriptionOption::IfTsResol(r) = opt {
-                units_per_sec = if r & 0x80 != 0 {
-                    1u64.checked_shl((r & 0x7f) as u32).unwrap_or(0)
-                } else {
-                    10u64.checked_pow((r & 0x7f) as u32).unwrap_or(0)
-                };
+                units = units_per_sec(*r);
             }
         }
-        Interface { linktype: u32::from(idb.linktype), units_per_sec: units_per_sec.max(1) }
+        Interface { linktype: u32::from(idb.linktype), units_per_sec: units }
     }
 
     fn ts_ns(&self, units: u64) -> u64 {
@@ -257,10 +267,20 @@ impl Records {
                 let (rest, block) = match parser.next_block(bytes) {
                     Ok(r) => r,
                     Err(PcapError::IncompleteBuffer) => return Ok(Step::NeedMore),
-                    Err(e) => {
-                        self.number += 1;
-                        return Err(RecordError::Corrupt(reason(&e)));
-                    }
+                    Err(e) => match lenient_block(bytes, parser.section().endianness) {
+                        Some(Lenient::Packet { iface, units, data, orig_len, consumed }) => {
+                            return self.packet(iface, units, range_in(bytes, data), orig_len, consumed);
+                        }
+                        Some(Lenient::Interface(interface, consumed)) => {
+                            interfaces.push(interface);
+                            return Ok(Step::Skip { consumed });
+                        }
+                        Some(Lenient::Other(consumed)) => return Ok(Step::Skip { consumed }),
+                        None => {
+                            self.number += 1;
+                            return Err(RecordError::Corrupt(reason(&e)));
+                        }
+                    },
                 };
                 let consumed = bytes.len() - rest.len();
                 let (iface, units, data, orig_len) = match block {
@@ -279,34 +299,113 @@ impl Records {
                     Block::Packet(pb) => (pb.interface_id as usize, pb.timestamp, pb.data, pb.original_len),
                     _ => return Ok(Step::Skip { consumed }),
                 };
-                self.number += 1;
-                let Some(interface) = interfaces.get(iface).copied() else {
-                    return Err(RecordError::Corrupt(format!(
-                        "packet names interface {iface}, which the file never described"
-                    )));
-                };
-                let Some(link) = LinkType::from_pcap(interface.linktype) else {
-                    // One interface of a link type replay cannot read does not make
-                    // the others unreadable: its frames are skipped and counted.
-                    match self.skipped.iter_mut().find(|s| s.interface == iface) {
-                        Some(s) => s.frames += 1,
-                        None => self.skipped.push(SkippedInterface {
-                            interface: iface,
-                            linktype: interface.linktype,
-                            frames: 1,
-                        }),
-                    }
-                    return Ok(Step::Skip { consumed });
-                };
-                Ok(Step::Frame(FrameAt {
-                    ts_ns: interface.ts_ns(units),
-                    link,
-                    data: range_in(bytes, borrowed(&data)),
-                    orig_len,
-                    number: self.number,
-                    consumed,
-                }))
+                self.packet(iface, units, range_in(bytes, borrowed(&data)), orig_len, consumed)
             }
         }
+    }
+}
+
+impl Records {
+    /// A pcapng packet of interface `iface`: a frame, or skipped when the interface's
+    /// link type is one replay cannot read.
+    fn packet(
+        &mut self,
+        iface: usize,
+        units: u64,
+        data: Range<usize>,
+        orig_len: u32,
+        consumed: usize,
+    ) -> Result<Step, RecordError> {
+        let Parser::PcapNg { interfaces, .. } = &self.parser else { unreachable!("only pcapng has interfaces") };
+        self.number += 1;
+        let Some(interface) = interfaces.get(iface).copied() else {
+            return Err(RecordError::Corrupt(format!(
+                "packet names interface {iface}, which the file never described"
+            )));
+        };
+        let Some(link) = LinkType::from_pcap(interface.linktype) else {
+            // One interface of a link type replay cannot read does not make the
+            // others unreadable: its frames are skipped and counted.
+            match self.skipped.iter_mut().find(|s| s.interface == iface) {
+                Some(s) => s.frames += 1,
+                None => {
+                    self.skipped.push(SkippedInterface { interface: iface, linktype: interface.linktype, frames: 1 })
+                }
+            }
+            return Ok(Step::Skip { consumed });
+        };
+        Ok(Step::Frame(FrameAt { ts_ns: interface.ts_ns(units), link, data, orig_len, number: self.number, consumed }))
+    }
+}
+
+/// A pcapng block read without pcap-file, for when pcap-file refuses one over what
+/// pathwatch does not use: it wants every text option (a packet's comment, an
+/// interface's name) to be UTF-8, and tshark does not.
+enum Lenient<'a> {
+    Packet { iface: usize, units: u64, data: &'a [u8], orig_len: u32, consumed: usize },
+    Interface(Interface, usize),
+    Other(usize),
+}
+
+/// pcapng block types read here.
+const BLOCK_SECTION_HEADER: u32 = 0x0a0d_0d0a;
+const BLOCK_INTERFACE: u32 = 1;
+const BLOCK_ENHANCED_PACKET: u32 = 6;
+
+/// Reads the whole block at the front of `bytes` by its fixed fields: an enhanced
+/// packet's interface, time and data, an interface's link type and `if_tsresol`,
+/// any other block's length. `None` when the block's own lengths do not hold (then
+/// it is damaged, not merely odd), and for a section header (which sets the byte
+/// order: no guessing).
+fn lenient_block(bytes: &[u8], endianness: Endianness) -> Option<Lenient<'_>> {
+    let u32_at = |at: usize| -> Option<u32> {
+        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(match endianness {
+            Endianness::Big => u32::from_be_bytes(b),
+            Endianness::Little => u32::from_le_bytes(b),
+        })
+    };
+    let u16_at = |at: usize| -> Option<u16> {
+        let b: [u8; 2] = bytes.get(at..at + 2)?.try_into().ok()?;
+        Some(match endianness {
+            Endianness::Big => u16::from_be_bytes(b),
+            Endianness::Little => u16::from_le_bytes(b),
+        })
+    };
+    let kind = u32_at(0)?;
+    let len = u32_at(4)? as usize;
+    if len < 12 || len % 4 != 0 || u32_at(len.checked_sub(4)?)? as usize != len {
+        return None;
+    }
+    let options_end = len - 4;
+    match kind {
+        BLOCK_SECTION_HEADER => None,
+        BLOCK_INTERFACE => {
+            let linktype = u32::from(u16_at(8)?);
+            let mut units = 1_000_000;
+            let mut off = 16;
+            while off + 4 <= options_end {
+                let (code, opt_len) = (u16_at(off)?, usize::from(u16_at(off + 2)?));
+                if code == 0 {
+                    break;
+                }
+                if code == IF_TSRESOL && opt_len >= 1 && off + 4 < options_end {
+                    units = units_per_sec(bytes[off + 4]);
+                }
+                off += 4 + opt_len.div_ceil(4) * 4;
+            }
+            Some(Lenient::Interface(Interface { linktype, units_per_sec: units }, len))
+        }
+        BLOCK_ENHANCED_PACKET => {
+            let iface = u32_at(8)? as usize;
+            let units = u64::from(u32_at(12)?) << 32 | u64::from(u32_at(16)?);
+            let captured = u32_at(20)? as usize;
+            let orig_len = u32_at(24)?;
+            if 28 + captured > options_end {
+                return None;
+            }
+            Some(Lenient::Packet { iface, units, data: &bytes[28..28 + captured], orig_len, consumed: len })
+        }
+        _ => Some(Lenient::Other(len)),
     }
 }

@@ -138,7 +138,12 @@ pub fn to_ethernet(link: LinkType, data: &[u8]) -> Option<std::borrow::Cow<'_, [
             let ethertype = match family {
                 2 => ETH_P_IPV4,
                 24 | 28 | 30 => ETH_P_IPV6,
-                _ => 0,
+                // Some writers put an EtherType in the last two bytes instead of an
+                // address family (Wireshark reads it so).
+                _ => match u16::from_be_bytes([data[2], data[3]]) {
+                    t @ (ETH_P_IPV4 | ETH_P_IPV6) => t,
+                    _ => 0,
+                },
             };
             Some(Cow::Owned(with_ethertype(ethertype, &data[4..])))
         }
@@ -187,6 +192,12 @@ mod tests {
         assert_eq!(&to_ethernet(LinkType::Loopback, &[2, 0, 0, 0, 0x45]).unwrap()[12..14], &[8, 0]);
         assert_eq!(&to_ethernet(LinkType::Loopback, &[0, 0, 0, 30, 0x60]).unwrap()[12..14], &[0x86, 0xdd]);
         assert!(to_ethernet(LinkType::LinuxSll2, &[0; 19]).is_none());
+    }
+
+    #[test]
+    fn loopback_header_holding_an_ethertype_is_read_as_one() {
+        assert_eq!(&to_ethernet(LinkType::Loopback, &[0x0f, 0, 8, 0, 0x45]).unwrap()[12..14], &[8, 0]);
+        assert_eq!(&to_ethernet(LinkType::Loopback, &[0x0f, 0, 0x12, 0x34, 0x45]).unwrap()[12..14], &[0, 0]);
     }
 
     #[test]
