@@ -78,7 +78,12 @@ pub type ExpectedRow = BTreeMap<String, u64>;
 
 /// EXPECTED.tsv: file → row (the `linktype` column left out).
 pub fn expected() -> BTreeMap<String, ExpectedRow> {
-    let text = std::fs::read_to_string(pcaps_dir().join("EXPECTED.tsv")).expect("EXPECTED.tsv");
+    expected_in(&pcaps_dir().join("EXPECTED.tsv"))
+}
+
+/// A table in EXPECTED.tsv's format at `path`: file → row.
+pub fn expected_in(path: &Path) -> BTreeMap<String, ExpectedRow> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("header").split('\t').collect();
     let mut out = BTreeMap::new();

@@ -18,21 +18,27 @@ pub fn recipe_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("wild")
 }
 
-/// Where the assembled corpus may be, in the order looked at: `$PATHWATCH_WILD`,
+/// Where the assembled wild corpus may be, in the order looked at: `$PATHWATCH_WILD`,
 /// `../shared/pcaps/wild` beside the clone (CI), `target/wild` (what `cargo xtask
 /// wild` writes by default; the target directory this test binary was built in).
 pub fn corpus_candidates() -> Vec<PathBuf> {
+    candidates_of("wild", "PATHWATCH_WILD")
+}
+
+/// Where a corpus called `name` may be: `$ENV`, `../shared/pcaps/NAME`, then `NAME`
+/// in the target directory this test binary was built in and in `target/`.
+pub fn candidates_of(name: &str, env: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    if let Some(d) = std::env::var_os("PATHWATCH_WILD").filter(|d| !d.is_empty()) {
+    if let Some(d) = std::env::var_os(env).filter(|d| !d.is_empty()) {
         out.push(PathBuf::from(d));
     }
-    out.push(repo_root().join("../shared/pcaps/wild"));
+    out.push(repo_root().join("../shared/pcaps").join(name));
     let exe = std::env::current_exe().ok();
     // target/<profile>/deps/<test exe>: three levels up is the target directory.
     if let Some(target) = exe.as_deref().and_then(Path::parent).and_then(Path::parent).and_then(Path::parent) {
-        out.push(target.join("wild"));
+        out.push(target.join(name));
     }
-    let default = repo_root().join("target/wild");
+    let default = repo_root().join("target").join(name);
     if !out.contains(&default) {
         out.push(default);
     }
@@ -65,14 +71,21 @@ pub fn required() -> bool {
 /// The corpus directory, or `None` after printing why the caller skips (panics
 /// instead when [`required`]).
 pub fn corpus_or_skip(test: &str) -> Option<PathBuf> {
-    let dir = corpus_dir();
+    named_corpus_or_skip(test, "wild", "PATHWATCH_WILD")
+}
+
+/// As [`corpus_or_skip`], for the corpus `name` (`formats`: `cargo xtask wild --corpus
+/// formats`).
+pub fn named_corpus_or_skip(test: &str, name: &str, env: &str) -> Option<PathBuf> {
+    let candidates = candidates_of(name, env);
+    let dir = candidates.iter().find(|d| !captures_in(d).is_empty()).cloned();
     if dir.is_none() {
-        let looked: Vec<String> = corpus_candidates().iter().map(|p| p.display().to_string()).collect();
+        let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
         assert!(
             !required(),
-            "{test}: wild corpus not assembled (looked in {looked:?}) and PATHWATCH_REQUIRE_WILD=1: run cargo xtask wild"
+            "{test}: {name} corpus not assembled (looked in {looked:?}) and PATHWATCH_REQUIRE_WILD=1: run cargo xtask wild --corpus {name}"
         );
-        eprintln!("{test}: skipped: wild corpus not assembled (run cargo xtask wild)");
+        eprintln!("{test}: skipped: {name} corpus not assembled (run cargo xtask wild --corpus {name})");
     }
     dir
 }

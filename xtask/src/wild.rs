@@ -16,14 +16,44 @@ use anyhow::{Context, Result, bail};
 
 use crate::sh;
 
+/// The corpora assembled from recipes of real public captures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Corpus {
+    /// `tests/wild`: traffic pathwatch was not built from, for precision.
+    Wild,
+    /// `tests/formats`: every encapsulation and link type replay reads, with tshark's counts.
+    Formats,
+}
+
+impl Corpus {
+    fn name(self) -> &'static str {
+        match self {
+            Corpus::Wild => "wild",
+            Corpus::Formats => "formats",
+        }
+    }
+
+    /// The environment variable naming its directory.
+    fn env(self) -> &'static str {
+        match self {
+            Corpus::Wild => "PATHWATCH_WILD",
+            Corpus::Formats => "PATHWATCH_FORMATS",
+        }
+    }
+}
+
 /// Arguments.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Where to put the corpus (default `$PATHWATCH_WILD`, else `target/wild`).
+    /// Which corpus.
+    #[arg(long, value_enum, default_value = "wild")]
+    pub(crate) corpus: Corpus,
+    /// Where to put the corpus (default `$PATHWATCH_WILD` or `$PATHWATCH_FORMATS`, else
+    /// `target/wild` or `target/formats`).
     #[arg(long)]
     pub(crate) into: Option<PathBuf>,
     /// A directory already holding corpus files (by file name), tried before the
-    /// snapshots; `../shared/pcaps/wild` is tried too when it exists.
+    /// snapshots; `../shared/pcaps/wild` (or `formats`) is tried too when it exists.
     #[arg(long)]
     pub(crate) from: Vec<PathBuf>,
     /// Where the repository snapshots are (default `$PATHWATCH_MIRROR`, else
@@ -34,7 +64,12 @@ pub struct Args {
 
 /// The recipe.
 pub fn recipe() -> PathBuf {
-    sh::workspace_root().join("tests/wild/SOURCES.tsv")
+    recipe_of(Corpus::Wild)
+}
+
+/// The recipe of `corpus`.
+fn recipe_of(corpus: Corpus) -> PathBuf {
+    sh::workspace_root().join("tests").join(corpus.name()).join("SOURCES.tsv")
 }
 
 /// The ground truth.
@@ -189,24 +224,25 @@ fn extract(git: &Path, commit: &str, path: &str, cut: &str, out: &Path) -> Resul
 
 /// Assembles the corpus.
 pub fn run(args: &Args) -> Result<()> {
+    let (name, recipe) = (args.corpus.name(), recipe_of(args.corpus));
     let into = args
         .into
         .clone()
-        .or_else(|| std::env::var_os("PATHWATCH_WILD").filter(|d| !d.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| sh::target_dir().join("wild"));
+        .or_else(|| std::env::var_os(args.corpus.env()).filter(|d| !d.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| sh::target_dir().join(name));
     let mirror = args
         .mirror
         .clone()
         .or_else(|| std::env::var_os("PATHWATCH_MIRROR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/work/.mirror"));
     let mut from = args.from.clone();
-    let shared = sh::workspace_root().join("../shared/pcaps/wild");
+    let shared = sh::workspace_root().join("../shared/pcaps").join(name);
     if shared.is_dir() && shared.canonicalize().ok() != into.canonicalize().ok() {
         from.push(shared);
     }
-    let rows = read_tsv(&recipe())?;
+    let rows = read_tsv(&recipe)?;
     if rows.is_empty() {
-        bail!("{} has no rows", recipe().display());
+        bail!("{} has no rows", recipe.display());
     }
     std::fs::create_dir_all(&into).with_context(|| format!("creating {}", into.display()))?;
     let (mut present, mut copied, mut extracted) = (0, 0, 0);
@@ -246,20 +282,20 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     println!(
-        "wild: {} of {} captures in {} ({present} already there, {copied} copied, {extracted} extracted from snapshots)",
+        "{name}: {} of {} captures in {} ({present} already there, {copied} copied, {extracted} extracted from snapshots)",
         present + copied + extracted,
         rows.len(),
         into.display()
     );
     if !missing_repos.is_empty() {
-        println!("wild: repositories not fetched (fetch each with the session's fetch tool, then rerun):");
+        println!("{name}: repositories not fetched (fetch each with the session's fetch tool, then rerun):");
         for r in &missing_repos {
             println!("  github:{r}");
         }
     }
     let failed_other: Vec<&String> = failed.iter().filter(|f| !f.ends_with("not fetched")).collect();
     if !failed_other.is_empty() {
-        println!("wild: failed:");
+        println!("{name}: failed:");
         for f in &failed_other {
             println!("  {f}");
         }
