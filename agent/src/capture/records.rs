@@ -374,7 +374,7 @@ fn lenient_block(bytes: &[u8], endianness: Endianness) -> Option<Lenient<'_>> {
     };
     let kind = u32_at(0)?;
     let len = u32_at(4)? as usize;
-    if len < 12 || len % 4 != 0 || u32_at(len.checked_sub(4)?)? as usize != len {
+    if len < 12 || !len.is_multiple_of(4) || u32_at(len.checked_sub(4)?)? as usize != len {
         return None;
     }
     let options_end = len - 4;
