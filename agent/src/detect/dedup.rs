@@ -92,28 +92,33 @@ impl Dedup {
     fn fingerprint(&self, ev: &Event) -> u64 {
         let h = &ev.header;
         let i = &h.info;
+        // The identity packed into whole words first: one hash round per word, not
+        // one per field (this runs for every event).
+        let words = [
+            u64::from(h.kind)
+                | u64::from(h.ip_version) << 8
+                | u64::from(h.l4_proto) << 16
+                | u64::from(h.ip_flags) << 24
+                | u64::from(h.tcp_flags) << 32
+                | u64::from(i.icmp_type) << 40
+                | u64::from(i.icmp_code) << 48,
+            u64::from(h.src_port)
+                | u64::from(h.dst_port) << 16
+                | u64::from(h.ip_len) << 32
+                | u64::from(h.l4_payload_len) << 48,
+            u64::from(i.tcp_seq) | u64::from(i.tcp_ack) << 32,
+            u64::from(i.tcp_mss)
+                | u64::from(i.tcp_window) << 16
+                | u64::from(i.seg_len) << 32
+                | u64::from(i.record_version) << 48,
+            u64::from(i.icmp_mtu) | u64::from(i.handshake_mask) << 32,
+        ];
         let mut s = self.hasher.build_hasher();
-        s.write_u8(h.kind);
-        s.write_u8(h.ip_version);
-        s.write_u8(h.l4_proto);
-        s.write_u8(h.ip_flags);
-        s.write_u8(h.tcp_flags);
+        for w in words {
+            s.write_u64(w);
+        }
         s.write(&h.src_addr);
         s.write(&h.dst_addr);
-        s.write_u16(h.src_port);
-        s.write_u16(h.dst_port);
-        s.write_u16(h.ip_len);
-        s.write_u16(h.l4_payload_len);
-        s.write_u32(i.tcp_seq);
-        s.write_u32(i.tcp_ack);
-        s.write_u16(i.tcp_mss);
-        s.write_u16(i.tcp_window);
-        s.write_u16(i.seg_len);
-        s.write_u8(i.icmp_type);
-        s.write_u8(i.icmp_code);
-        s.write_u32(i.icmp_mtu);
-        s.write_u32(i.handshake_mask);
-        s.write_u16(i.record_version);
         s.write(&ev.snap);
         s.finish()
     }
