@@ -71,6 +71,15 @@ impl Source {
         }
     }
 
+    /// The statistics of the header walk (`agent_common::stats`), as the kernel counts
+    /// them: the userspace classifier's own, or the kernel's.
+    fn stats(&mut self) -> [u64; agent_common::stats::NUM_STATS as usize] {
+        match self {
+            Source::User(c) => c.stats(),
+            Source::Kernel(r) => std::array::from_fn(|i| r.stat(i as u32).unwrap_or(0)),
+        }
+    }
+
     /// Flows held in the large-segment table (the kernel's, or the userspace
     /// classifier's), and flows evicted from it (for the kernel's: inserted and no
     /// longer held).
@@ -234,6 +243,7 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
     head.insert("end".into(), json!((packets > 0).then(|| rfc3339(last_ts))));
     head.insert("errors".into(), json!(errors));
     head.insert("warnings".into(), json!(warnings));
+    head.insert("kernel".into(), report::kernel_stats_json(&source.stats()));
     let (held, evicted) = source.flow_table();
     let summary =
         report::summary_json(head, packets, &classes, &counts, &detectors, &[("kernel_flows", held, Some(evicted))]);

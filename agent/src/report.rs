@@ -8,6 +8,12 @@ use crate::{
     detect::{Detectors, dns},
 };
 
+/// `agent_common::stats::NAMES` as JSON, for the stats and summary lines.
+pub fn kernel_stats_json(stats: &[u64; agent_common::stats::NUM_STATS as usize]) -> Value {
+    let names = agent_common::stats::NAMES.iter();
+    Value::Object(names.zip(stats).map(|(n, v)| ((*n).to_string(), json!(v))).collect())
+}
+
 /// Packets per class.
 pub fn classes_json(classes: &[u64; 8]) -> Value {
     Value::Object(Class::ALL.iter().map(|c| (c.name().to_string(), json!(classes[*c as usize]))).collect())
