@@ -42,6 +42,24 @@ pub const TUNNEL_DEPTH_LIMIT: u32 = 16;
 /// Number of statistics.
 pub const NUM_STATS: u32 = 17;
 
+/// The statistics the header walk counts (`wire::walk`, and the kernel for a walk
+/// that stopped early), as opposed to the ring buffer's and the flow table's: what
+/// replay reports, the same from the userspace classifier as from the kernel.
+pub const WALK: [u32; 12] = [
+    TRUNCATED,
+    IPV6_EXT_LIMIT,
+    NON_FIRST_FRAGMENT,
+    UNSUPPORTED_L2,
+    ENCAP_GRE,
+    ENCAP_ERSPAN,
+    ENCAP_IPIP,
+    ENCAP_IP6,
+    ENCAP_VXLAN,
+    ENCAP_GENEVE,
+    ENCAP_MPLS,
+    TUNNEL_DEPTH_LIMIT,
+];
+
 /// Names of the statistics, by index.
 pub const NAMES: [&str; NUM_STATS as usize] = [
     "ringbuf_full",

@@ -25,16 +25,57 @@ use crate::{
 pub fn decapsulate_packed<P: Packet>(pkt: &P, first: Inner, barrier: usize) -> u64 {
     let mut at = first;
     let mut tunnels: u8 = 1;
+    // The packets passed through are walked without counting: the caller walks the
+    // innermost one again, and counts what stops it there.
+    let quiet = Quiet(pkt);
     for _ in 1..MAX_TUNNEL_DEPTH {
         let mut scratch = Parsed::new();
-        let Some(l3) = l2_l3(pkt, &mut scratch, at, barrier) else { break };
+        let Some(l3) = l2_l3(&quiet, &mut scratch, at, barrier) else { break };
         let l3 = behind_barrier(&mut scratch, l3, barrier);
-        let Some(inner) = next(pkt, &mut scratch, &l3) else { break };
+        let Some(inner) = next(&quiet, &mut scratch, &l3) else { break };
         pkt.stat(inner.stat);
         tunnels += 1;
         at = Inner { off: (inner.off + barrier) & MAX_PARSE_OFFSET, ..inner };
     }
     pack(at, tunnels)
+}
+
+/// `P` read the same way, counting no statistic.
+struct Quiet<'a, P>(&'a P);
+
+impl<P: Packet> Packet for Quiet<'_, P> {
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        self.0.wire_len()
+    }
+    #[inline(always)]
+    fn readable_len(&self) -> usize {
+        self.0.readable_len()
+    }
+    #[inline(always)]
+    fn array_at<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        self.0.array_at(off)
+    }
+    #[inline(always)]
+    fn load<const N: usize>(&self, off: usize, dst: &mut [u8; N], len: u32) -> bool {
+        self.0.load(off, dst, len)
+    }
+    #[inline(always)]
+    fn has(&self, off: usize) -> bool {
+        self.0.has(off)
+    }
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        self.0.u8_at(off)
+    }
+    #[inline(always)]
+    fn be16_at(&self, off: usize) -> Option<u16> {
+        self.0.be16_at(off)
+    }
+    #[inline(always)]
+    fn be32_at(&self, off: usize) -> Option<u32> {
+        self.0.be32_at(off)
+    }
 }
 
 /// `at` and the count of encapsulations in one word.
