@@ -40,7 +40,7 @@ pub struct Classified {
 pub struct Classifier {
     cfg: Box<KernelConfig>,
     flows: FlowTable,
-    stats: [Cell<u64>; NUM_STATS as usize],
+    stats: Box<[Cell<u64>; NUM_STATS as usize]>,
 }
 
 /// A frame in memory whose walk counts the statistics the kernel would
