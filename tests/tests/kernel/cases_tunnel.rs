@@ -176,6 +176,20 @@ pub(crate) fn tunnel_cases() -> Vec<Case> {
             &[stats::ENCAP_GRE, stats::ENCAP_MPLS],
         ));
     }
+    let ((v4, _), (v6, _)) = (dns_frame(Ip::V4), dns_frame(Ip::V6));
+    // PPTP's enhanced GRE: PPP with address/control, and compressed with an ack.
+    let pptp_v4 = cat(&[&[0x30, 0x01, 0x88, 0x0b, 0, 60, 0, 7, 0, 0, 0, 1, 0xff, 0x03, 0x00, 0x21], &ip_packet(&v4)]);
+    let f = ip_frame(Ip::V4, IPPROTO_GRE, &pptp_v4);
+    cases.push(dns_inside("V4 PPTP GRE carrying PPP, V4 DNS".into(), f, Ip::V4, Some(0), &[stats::ENCAP_GRE]));
+    let pptp_v6 = cat(&[&[0x30, 0x81, 0x88, 0x0b, 0, 60, 0, 7, 0, 0, 0, 2, 0, 0, 0, 1, 0x57], &ip_packet(&v6)]);
+    let f = ip_frame(Ip::V6, IPPROTO_GRE, &pptp_v6);
+    cases.push(dns_inside(
+        "V6 PPTP GRE (ack, compressed PPP) carrying V6 DNS".into(),
+        f,
+        Ip::V6,
+        Some(0),
+        &[stats::ENCAP_GRE],
+    ));
     // MPLS label stacks on the link.
     for inner in Ip::BOTH {
         let (plain, _) = dns_frame(inner);
@@ -183,7 +197,6 @@ pub(crate) fn tunnel_cases() -> Vec<Case> {
         cases.push(dns_inside(format!("{inner:?} DNS under two MPLS labels"), f, inner, None, &[stats::ENCAP_MPLS]));
     }
     // Two deep: GRE inside VXLAN; three deep (IP in IP thrice) is past the limit.
-    let (v6, _) = dns_frame(Ip::V6);
     let gre_frame = ip_frame(Ip::V4, IPPROTO_GRE, &cat(&[&gre(0, ETH_P_IPV6), &ip_packet(&v6)]));
     let vx = cat(&[&[0x08, 0, 0, 0, 0, 0, 0x05, 0], &gre_frame]);
     let f = udp(Ip::V6.headers(Host::Router, Host::Server), 49152, proto::VXLAN_PORT, &vx);
@@ -194,7 +207,6 @@ pub(crate) fn tunnel_cases() -> Vec<Case> {
         Some(0),
         &[stats::ENCAP_VXLAN, stats::ENCAP_GRE],
     ));
-    let (v4, _) = dns_frame(Ip::V4);
     let mut packet = ip_packet(&v4);
     for _ in 0..3 {
         packet = ip_packet(&ip_frame(Ip::V4, IPPROTO_IPIP, &packet));

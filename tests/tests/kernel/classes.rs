@@ -126,7 +126,7 @@ fn ipv4_options_and_fragments() {
 
 /// Tunnels: a DNS query inside GRE (plain; checksum, key and sequence; Ethernet with
 /// an 802.1Q tag inside; MPLS inside), ERSPAN I, II, III (with and without the
-/// subheader), IP in IP in all four version pairs, VXLAN and Geneve (with options),
+/// subheader), PPTP's enhanced GRE with PPP, IP in IP in all four version pairs, VXLAN and Geneve (with options),
 /// over IPv4 and IPv6, under MPLS labels, and VXLAN carrying GRE: `dns` with the
 /// inner query's event (its addresses, ports, IP length and VLAN tags), each
 /// encapsulation counted in its statistic. Three IP-in-IP deep is `other` without
