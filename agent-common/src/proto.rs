@@ -16,6 +16,16 @@ pub const ETH_P_PPPOE_SESSION: u16 = 0x8864;
 pub const PPP_IPV4: u16 = 0x0021;
 /// PPP protocol number for IPv6.
 pub const PPP_IPV6: u16 = 0x0057;
+/// EtherType transparent Ethernet bridging: an Ethernet frame follows (GRE, Geneve).
+pub const ETH_P_TEB: u16 = 0x6558;
+/// EtherType MPLS unicast.
+pub const ETH_P_MPLS_UC: u16 = 0x8847;
+/// EtherType MPLS multicast.
+pub const ETH_P_MPLS_MC: u16 = 0x8848;
+/// GRE protocol ERSPAN type I (without GRE sequence number) and type II.
+pub const ETH_P_ERSPAN: u16 = 0x88be;
+/// GRE protocol ERSPAN type III.
+pub const ETH_P_ERSPAN3: u16 = 0x22eb;
 /// Ethernet header length.
 pub const ETH_HLEN: usize = 14;
 /// VLAN tag length.
@@ -33,14 +43,20 @@ pub const MAX_PARSE_OFFSET: usize = 0x3fff;
 pub const IPPROTO_HOPOPTS: u8 = 0;
 /// ICMP.
 pub const IPPROTO_ICMP: u8 = 1;
+/// IPv4 in IP (IP-in-IP, 4in6).
+pub const IPPROTO_IPIP: u8 = 4;
 /// TCP.
 pub const IPPROTO_TCP: u8 = 6;
 /// UDP.
 pub const IPPROTO_UDP: u8 = 17;
+/// IPv6 in IP (6in4, IPv6-in-IPv6).
+pub const IPPROTO_IPV6: u8 = 41;
 /// IPv6 routing header.
 pub const IPPROTO_ROUTING: u8 = 43;
 /// IPv6 fragment header.
 pub const IPPROTO_FRAGMENT: u8 = 44;
+/// GRE.
+pub const IPPROTO_GRE: u8 = 47;
 /// ICMPv6.
 pub const IPPROTO_ICMPV6: u8 = 58;
 /// IPv6 destination options.
@@ -54,6 +70,22 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 pub const fn is_ipv6_skippable_ext(next: u8) -> bool {
     matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_DSTOPTS)
 }
+
+/// Encapsulations decapsulated in front of the packet that is classified (GRE,
+/// ERSPAN, IP in IP, VXLAN, Geneve; MPLS labels are link-layer framing and do not
+/// count). A packet inside more is `other`, counted as `tunnel_depth_limit`. Each
+/// level is another pass of the link and IP walk, which the verifier checks again.
+pub const MAX_TUNNEL_DEPTH: u8 = 2;
+/// MPLS labels popped looking for the bottom of the stack.
+pub const MAX_MPLS_LABELS: usize = 8;
+/// VXLAN's UDP destination port (IANA).
+pub const VXLAN_PORT: u16 = 4789;
+/// Geneve's UDP destination port (IANA).
+pub const GENEVE_PORT: u16 = 6081;
+/// CAPWAP control's UDP port.
+pub const CAPWAP_CONTROL_PORT: u16 = 5246;
+/// CAPWAP data's UDP port.
+pub const CAPWAP_DATA_PORT: u16 = 5247;
 
 /// Bytes of a DNS message needed before it is reported (id and flags).
 pub const DNS_MIN_LEN: usize = 4;

@@ -1,9 +1,9 @@
 //! The two hooks' packets, as the shared header walk reads them
 //! ([`agent_common::wire::Packet`]): bounds-checked direct reads of the linear data in
 //! the form the verifier understands, helper-based copies, and the separately verified
-//! global functions the walk calls for DTLS records and TCP options.
+//! global functions the walk calls for DTLS records, TCP options and tunnels.
 
-use agent_common::wire::{self, Packet};
+use agent_common::wire::{self, Inner, Packet};
 use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
@@ -51,7 +51,7 @@ pub trait Linear {
 
 /// The shared walk's view of a hook's packet; the rest is the hook's own.
 macro_rules! impl_packet {
-    ($ty:ty, $dtls:ident, $mss:ident, $ctx:ident) => {
+    ($ty:ty, $dtls:ident, $mss:ident, $decap:ident, $ctx:ident) => {
         impl Packet for $ty {
             #[inline(always)]
             fn wire_len(&self) -> usize {
@@ -90,6 +90,11 @@ macro_rules! impl_packet {
             #[inline(always)]
             fn dtls_walk(&self, payload_off: usize, end: usize, claimed_end: usize) -> u64 {
                 $dtls(self.$ctx(), payload_off as u64, end as u64, claimed_end as u64)
+            }
+            #[inline(always)]
+            fn decapsulate(&self, first: Inner, barrier: usize) -> u64 {
+                let at = first.ethertype as u64 | (first.off as u64) << 16 | (first.stat as u64) << 32;
+                $decap(self.$ctx(), at, barrier as u64)
             }
             #[inline(always)]
             fn mss_option(&self, off: usize, end: usize) -> u16 {
@@ -143,7 +148,7 @@ impl Linear for XdpPacket<'_> {
     }
 }
 
-impl_packet!(XdpPacket<'_>, pathwatch_dtls_xdp, pathwatch_mss_xdp, raw);
+impl_packet!(XdpPacket<'_>, pathwatch_dtls_xdp, pathwatch_mss_xdp, pathwatch_decap_xdp, raw);
 
 /// A socket buffer at TC.
 pub struct SkbPacket<'a> {
@@ -188,7 +193,7 @@ impl Linear for SkbPacket<'_> {
     }
 }
 
-impl_packet!(SkbPacket<'_>, pathwatch_dtls_skb, pathwatch_mss_skb, raw);
+impl_packet!(SkbPacket<'_>, pathwatch_dtls_skb, pathwatch_mss_skb, pathwatch_decap_skb, raw);
 
 /// The DTLS record walk for XDP. A global function: the verifier checks it once, on its
 /// own, instead of once for every path that reaches it.
@@ -233,4 +238,36 @@ pub extern "C" fn pathwatch_mss_skb(skb: *mut __sk_buff, off: u64, end: u64) -> 
     }
     let tc = TcContext::new(skb);
     wire::tcp::mss_option(&SkbPacket::new(&tc), off as usize, end as usize) as u64
+}
+
+/// `first` as [`Inner`] again, from the word the global functions take.
+#[inline(always)]
+fn inner(first: u64) -> Inner {
+    Inner {
+        ethertype: first as u16,
+        off: (first >> 16) as usize & agent_common::proto::MAX_PARSE_OFFSET,
+        stat: (first >> 32) as u32,
+    }
+}
+
+/// The tunnels inside a tunnel, for XDP (global, see [`pathwatch_dtls_xdp`]).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pathwatch_decap_xdp(ctx: *mut xdp_md, first: u64, barrier: u64) -> u64 {
+    if ctx.is_null() {
+        return 0;
+    }
+    let xdp = XdpContext::new(ctx);
+    wire::tunnel::decapsulate_packed(&XdpPacket::new(&xdp), inner(first), barrier as usize)
+}
+
+/// The tunnels inside a tunnel, for TC (global, see [`pathwatch_dtls_xdp`]).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn pathwatch_decap_skb(skb: *mut __sk_buff, first: u64, barrier: u64) -> u64 {
+    if skb.is_null() {
+        return 0;
+    }
+    let tc = TcContext::new(skb);
+    wire::tunnel::decapsulate_packed(&SkbPacket::new(&tc), inner(first), barrier as usize)
 }

@@ -52,6 +52,8 @@ impl Source {
     /// Classifies one Ethernet frame; the class is known per frame only in userspace.
     fn frame(&mut self, eth: &[u8], ts_ns: u64) -> Result<(Option<Class>, Vec<Event>), KernelError> {
         match self {
+            // Like the kernel's, which never sees them: no walk, so no statistic.
+            Source::User(_) if eth.len() < MIN_FRAME => Ok((Some(Class::Other), Vec::new())),
             Source::User(c) => {
                 let r = c.classify(eth, Direction::Ingress, 0, ts_ns);
                 Ok((Some(r.class), r.event.into_iter().collect()))
@@ -68,6 +70,15 @@ impl Source {
                 }
                 Ok((None, r.events))
             }
+        }
+    }
+
+    /// The statistics (`agent_common::stats`) as the kernel counts them: the userspace
+    /// classifier's own (the walk's only), or the kernel's.
+    fn stats(&mut self) -> [u64; agent_common::stats::NUM_STATS as usize] {
+        match self {
+            Source::User(c) => c.stats(),
+            Source::Kernel(r) => std::array::from_fn(|i| r.stat(i as u32).unwrap_or(0)),
         }
     }
 
@@ -234,6 +245,7 @@ pub fn replay(args: ReplayArgs, out: &mut Output) -> u8 {
     head.insert("end".into(), json!((packets > 0).then(|| rfc3339(last_ts))));
     head.insert("errors".into(), json!(errors));
     head.insert("warnings".into(), json!(warnings));
+    head.insert("walk".into(), report::walk_stats_json(&source.stats()));
     let (held, evicted) = source.flow_table();
     let summary =
         report::summary_json(head, packets, &classes, &counts, &detectors, &[("kernel_flows", held, Some(evicted))]);

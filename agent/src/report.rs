@@ -8,6 +8,18 @@ use crate::{
     detect::{Detectors, dns},
 };
 
+/// `agent_common::stats::NAMES` as JSON, for the stats and summary lines.
+pub fn kernel_stats_json(stats: &[u64; agent_common::stats::NUM_STATS as usize]) -> Value {
+    let names = agent_common::stats::NAMES.iter();
+    Value::Object(names.zip(stats).map(|(n, v)| ((*n).to_string(), json!(v))).collect())
+}
+
+/// The walk's statistics (`agent_common::stats::WALK`) as JSON, for replay's summary.
+pub fn walk_stats_json(stats: &[u64; agent_common::stats::NUM_STATS as usize]) -> Value {
+    let walk = agent_common::stats::WALK.iter().map(|&i| i as usize);
+    Value::Object(walk.map(|i| (agent_common::stats::NAMES[i].to_string(), json!(stats[i]))).collect())
+}
+
 /// Packets per class.
 pub fn classes_json(classes: &[u64; 8]) -> Value {
     Value::Object(Class::ALL.iter().map(|c| (c.name().to_string(), json!(classes[*c as usize]))).collect())

@@ -28,15 +28,16 @@ pub struct L2 {
     pub l3_off: usize,
 }
 
-/// Reads the link layer; `None` when it ends early (`p.truncated`) or carries PPP
-/// that is not IP. Counts the VLAN tags in `p.vlan_depth`.
+/// Reads the link layer of the Ethernet frame at `start` (0, or an inner frame a
+/// tunnel carries); `None` when it ends early (`p.truncated`) or carries PPP that is
+/// not IP. Counts the VLAN tags in `p.vlan_depth`.
 #[inline(always)]
-pub fn parse<P: Packet>(pkt: &P, p: &mut Parsed) -> Option<L2> {
-    let Some(mut ethertype) = pkt.be16_at(field::ETHERTYPE) else {
+pub fn parse<P: Packet>(pkt: &P, p: &mut Parsed, start: usize) -> Option<L2> {
+    let Some(mut ethertype) = pkt.be16_at(start + field::ETHERTYPE) else {
         p.truncated = true;
         return None;
     };
-    let mut off = ETH_HLEN;
+    let mut off = start + ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
@@ -66,13 +67,13 @@ pub fn parse<P: Packet>(pkt: &P, p: &mut Parsed) -> Option<L2> {
 
 #[cfg(test)]
 mod tests {
-    use std::vec::Vec;
+    use std::{vec, vec::Vec};
 
     use super::*;
 
     fn link(frame: &[u8]) -> (Option<L2>, Parsed) {
         let mut p = Parsed::new();
-        (parse(&frame, &mut p), p)
+        (parse(&frame, &mut p, 0), p)
     }
 
     const MACS: [u8; 12] = [2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
@@ -110,6 +111,17 @@ mod tests {
         assert_eq!(l2, Some(L2 { ethertype: ETH_P_IPV4, l3_off: 22 }));
         let (l2, p) = link(&frame(&[0x88, 0x64, 0x11, 0, 0, 1, 0, 20, 0xc0, 0x21]));
         assert_eq!((l2, p.truncated), (None, false));
+    }
+
+    #[test]
+    fn an_inner_frame_is_read_from_its_start() {
+        let mut f = vec![0xee; 8];
+        f.extend_from_slice(&frame(&[0x81, 0x00, 0, 5, 0x86, 0xdd]));
+        let mut p = Parsed::new();
+        assert_eq!(parse(&&f[..], &mut p, 8), Some(L2 { ethertype: ETH_P_IPV6, l3_off: 26 }));
+        assert_eq!(p.vlan_depth, 1);
+        assert!(parse(&&f[..19], &mut p, 8).is_none());
+        assert!(p.truncated);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The header walk, written once for the kernel programs and for replay.
 //!
-//! [`walk`] reads Ethernet (with VLAN tags and PPPoE), IPv4 or IPv6, then UDP, TCP or
+//! [`walk`] reads Ethernet (with VLAN tags, PPPoE, MPLS), IPv4 or IPv6, then UDP, TCP or
 //! ICMP, and decides the packet's class, whether it becomes an event, and where the
-//! event's bytes are. It is generic over [`Packet`], the few ways of reading bytes it
+//! event's bytes are. A tunnel (GRE, ERSPAN, IP in IP, VXLAN, Geneve; [`tunnel`]) is
+//! decapsulated by walking the link and IP layers again from where its payload
+//! starts, up to [`MAX_TUNNEL_DEPTH`] times: the innermost packet is the one classified. It is generic over [`Packet`], the few ways of reading bytes it
 //! needs: `agent-ebpf` implements it for the XDP and TC contexts (bounds checks the
 //! verifier understands, helper-based copies), and a plain `&[u8]` implements it here
 //! for replay and the tests. The layout follows xdp-tools' `parsing_helpers.h` (one
@@ -14,22 +16,30 @@
 //! [`MAX_PARSE_OFFSET`](crate::proto::MAX_PARSE_OFFSET) where they grow, and
 //! `#[inline(always)]` everywhere the kernel's cost is measured.
 
+pub mod capwap;
 pub mod dtls;
+pub mod erspan;
 pub mod ethernet;
+pub mod geneve;
+pub mod gre;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
+pub mod mpls;
 pub mod record;
 pub mod tcp;
 pub mod tls;
+pub mod tunnel;
 pub mod udp;
+pub mod vxlan;
 
 use crate::{
     Class, FlowKey, FlowState, KernelConfig,
     event::{EventKind, IP_FLAG_DF},
     proto::{
-        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ICMP_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-        IPPROTO_UDP, MAX_PARSE_OFFSET,
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_MPLS_MC, ETH_P_MPLS_UC, ETH_P_TEB, ICMP_HLEN,
+        IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
+        MAX_PARSE_OFFSET,
     },
     stats,
 };
@@ -88,6 +98,14 @@ pub trait Packet {
     {
         dtls::walk_packed(self, payload_off, end, claimed_end)
     }
+    /// [`tunnel::decapsulate_packed`]; the kernel runs it in a separately verified function.
+    #[inline(always)]
+    fn decapsulate(&self, first: Inner, barrier: usize) -> u64
+    where
+        Self: Sized,
+    {
+        tunnel::decapsulate_packed(self, first, barrier)
+    }
     /// [`tcp::mss_option`]; the kernel runs it in a separately verified function.
     #[inline(always)]
     fn mss_option(&self, off: usize, end: usize) -> u16
@@ -144,8 +162,10 @@ pub struct Parsed {
     pub event: u8,
     /// A header ended before the packet said it would.
     pub truncated: bool,
-    /// VLAN tags in front of the IP header.
+    /// VLAN tags in front of the IP header (of the innermost Ethernet frame).
     pub vlan_depth: u8,
+    /// Encapsulations decapsulated in front of the packet classified (MPLS not counted).
+    pub tunnels: u8,
     /// 4 or 6; 0 before the IP header.
     pub ip_version: u8,
     /// The transport protocol (after IPv6 extension headers).
@@ -177,6 +197,7 @@ impl Parsed {
             event: 0,
             truncated: false,
             vlan_depth: 0,
+            tunnels: 0,
             ip_version: 0,
             l4_proto: 0,
             ip_flags: 0,
@@ -207,6 +228,20 @@ impl Parsed {
     }
 }
 
+impl Parsed {
+    /// Forgets the outer packet's network layer: the next pass reads the packet inside
+    /// `tunnels` encapsulations.
+    #[inline(always)]
+    fn decapsulated(&mut self, tunnels: u8) {
+        self.tunnels = tunnels;
+        self.vlan_depth = 0;
+        self.ip_version = 0;
+        self.l4_proto = 0;
+        self.ip_flags = 0;
+        self.ip_len = 0;
+    }
+}
+
 impl Default for Parsed {
     fn default() -> Parsed {
         Parsed::new()
@@ -224,27 +259,44 @@ pub struct L3 {
     pub claimed_end: usize,
 }
 
+/// Where a network layer starts: the frame itself, or a tunnel's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inner {
+    /// What starts at `off`: an EtherType, [`ETH_P_TEB`] for an Ethernet frame.
+    pub ethertype: u16,
+    /// Its offset in the packet.
+    pub off: usize,
+    /// The [`stats`] counter of the encapsulation that carried it.
+    pub stat: u32,
+}
+
+impl Inner {
+    /// The packet itself: an Ethernet frame at 0.
+    pub const FRAME: Inner = Inner { ethertype: ETH_P_TEB, off: 0, stat: 0 };
+}
+
 /// Walks the headers of `pkt`: the class, the event if any, and where its bytes are.
 /// Large DF TCP segments are looked up in `flows`.
 #[inline(always)]
 pub fn walk<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &mut F) -> Parsed {
     let mut p = Parsed::new();
-    if let Some(mut l3) = l2_l3(pkt, &mut p) {
-        // From here on the verifier sees offsets it cannot know (see
-        // `KernelConfig::verifier_barrier`, 0 at run time): the transport layer is
-        // verified once, not once per VLAN/PPPoE/IPv4-options/IPv6-extension variant.
-        let barrier = cfg.verifier_barrier as usize;
-        p.l3_off = (p.l3_off + barrier) & MAX_PARSE_OFFSET;
-        l3.l4_off = (l3.l4_off + barrier) & MAX_PARSE_OFFSET;
-        l3.end += barrier;
-        l3.claimed_end += barrier;
-        p.l4_off = l3.l4_off;
-        match p.l4_proto {
-            IPPROTO_UDP => udp::parse(pkt, cfg, &mut p, &l3),
-            IPPROTO_TCP => tcp::parse(pkt, cfg, flows, &mut p, &l3),
-            IPPROTO_ICMP if p.ip_version == 4 => icmp::parse(pkt, &mut p, &l3),
-            IPPROTO_ICMPV6 if p.ip_version == 6 => icmp::parse(pkt, &mut p, &l3),
-            _ => {}
+    let barrier = cfg.verifier_barrier as usize;
+    if let Some(outer) = l2_l3(pkt, &mut p, Inner::FRAME, barrier) {
+        let l3 = behind_barrier(&mut p, outer, barrier);
+        if let Some(inner) = transport(pkt, cfg, flows, &mut p, &l3) {
+            // The encapsulations inside are followed in a function the kernel verifies
+            // on its own (`Packet::decapsulate`); the innermost packet is walked here.
+            pkt.stat(inner.stat);
+            let (at, tunnels) = tunnel::unpack(pkt.decapsulate(inner, barrier));
+            p.decapsulated(tunnels);
+            if let Some(innermost) = l2_l3(pkt, &mut p, at, barrier) {
+                let l3 = behind_barrier(&mut p, innermost, barrier);
+                if transport(pkt, cfg, flows, &mut p, &l3).is_some() {
+                    pkt.stat(stats::TUNNEL_DEPTH_LIMIT);
+                    p.class = Class::Other;
+                    return p;
+                }
+            }
         }
     }
     if p.class as u8 == Class::Other as u8 && cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
@@ -253,15 +305,64 @@ pub fn walk<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &mu
     p
 }
 
-/// Ethernet, VLAN, PPPoE, then IP. `None` when there is no transport header to read
-/// (non-IP, truncated, non-first fragment); the class is then settled already.
+/// The transport layer after `l3`, or the encapsulated packet found there instead
+/// (tested on the IP protocol and UDP port the walk branches on anyway).
 #[inline(always)]
-fn l2_l3<P: Packet>(pkt: &P, p: &mut Parsed) -> Option<L3> {
-    let l2 = ethernet::parse(pkt, p)?;
-    p.l3_off = l2.l3_off;
-    match l2.ethertype {
-        ETH_P_IPV4 => ipv4::parse(pkt, p, l2.l3_off),
-        ETH_P_IPV6 => ipv6::parse(pkt, p, l2.l3_off),
+fn transport<P: Packet, F: LargeSegments>(
+    pkt: &P,
+    cfg: &KernelConfig,
+    flows: &mut F,
+    p: &mut Parsed,
+    l3: &L3,
+) -> Option<Inner> {
+    match p.l4_proto {
+        IPPROTO_UDP => return udp::parse(pkt, cfg, p, l3),
+        IPPROTO_TCP => tcp::parse(pkt, cfg, flows, p, l3),
+        IPPROTO_ICMP if p.ip_version == 4 => icmp::parse(pkt, p, l3),
+        IPPROTO_ICMPV6 if p.ip_version == 6 => icmp::parse(pkt, p, l3),
+        IPPROTO_GRE => return gre::parse(pkt, p, l3),
+        IPPROTO_IPIP | IPPROTO_IPV6 => return Some(tunnel::ip_in_ip(p, l3)),
+        _ => {}
+    }
+    None
+}
+
+/// `l3` and `p`'s offsets as the verifier sees them past
+/// [`KernelConfig::verifier_barrier`] (0 at run time): what follows the IP header (a
+/// tunnel's header, the transport layer) is verified once, not once per
+/// VLAN/PPPoE/MPLS/IPv4-options/IPv6-extension variant.
+#[inline(always)]
+fn behind_barrier(p: &mut Parsed, mut l3: L3, barrier: usize) -> L3 {
+    p.l3_off = (p.l3_off + barrier) & MAX_PARSE_OFFSET;
+    l3.l4_off = (l3.l4_off + barrier) & MAX_PARSE_OFFSET;
+    l3.end += barrier;
+    l3.claimed_end += barrier;
+    p.l4_off = l3.l4_off;
+    l3
+}
+
+/// Ethernet, VLAN, PPPoE, MPLS, then IP, from `at` (`barrier`: see `behind_barrier`). `None` when there is no transport
+/// header to read (non-IP, truncated, non-first fragment); the class is then settled
+/// already.
+#[inline(always)]
+fn l2_l3<P: Packet>(pkt: &P, p: &mut Parsed, at: Inner, barrier: usize) -> Option<L3> {
+    let (mut ethertype, mut off) = (at.ethertype, at.off);
+    if ethertype == ETH_P_TEB {
+        let l2 = ethernet::parse(pkt, p, off)?;
+        (ethertype, off) = (l2.ethertype, l2.l3_off);
+    }
+    p.l3_off = off;
+    match ethertype {
+        ETH_P_IPV4 => ipv4::parse(pkt, p, off),
+        ETH_P_IPV6 => ipv6::parse(pkt, p, off),
+        // Tested after IP, so that IP pays nothing for it. The IP layer after the
+        // labels is verified once, whatever their number (see `behind_barrier`).
+        ETH_P_MPLS_UC | ETH_P_MPLS_MC => {
+            let l2 = mpls::parse(pkt, p, off)?;
+            let off = (l2.l3_off + barrier) & MAX_PARSE_OFFSET;
+            p.l3_off = off;
+            if l2.ethertype == ETH_P_IPV4 { ipv4::parse(pkt, p, off) } else { ipv6::parse(pkt, p, off) }
+        }
         ETH_P_8021Q | ETH_P_8021AD => {
             pkt.stat(stats::UNSUPPORTED_L2);
             None

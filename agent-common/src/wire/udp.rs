@@ -1,9 +1,10 @@
-//! UDP: DNS by port, DTLS by its record headers on any port.
+//! UDP: DNS by port, DTLS by its record headers on any port (behind a CAPWAP
+//! preamble on CAPWAP's ports).
 
-use super::{L3, Packet, Parsed, be16, dtls};
+use super::{Inner, L3, Packet, Parsed, be16, capwap, dtls, geneve, vxlan};
 use crate::{
     Class, EventKind, KernelConfig,
-    proto::{DNS_MIN_LEN, dtls_content_is_evented},
+    proto::{DNS_MIN_LEN, GENEVE_PORT, VXLAN_PORT, dtls_content_is_evented},
 };
 
 /// Field offsets.
@@ -19,16 +20,17 @@ pub mod field {
 /// The header's length.
 pub const HLEN: usize = 8;
 
-/// Reads the UDP header at `l3.l4_off` and decides DNS or DTLS.
+/// Reads the UDP header at `l3.l4_off`: a VXLAN or Geneve tunnel by the destination
+/// port, else DNS by either port, else DTLS.
 #[inline(always)]
-pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) {
+pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) -> Option<Inner> {
     let Some(hdr) = pkt.array_at::<HLEN>(l3.l4_off) else {
         p.truncated = true;
-        return;
+        return None;
     };
     if l3.l4_off + HLEN > l3.end {
         p.truncated = true;
-        return;
+        return None;
     }
     let (src_port, dst_port) = (be16(hdr, field::SRC_PORT), be16(hdr, field::DST_PORT));
     let udp_len = be16(hdr, field::LENGTH) as usize;
@@ -38,14 +40,27 @@ pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) {
     let payload_end = if claimed_end < l3.end { claimed_end } else { l3.end };
     p.payload_off = payload_off;
     p.payload_end = if payload_end > payload_off { payload_end } else { payload_off };
+    if dst_port == VXLAN_PORT || dst_port == GENEVE_PORT {
+        return tunnel_at(pkt, p, payload_off, dst_port);
+    }
     if cfg.is_dns_port(src_port) || cfg.is_dns_port(dst_port) {
         p.class = Class::Dns;
         if p.payload_end - payload_off >= DNS_MIN_LEN {
             p.event = EventKind::Dns as u8;
         }
-        return;
+        return None;
     }
-    let walk = dtls::classify(pkt, payload_off, payload_end, claimed_end);
+    let mut records = payload_off;
+    if capwap::is_port(src_port, dst_port)
+        && let Some(off) = capwap::dtls_start(pkt, payload_off)
+    {
+        records = off;
+        p.payload_off = off;
+        if p.payload_end < off {
+            p.payload_end = off;
+        }
+    }
+    let walk = dtls::classify(pkt, records, payload_end, claimed_end);
     if walk != 0 {
         p.class = Class::Dtls;
         p.extra = walk;
@@ -53,6 +68,27 @@ pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) {
             p.event = EventKind::Dtls as u8;
         }
     }
+    None
+}
+
+/// The tunnel [`parse`] would find at `l3.l4_off`, without the rest of it.
+#[inline(always)]
+pub fn tunnel<P: Packet>(pkt: &P, p: &mut Parsed, l3: &L3) -> Option<Inner> {
+    let hdr = pkt.array_at::<HLEN>(l3.l4_off)?;
+    if l3.l4_off + HLEN > l3.end {
+        return None;
+    }
+    let dst_port = be16(hdr, field::DST_PORT);
+    if dst_port != VXLAN_PORT && dst_port != GENEVE_PORT {
+        return None;
+    }
+    tunnel_at(pkt, p, l3.l4_off + HLEN, dst_port)
+}
+
+/// VXLAN or Geneve (by `dst_port`) at `payload_off`.
+#[inline(always)]
+fn tunnel_at<P: Packet>(pkt: &P, p: &mut Parsed, payload_off: usize, dst_port: u16) -> Option<Inner> {
+    if dst_port == VXLAN_PORT { vxlan::parse(pkt, p, payload_off) } else { geneve::parse(pkt, p, payload_off) }
 }
 
 #[cfg(test)]
@@ -74,7 +110,7 @@ mod tests {
     fn udp(d: &[u8]) -> Parsed {
         let mut p = Parsed::new();
         let l3 = L3 { l4_off: 0, end: d.len(), claimed_end: d.len() };
-        parse(&d, &KernelConfig::new(), &mut p, &l3);
+        assert_eq!(parse(&d, &KernelConfig::new(), &mut p, &l3), None);
         p
     }
 
@@ -103,6 +139,34 @@ mod tests {
         let app = [23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1];
         let p = udp(&datagram(4433, 8 + 14, &app));
         assert_eq!((p.class, p.event), (Class::Dtls, 0));
+    }
+
+    #[test]
+    fn dtls_behind_a_capwap_preamble() {
+        let mut capwap = vec![0x01, 0, 0, 0];
+        capwap.extend_from_slice(&[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+        let p = udp(&datagram(5246, 8 + 18, &capwap));
+        assert_eq!((p.class, p.event, p.payload_off, p.payload_end), (Class::Dtls, EventKind::Dtls as u8, 12, 26));
+        let p = udp(&datagram(4433, 8 + 18, &capwap));
+        assert_eq!(p.class, Class::Other);
+    }
+
+    #[test]
+    fn vxlan_and_geneve_by_destination_port_before_dns() {
+        let mut p = Parsed::new();
+        let d = datagram(4789, 16, &[0x08, 0, 0, 0, 0, 0, 1, 0]);
+        let l3 = L3 { l4_off: 0, end: d.len(), claimed_end: d.len() };
+        let vxlan = Some(Inner { ethertype: crate::proto::ETH_P_TEB, off: 16, stat: crate::stats::ENCAP_VXLAN });
+        assert_eq!(parse(&&d[..], &KernelConfig::new(), &mut p, &l3), vxlan);
+        assert_eq!(tunnel(&&d[..], &mut p, &l3), vxlan);
+        let mut d = datagram(6081, 16, &[0, 0, 0x65, 0x58, 0, 0, 1, 0]);
+        assert!(parse(&&d[..], &KernelConfig::new(), &mut p, &l3).is_some());
+        d[..2].copy_from_slice(&[0, 53]);
+        assert!(tunnel(&&d[..], &mut p, &l3).is_some());
+        d[2..4].copy_from_slice(&[0, 53]);
+        assert_eq!(parse(&&d[..], &KernelConfig::new(), &mut p, &l3), None);
+        assert_eq!(tunnel(&&d[..], &mut p, &l3), None);
+        assert_eq!(p.class, Class::Dns);
     }
 
     #[test]

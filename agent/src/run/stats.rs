@@ -126,7 +126,7 @@ pub fn stats_line(shared: &Shared, clock: &EventClock, started: Instant) -> Valu
         "events": report::events_json(&counts),
         "duplicates": st.detectors.duplicates(),
         "events_lost": {"ringbuf": kstats[kstats::RINGBUF_FULL as usize], "queue": 0, "undecodable": st.undecodable},
-        "kernel": kernel_stats_json(&kstats),
+        "kernel": report::kernel_stats_json(&kstats),
         "undecodable_events": st.undecodable,
         "tracked": tracked,
         "evictions": evictions,
@@ -146,7 +146,7 @@ pub fn summary_line(shared: &Shared, clock: &EventClock, started: Instant) -> Va
     head.insert("time".into(), json!(rfc3339(clock.now())));
     head.insert("duration_s".into(), json!((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0));
     head.insert("interfaces".into(), interfaces);
-    head.insert("kernel".into(), kernel_stats_json(&kstats));
+    head.insert("kernel".into(), report::kernel_stats_json(&kstats));
     head.insert("undecodable_events".into(), json!(st.undecodable));
     report::summary_json(
         head,
@@ -206,10 +206,4 @@ pub fn render_summary(summary: &Value, shared: &Shared) -> Vec<String> {
     counts.dtls_record = summary["events"]["dtls_record"].as_u64().unwrap_or(0);
     counts.events_lost = summary["events"]["events_lost"].as_u64().unwrap_or(0);
     report::render_summary(summary["packets"].as_u64().unwrap_or(0), &classes, &counts, &st.detectors)
-}
-
-/// `stats::NAMES` as JSON, for the stats and summary lines.
-fn kernel_stats_json(stats: &[u64; kstats::NUM_STATS as usize]) -> Value {
-    let m: Map<String, Value> = kstats::NAMES.iter().zip(stats).map(|(n, v)| ((*n).to_string(), json!(v))).collect();
-    Value::Object(m)
 }

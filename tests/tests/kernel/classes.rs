@@ -10,6 +10,7 @@ use super::cases_app::{dns_cases, dtls_cases, icmp_cases, tls_cases};
 use super::cases_tcp_ip::{
     ipv4_header_cases, ipv6_ext_cases, large_df_cases, other_cases, tcp_fin_cases, tcp_syn_cases,
 };
+use super::cases_tunnel::tunnel_cases;
 use super::frames::Link;
 use super::rig::rig;
 
@@ -120,6 +121,29 @@ fn ipv4_options_and_fragments() {
         rig.check(&case);
         let non_first = if case.name.contains("non-first") { 2 * Link::ALL.len() as u64 } else { 0 };
         assert_eq!(rig.stat(stats::NON_FIRST_FRAGMENT) - frag0, non_first, "{}: NON_FIRST_FRAGMENT", case.name);
+    }
+}
+
+/// Tunnels: a DNS query inside GRE (plain; checksum, key and sequence; Ethernet with
+/// an 802.1Q tag inside; MPLS inside), ERSPAN I, II, III (with and without the
+/// subheader), PPTP's enhanced GRE with PPP, IP in IP in all four version pairs, VXLAN and Geneve (with options),
+/// over IPv4 and IPv6, under MPLS labels, and VXLAN carrying GRE: `dns` with the
+/// inner query's event (its addresses, ports, IP length and VLAN tags), each
+/// encapsulation counted in its statistic. Three IP-in-IP deep is `other` without
+/// event, counted as `tunnel_depth_limit`. DTLS behind a CAPWAP preamble of type 1
+/// (UDP 5246, 5247) is `dtls`, the snap starting at the records.
+#[test]
+fn tunnel_frames() {
+    let Some(mut rig) = rig("tunnel_frames") else { return };
+    for case in tunnel_cases() {
+        let before: Vec<u64> = (0..stats::NUM_STATS).map(|s| rig.stat(s)).collect();
+        rig.check(&case);
+        let runs = 2 * Link::ALL.iter().filter(|l| l.apply(&case.frame).is_some()).count() as u64;
+        for s in stats::ENCAP_GRE..stats::NUM_STATS {
+            let want = case.counts.iter().filter(|&&c| c == s).count() as u64 * runs;
+            let got = rig.stat(s) - before[s as usize];
+            assert_eq!(got, want, "{}: {} counted {got} times in {runs} runs", case.name, stats::NAMES[s as usize]);
+        }
     }
 }
 

@@ -25,6 +25,11 @@ pub(crate) struct Want {
     pub(crate) snap_offset: usize,
     pub(crate) snap: Vec<u8>,
     pub(crate) info: EventInfo,
+    /// For a packet inside a tunnel or under MPLS labels: the offset of its IP header
+    /// in the untagged frame, and the VLAN tags of its own Ethernet header (`None`
+    /// under MPLS: the link's). The event's `ip_len` and `vlan_depth` are the inner
+    /// packet's.
+    pub(crate) inner: Option<(usize, Option<u8>)>,
 }
 
 impl Want {
@@ -42,7 +47,15 @@ impl Want {
             snap_offset: 0,
             snap: Vec::new(),
             info: EventInfo::default(),
+            inner: None,
         }
+    }
+
+    /// The event's subject is the IP packet at `ip_off` of the untagged frame, inside a
+    /// tunnel behind `vlans` VLAN tags of its own (`None`: not in a tunnel).
+    pub(crate) fn inner(mut self, ip_off: usize, vlans: Option<u8>) -> Want {
+        self.inner = Some((ip_off, vlans));
+        self
     }
 
     /// The snap is the transport payload, the last `len` bytes of `frame`, capped at
@@ -97,12 +110,12 @@ impl Want {
             l4_proto: self.l4_proto,
             ip_flags: self.ip_flags,
             tcp_flags: self.tcp_flags,
-            vlan_depth: link.vlan_depth(),
+            vlan_depth: self.inner.and_then(|(_, vlans)| vlans).unwrap_or(link.vlan_depth()),
             src_addr: self.ip.addr(self.src),
             dst_addr: self.ip.addr(self.dst),
             src_port: self.ports.0,
             dst_port: self.ports.1,
-            ip_len: claimed_ip_len(frame) as u16,
+            ip_len: self.inner.map_or(claimed_ip_len(frame), |(at, _)| ip_len_at(frame, at, self.ip)) as u16,
             l4_payload_len: self.l4_payload_len as u16,
             snap_len: self.snap.len() as u16,
             snap_offset: if self.snap.is_empty() { 0 } else { (self.snap_offset + link.extra()) as u16 },
@@ -120,6 +133,15 @@ pub(crate) fn claimed_ip_len(frame: &[u8]) -> usize {
         proto::ETH_P_IPV4 => u16::from_be_bytes([ip[2], ip[3]]) as usize,
         proto::ETH_P_IPV6 => 40 + u16::from_be_bytes([ip[4], ip[5]]) as usize,
         _ => 0,
+    }
+}
+
+/// The IP length the header at `at` claims.
+pub(crate) fn ip_len_at(frame: &[u8], at: usize, ip: Ip) -> usize {
+    let ip_hdr = &frame[at..];
+    match ip {
+        Ip::V4 => u16::from_be_bytes([ip_hdr[2], ip_hdr[3]]) as usize,
+        Ip::V6 => 40 + u16::from_be_bytes([ip_hdr[4], ip_hdr[5]]) as usize,
     }
 }
 
@@ -158,6 +180,9 @@ pub(crate) struct Case {
     /// because the bytes cut away are what outranks or rules out that class (see
     /// `every_truncation_of_every_crafted_frame`).
     pub(crate) cut_may_be: Vec<Class>,
+    /// Statistics (`agent_common::stats`) each run of the whole frame adds one to,
+    /// once per entry.
+    pub(crate) counts: Vec<u32>,
 }
 
 impl Case {
@@ -170,7 +195,13 @@ impl Case {
             class,
             event: None,
             cut_may_be: Vec::new(),
+            counts: Vec::new(),
         }
+    }
+
+    pub(crate) fn counts(mut self, stat: u32) -> Case {
+        self.counts.push(stat);
+        self
     }
 
     pub(crate) fn cut_may_be(mut self, class: Class) -> Case {

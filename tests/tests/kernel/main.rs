@@ -18,7 +18,9 @@
 //! - [`classes`]: `dns_frames`, `dtls_frames`, `tls_frames`, `icmp_error_frames`,
 //!   `tcp_syn_frames`, `tcp_fin_frames`, `large_df_frames`, `other_frames`: every
 //!   class, over IPv4 and IPv6; `ipv6_extension_header_chains`,
-//!   `ipv4_options_and_fragments`: the IP layer's walk; `crafted_frames_cover_every_class`.
+//!   `ipv4_options_and_fragments`: the IP layer's walk; `tunnel_frames`: every
+//!   encapsulation decapsulated, two deep, three deep past the limit, DTLS behind
+//!   CAPWAP ([`cases_tunnel`]); `crafted_frames_cover_every_class`.
 //! - [`truncation`]: `every_truncation_of_every_crafted_frame`: each of those frames
 //!   cut at every length.
 //! - [`maps`]: `config_change_reaches_the_kernel_without_reload` (the CONFIG map is
@@ -29,6 +31,7 @@
 
 mod cases_app;
 mod cases_tcp_ip;
+mod cases_tunnel;
 mod classes;
 mod expect;
 mod frames;
@@ -38,6 +41,7 @@ mod truncation;
 
 use cases_app::{dns_cases, dtls_cases, icmp_cases, tls_cases};
 use cases_tcp_ip::{ipv4_header_cases, ipv6_ext_cases, large_df_cases, other_cases, tcp_fin_cases, tcp_syn_cases};
+use cases_tunnel::tunnel_cases;
 use expect::Case;
 
 /// Every crafted frame.
@@ -53,6 +57,7 @@ fn all_cases() -> Vec<Case> {
         other_cases(),
         ipv6_ext_cases(),
         ipv4_header_cases(),
+        tunnel_cases(),
     ]
     .concat()
 }
