@@ -80,31 +80,34 @@ fn cooked_and_raw_ip_captures_replay_like_ethernet() {
     }
 }
 
+/// A namespace of our own with `addr` on its loopback and dnsmasq answering `ok.test`
+/// there (the daemon stops when the returned handle is dropped).
+fn namespace_with_dnsmasq(name: &str, addr: &str) -> (NetNs, pathwatch::lab::netns::Daemon) {
+    let ns = NetNs::new(name).unwrap();
+    ns.ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]).unwrap();
+    let net = addr.rsplit_once('.').map_or(addr, |(net, _)| net);
+    let (listen, answer) = (format!("--listen-address={addr}"), format!("--address=/ok.test/{net}.9"));
+    let args = [
+        "--no-daemon",
+        "--no-resolv",
+        "--no-hosts",
+        &listen,
+        "--bind-interfaces",
+        &answer,
+        "--user=root",
+        "--pid-file=",
+    ];
+    let dns = ns.spawn("dnsmasq", "dnsmasq", &args, None).unwrap();
+    (ns, dns)
+}
+
 #[test]
 fn sll2_pcap_from_tcpdump_and_pcapng_from_tshark_replay_alike() {
     if !privileged("sll2_pcap_from_tcpdump_and_pcapng_from_tshark_replay_alike") {
         return;
     }
     let dir = TempDir::new("formats");
-    let ns = NetNs::new("pwt-fmt-a").unwrap();
-    ns.ip(&["addr", "add", "198.18.50.1/32", "dev", "lo"]).unwrap();
-    let _dns = ns
-        .spawn(
-            "dnsmasq",
-            "dnsmasq",
-            &[
-                "--no-daemon",
-                "--no-resolv",
-                "--no-hosts",
-                "--listen-address=198.18.50.1",
-                "--bind-interfaces",
-                "--address=/ok.test/198.18.50.9",
-                "--user=root",
-                "--pid-file=",
-            ],
-            None,
-        )
-        .unwrap();
+    let (ns, _dns) = namespace_with_dnsmasq("pwt-fmt-a", "198.18.50.1");
     let pcap = dir.0.join("any.pcap");
     let pcapng = dir.0.join("any.pcapng");
     let (td_log, ts_log) = (dir.0.join("tcpdump.log"), dir.0.join("tshark.log"));
@@ -253,25 +256,7 @@ fn an_nflog_capture_from_an_nftables_log_rule_replays_with_tsharks_counts() {
         return;
     }
     let dir = TempDir::new("nflog");
-    let ns = NetNs::new("pwt-fmt-n").unwrap();
-    ns.ip(&["addr", "add", "198.18.51.1/32", "dev", "lo"]).unwrap();
-    let _dns = ns
-        .spawn(
-            "dnsmasq",
-            "dnsmasq",
-            &[
-                "--no-daemon",
-                "--no-resolv",
-                "--no-hosts",
-                "--listen-address=198.18.51.1",
-                "--bind-interfaces",
-                "--address=/ok.test/198.18.51.9",
-                "--user=root",
-                "--pid-file=",
-            ],
-            None,
-        )
-        .unwrap();
+    let (ns, _dns) = namespace_with_dnsmasq("pwt-fmt-n", "198.18.51.1");
     // What a gateway operator writes to see DNS leave the host: a log rule to a
     // netlink group, read with `tcpdump -i nflog:N`.
     let rules = dir.0.join("log.nft");
