@@ -23,6 +23,19 @@ fn kinds(s: &Value) -> Vec<&str> {
     s["found"].as_array().map(|a| a.iter().filter_map(|f| f["kind"].as_str()).collect()).unwrap_or_default()
 }
 
+/// Every lab scenario, in the order the lab runs them.
+const SCENARIOS: [&str; 9] = [
+    "dns-probe-storm",
+    "vpn-ok",
+    "dtls-blocked",
+    "dtls-port-mismatch",
+    "pmtu-black-hole",
+    "pmtu-ok",
+    "https-clients",
+    "vpn-reconnect-loop",
+    "dns-resolver-outage",
+];
+
 #[test]
 fn lab_all_scenarios() {
     if !privileged("lab_all_scenarios") {
@@ -36,21 +49,7 @@ fn lab_all_scenarios() {
     let lines = json_lines(&stdout);
     let scenarios: Vec<&Value> = lines.iter().filter(|l| l["type"] == "lab_scenario").collect();
     let names: Vec<&str> = scenarios.iter().filter_map(|s| s["scenario"].as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "dns-probe-storm",
-            "vpn-ok",
-            "dtls-blocked",
-            "dtls-port-mismatch",
-            "pmtu-black-hole",
-            "pmtu-ok",
-            "https-clients",
-            "vpn-reconnect-loop",
-            "dns-resolver-outage"
-        ],
-        "{stdout}"
-    );
+    assert_eq!(names, SCENARIOS, "{stdout}");
     for s in &scenarios {
         let name = s["scenario"].as_str().unwrap_or("?");
         let found = kinds(s);
@@ -122,17 +121,7 @@ fn lab_removes_the_leftovers_of_a_dead_run() {
 fn lab_names_the_scenarios_when_given_an_unknown_one() {
     let (code, _, stderr) = pathwatch(&["lab", "no-such-scenario"]);
     assert_eq!(code, 2, "{stderr}");
-    for name in [
-        "dns-probe-storm",
-        "vpn-ok",
-        "dtls-blocked",
-        "dtls-port-mismatch",
-        "pmtu-black-hole",
-        "pmtu-ok",
-        "https-clients",
-        "vpn-reconnect-loop",
-        "dns-resolver-outage",
-    ] {
+    for name in SCENARIOS {
         assert!(stderr.contains(name), "{stderr}");
     }
 }
