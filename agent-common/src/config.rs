@@ -30,6 +30,15 @@ pub struct KernelConfig {
     /// every event. A wakeup costs far more than an event (an interrupt: several
     /// microseconds in a VM), so under load many events share one.
     pub wakeup_bytes: u32,
+    /// The flow cache's sets less one (a power of two less one: see
+    /// [`crate::flow::flow_sets`]); set by whoever sizes the cache.
+    pub flow_set_mask: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+    /// Seeds the flow hash ([`crate::flow::flow_hash`]): random for each run of the
+    /// agent, so that nobody can choose flows that share a set or a tag; 0 in replay,
+    /// whose results must not depend on the run.
+    pub flow_seed: u64,
 }
 
 /// Timestamp events with the precise monotonic clock (`bpf_ktime_get_ns`) instead of
@@ -73,6 +82,9 @@ impl KernelConfig {
             verifier_barrier: 0,
             flags: 0,
             wakeup_bytes: DEFAULT_WAKEUP_BYTES,
+            flow_set_mask: crate::flow::flow_sets(crate::flow::DEFAULT_FLOW_ENTRIES) - 1,
+            _pad: 0,
+            flow_seed: 0,
         }
     }
 
@@ -104,4 +116,4 @@ impl Default for KernelConfig {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelConfig {}
 
-const _: () = assert!(core::mem::size_of::<KernelConfig>() == 8192 + 16);
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 8192 + 32);

@@ -2,8 +2,9 @@
 //!
 //! A record is an [`EventHeader`] followed by `snap_len` bytes of the packet (the
 //! "snap": the DNS message, the DTLS or TLS records, the ICMP message with its quoted
-//! header). Records come in two sizes, [`RECORD_SMALL`] and [`RECORD_LARGE`], so that
-//! a DNS query for a short name does not move 600 bytes through the ring buffer.
+//! header). Records come in four sizes ([`record_len`]), so that a TCP event or a DNS
+//! query for a short name does not move 600 bytes through the ring buffer: under a flood,
+//! the ring's size in events is what decides how long a consumer may stall.
 //! Bulk packets produce no event at all.
 
 /// What kind of packet an event reports.
@@ -171,22 +172,54 @@ unsafe impl aya::Pod for EventHeader {}
 
 /// Size of [`EventHeader`] in bytes.
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
-/// Snap capacity of a small record: an ICMP error with its quote, a DNS query for a
-/// name of up to ~100 characters, DTLS/TLS record headers.
-pub const SNAP_SMALL: usize = 128;
-/// Snap capacity of a large record: a DNS message with the longest legal name.
-pub const SNAP_LARGE: usize = 512;
-/// The most snap bytes an event of `kind` (an [`EventKind`] as `u8`) carries. DNS
-/// messages and ICMP errors: up to [`SNAP_LARGE`], the detectors decode them. DTLS and
-/// TLS records: [`SNAP_SMALL`], their record headers; the header's `info` already holds
-/// what the detectors read, and the rest of a ClientHello would double the event's
-/// cost in the kernel (a large record's cache lines) for bytes nobody reads.
+/// Snap capacity of a small record: DTLS and TLS record headers with the start of
+/// the handshake (what tells two ClientHellos apart), a DNS query for a short name.
+pub const SNAP_SMALL: usize = 64;
+/// Snap capacity of a medium record: a DNS query for a name of up to ~110 characters,
+/// an ICMP error with its quoted headers.
+pub const SNAP_MEDIUM: usize = 128;
+/// Snap capacity of a large record: the DNS header and a first question with the
+/// longest legal name (12 + 255 + 4 bytes), also when an ICMP error quotes it behind
+/// its own header and an IP header with options and a UDP header (8 + 60 + 8 + 271).
+/// The rest of a response (its answers) is read by no detector.
+pub const SNAP_LARGE: usize = 352;
+/// The most snap bytes an event of `kind` (an [`EventKind`] as `u8`) carries: only
+/// what the detectors read. DNS messages and ICMP errors: up to [`SNAP_LARGE`], the
+/// header and the (quoted) question. DTLS and TLS records: [`SNAP_SMALL`], the header's
+/// `info` already holds what the detectors read of them. TCP kinds: nothing, the header
+/// holds their fields.
 pub const fn snap_cap(kind: u8) -> usize {
-    if kind == EventKind::Dtls as u8 || kind == EventKind::Tls as u8 { SNAP_SMALL } else { SNAP_LARGE }
+    if kind == EventKind::Dtls as u8 || kind == EventKind::Tls as u8 {
+        SNAP_SMALL
+    } else if kind == EventKind::Dns as u8 || kind == EventKind::IcmpError as u8 {
+        SNAP_LARGE
+    } else {
+        0
+    }
 }
 
+/// The record size for `snap` bytes of snap: the header and the smallest snap class
+/// that holds them (the ring buffer reserves a size fixed when the program is
+/// verified, so records come in four sizes).
+pub const fn record_len(snap: usize) -> usize {
+    HEADER_LEN
+        + if snap == 0 {
+            0
+        } else if snap <= SNAP_SMALL {
+            SNAP_SMALL
+        } else if snap <= SNAP_MEDIUM {
+            SNAP_MEDIUM
+        } else {
+            SNAP_LARGE
+        }
+}
+
+/// Size of a record with no snap (the TCP kinds).
+pub const RECORD_BARE: usize = HEADER_LEN;
 /// Size of a small record.
 pub const RECORD_SMALL: usize = HEADER_LEN + SNAP_SMALL;
+/// Size of a medium record.
+pub const RECORD_MEDIUM: usize = HEADER_LEN + SNAP_MEDIUM;
 /// Size of a large record.
 pub const RECORD_LARGE: usize = HEADER_LEN + SNAP_LARGE;
 
@@ -200,4 +233,6 @@ const _: () = {
     }
 };
 const _: () = assert!(HEADER_LEN == 112);
-const _: () = assert!(RECORD_SMALL.is_multiple_of(8) && RECORD_LARGE.is_multiple_of(8));
+const _: () =
+    assert!(RECORD_SMALL.is_multiple_of(8) && RECORD_MEDIUM.is_multiple_of(8) && RECORD_LARGE.is_multiple_of(8));
+const _: () = assert!(12 + 255 + 4 <= SNAP_LARGE && 8 + 60 + 8 + 12 + 255 + 4 <= SNAP_LARGE);

@@ -12,14 +12,15 @@ pub const TRUNCATED: u32 = 2;
 pub const IPV6_EXT_LIMIT: u32 = 3;
 /// A non-first IP fragment (no transport header to read).
 pub const NON_FIRST_FRAGMENT: u32 = 4;
-/// A flow could not be inserted into the flow table.
-pub const FLOW_INSERT_FAILED: u32 = 5;
+/// A flow took the place of another in the flow cache (its set was full): the other
+/// flow is forgotten, and a retransmission of it would not be seen as one.
+pub const FLOW_EVICTIONS: u32 = 5;
 /// Link-layer framing the programs do not parse (more VLAN tags than supported).
 pub const UNSUPPORTED_L2: u32 = 6;
 /// Packets whose snapshot bytes could not be copied into the event.
 pub const SNAP_COPY_FAILED: u32 = 7;
-/// Flows inserted into the flow table. The programs never delete one, so what was
-/// inserted and is no longer held was evicted by the LRU map (which counts nothing).
+/// Flows inserted into an empty place of the flow cache. The programs never delete
+/// one, so this is how many the cache holds (since it was last emptied).
 pub const FLOWS_INSERTED: u32 = 8;
 
 /// GRE headers decapsulated (IPv4, IPv6 or Ethernet inside; ERSPAN counts apart).
@@ -67,7 +68,7 @@ pub const NAMES: [&str; NUM_STATS as usize] = [
     "truncated",
     "ipv6_ext_limit",
     "non_first_fragment",
-    "flow_insert_failed",
+    "flow_evictions",
     "unsupported_l2",
     "snap_copy_failed",
     "flows_inserted",

@@ -1,36 +1,28 @@
-//! The walk's flow table in the kernel: the `FLOWS` LRU map.
+//! The walk's flow cache in the kernel: the `FLOWS` array of two-way sets.
 
-use agent_common::{FlowKey, FlowState, stats, wire::LargeSegments};
+use agent_common::{FlowState, flow::FlowSlotOutcome, stats, wire::LargeSegments};
 
 use crate::maps::{FLOWS, stat};
 
-/// `bpf_map_update_elem` flag: insert only if the key is absent.
-const BPF_NOEXIST: u64 = aya_ebpf::bindings::BPF_NOEXIST as u64;
-/// The helper's error when the key is present (`-EEXIST`).
-const EEXIST: i32 = -17;
-
-/// The `FLOWS` map, shared by every CPU and both hooks.
+/// The `FLOWS` array, shared by every CPU and both hooks.
+///
+/// Updated in place without a lock: a flow's segments are handled on one CPU at a
+/// time (a NIC steers a flow to one queue; a socket's segments leave one at a time),
+/// so two CPUs write one set at once only for two flows that share it, at the same
+/// moment, which at worst mixes up those two flows' counts once.
 pub struct KernelFlows;
 
 impl LargeSegments for KernelFlows {
-    /// Updates the flow in place; a new flow is inserted, once even when two CPUs race.
     #[inline(always)]
-    fn on_large_segment(&mut self, key: &FlowKey, seq: u32, len: u16) -> Option<FlowState> {
-        match FLOWS.get_ptr_mut(key) {
-            Some(state) => {
-                // SAFETY: a pointer to the map value, valid for this program run.
-                let state = unsafe { &mut *state };
-                if state.on_segment(seq, len) { Some(*state) } else { None }
-            }
-            None => {
-                match FLOWS.insert(key, &FlowState::first(seq, len), BPF_NOEXIST) {
-                    Ok(()) => stat(stats::FLOWS_INSERTED),
-                    // Another CPU inserted the same flow first: one insertion, not two.
-                    Err(EEXIST) => {}
-                    Err(_) => stat(stats::FLOW_INSERT_FAILED),
-                }
-                None
-            }
+    fn on_large_segment(&mut self, set: u32, tag: u64, seq: u32, len: u16) -> Option<FlowState> {
+        let set = FLOWS.get_ptr_mut(set)?;
+        // SAFETY: a pointer to the map value, valid for this program run.
+        let (retransmission, outcome) = unsafe { &mut *set }.on_segment(tag, seq, len);
+        match outcome {
+            FlowSlotOutcome::Hit => {}
+            FlowSlotOutcome::Inserted => stat(stats::FLOWS_INSERTED),
+            FlowSlotOutcome::Evicted => stat(stats::FLOW_EVICTIONS),
         }
+        retransmission
     }
 }

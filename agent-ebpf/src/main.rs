@@ -99,7 +99,7 @@ fn handle<P: wire::Packet + Linear>(pkt: &P, ifindex: u32, direction: Direction)
         stat(stats::TRUNCATED);
     }
     if parsed.event != 0 && pkt.raises_events() {
-        emit::emit(pkt, &parsed, ifindex, direction);
+        emit::emit(pkt, cfg, &parsed, ifindex, direction);
     }
 }
 

@@ -4,12 +4,12 @@ use agent_common::{
     class::{COUNTER_ENTRIES, Counter, IFINDEX_LIMIT, counter_index},
     config::KernelConfig,
     event::RECORD_LARGE,
-    flow::{DEFAULT_FLOW_ENTRIES, FlowKey, FlowState},
+    flow::{DEFAULT_FLOW_ENTRIES, FlowSet, flow_sets},
     stats::NUM_STATS,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
 
 /// Packets and bytes per (slot, direction, class).
@@ -32,13 +32,26 @@ pub static CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-/// When the consumer was last woken (monotonic ns), entry 0.
-#[map(name = "LAST_WAKEUP")]
-pub static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
+/// This CPU's part of the wakeup rule, entry 0 (see `emit`): per CPU, so that deciding
+/// whether to wake the consumer touches no cache line another CPU or the consumer
+/// writes (asking the ring buffer how much waits would read the consumer's position).
+#[map(name = "WAKEUP")]
+pub static WAKEUP: PerCpuArray<Wakeup> = PerCpuArray::with_max_entries(1, 0);
 
-/// Flows that sent large segments (LRU: old flows make room for new ones).
+/// What one CPU remembers for the wakeup rule.
+#[repr(C)]
+pub struct Wakeup {
+    /// Record bytes this CPU wrote since it last woke the consumer.
+    pub pending_bytes: u64,
+    /// When this CPU last woke the consumer (the event clock, ns).
+    pub last_ns: u64,
+}
+
+/// Flows that sent large segments, two to a set (`agent_common::flow`): an array, so a
+/// lookup is an address computed inline, not a helper call hashing a key. The agent
+/// sets the number of sets at load time (`flow_sets`).
 #[map(name = "FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+pub static FLOWS: Array<FlowSet> = Array::with_max_entries(flow_sets(DEFAULT_FLOW_ENTRIES), 0);
 
 const _: () = assert!(RECORD_LARGE < 4096);
 

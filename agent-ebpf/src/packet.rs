@@ -178,14 +178,20 @@ impl<'a> SkbPacket<'a> {
     }
 }
 
+// As for XDP, and the context pointer itself goes through `black_box` at each read:
+// `data` and `data_end` are not at offset 0 of `__sk_buff`, and LLVM would otherwise
+// keep `&skb->data` (the context plus 76) in a register or on the stack for later
+// reads, and the verifier rejects any access through a modified context pointer.
 impl Linear for SkbPacket<'_> {
     #[inline(always)]
     fn start(&self) -> usize {
-        unsafe { core::ptr::read_volatile(&(*self.ctx.skb.skb).data) as usize }
+        let skb = core::hint::black_box(self.ctx.skb.skb);
+        unsafe { core::ptr::read_volatile(&(*skb).data) as usize }
     }
     #[inline(always)]
     fn end(&self) -> usize {
-        unsafe { core::ptr::read_volatile(&(*self.ctx.skb.skb).data_end) as usize }
+        let skb = core::hint::black_box(self.ctx.skb.skb);
+        unsafe { core::ptr::read_volatile(&(*skb).data_end) as usize }
     }
     #[inline(always)]
     fn load_raw(&self, offset: u32, dst: *mut u8, len: u32) -> bool {

@@ -82,16 +82,14 @@ impl Source {
         }
     }
 
-    /// Flows held in the large-segment table (the kernel's, or the userspace
-    /// classifier's), and flows evicted from it (for the kernel's: inserted and no
-    /// longer held).
+    /// Flows held in the large-segment cache (the kernel's, or the userspace
+    /// classifier's), and flows evicted from it.
     fn flow_table(&mut self) -> (u64, u64) {
         match self {
             Source::User(c) => (c.flows().len() as u64, c.flows().evictions()),
             Source::Kernel(r) => {
                 let held = r.flow_count().unwrap_or(0);
-                let inserted = r.stat(agent_common::stats::FLOWS_INSERTED).unwrap_or(0);
-                (held, inserted.saturating_sub(held))
+                (held, r.stat(agent_common::stats::FLOW_EVICTIONS).unwrap_or(0))
             }
         }
     }

@@ -11,7 +11,7 @@
 //! checked by the kernel tests' crafted frames and `../formats`' captures against tshark.
 
 use agent_common::{
-    Class, FlowKey, FlowState, KernelConfig,
+    Class, FlowState, KernelConfig,
     event::IP_FLAG_DF,
     proto::{
         IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, is_dtls_content_type, is_dtls_version,
@@ -29,7 +29,7 @@ use pathwatch_tests::{all_pcaps, rel};
 struct NoFlows;
 
 impl LargeSegments for NoFlows {
-    fn on_large_segment(&mut self, _: &FlowKey, _: u32, _: u16) -> Option<FlowState> {
+    fn on_large_segment(&mut self, _: u32, _: u64, _: u32, _: u16) -> Option<FlowState> {
         None
     }
 }
@@ -222,4 +222,45 @@ fn walk_agrees_with_etherparse_on_every_frame() {
         problems.len(),
         problems.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
     );
+}
+
+/// The fast path ([`wire::fast`]) gives the full walk's answer, field for field, on
+/// every frame it settles: the shared captures, and the formats and wild corpora where
+/// they are assembled (real traffic of every shape, including the cut and the odd).
+#[test]
+fn the_fast_path_gives_the_full_walks_answer_on_every_frame_it_settles() {
+    let cfg = KernelConfig::new();
+    let mut paths = all_pcaps();
+    for (name, env) in [("formats", "PATHWATCH_FORMATS"), ("wild", "PATHWATCH_WILD")] {
+        if let Some(dir) = pathwatch_tests::wild::candidates_of(name, env)
+            .into_iter()
+            .find(|d| !pathwatch_tests::wild::captures_in(d).is_empty())
+        {
+            paths.extend(pathwatch_tests::wild::captures_in(&dir));
+        }
+    }
+    let (mut frames, mut settled) = (0u64, 0u64);
+    let mut problems = Vec::new();
+    for path in &paths {
+        let Ok(capture) = Capture::open(path) else { continue };
+        let Ok(iter) = capture.frames() else { continue };
+        for frame in iter {
+            let Ok(frame) = frame else { break };
+            let Some(eth) = to_ethernet(frame.link, &frame.data) else { continue };
+            frames += 1;
+            let Some(fast) = wire::fast::walk(&&eth[..], &cfg, &mut NoFlows) else { continue };
+            settled += 1;
+            let full = wire::walk_full(&&eth[..], &cfg, &mut NoFlows);
+            if fast != full {
+                problems.push(format!(
+                    "{} frame {}:\n    fast {fast:?}\n    full {full:?}",
+                    path.display(),
+                    frame.number
+                ));
+            }
+        }
+    }
+    eprintln!("{} captures, {frames} frames: {settled} settled by the fast path", paths.len());
+    assert!(settled > frames / 4, "the fast path settles the common shape");
+    assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems[..problems.len().min(20)].join("\n"));
 }

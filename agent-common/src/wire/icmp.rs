@@ -3,7 +3,7 @@
 use super::{L3, Packet, Parsed};
 use crate::{
     Class, EventKind,
-    proto::{ICMP_HLEN, is_icmpv4_error, is_icmpv6_error},
+    proto::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HLEN, ICMPV6_PACKET_TOO_BIG, is_icmpv4_error, is_icmpv6_error},
 };
 
 /// Field offsets.
@@ -37,6 +37,20 @@ pub fn parse<P: Packet>(pkt: &P, p: &mut Parsed, l3: &L3) {
     p.event = EventKind::IcmpError as u8;
     p.payload_off = l3.l4_off + ICMP_HLEN;
     p.payload_end = l3.end;
+    let pmtu = if p.ip_version == 4 {
+        t == ICMP_DEST_UNREACH && hdr[field::CODE] == ICMP_FRAG_NEEDED
+    } else {
+        t == ICMPV6_PACKET_TOO_BIG
+    };
+    p.extra = u64::from(pmtu);
+}
+
+/// Whether the walked ICMP error `p` says a packet was too big (frag-needed, packet
+/// too big): its quote then matters only up to the quoted transport ports, and its
+/// event carries less of it ([`Parsed::snap`]).
+#[inline(always)]
+pub fn is_pmtu(p: &Parsed) -> bool {
+    p.extra == 1
 }
 
 #[cfg(test)]
@@ -55,6 +69,9 @@ mod tests {
         let m = [3, 4, 0, 0, 0, 0, 0x05, 0x78, 0x45, 0, 0, 20];
         let p = icmp(4, &m, m.len());
         assert_eq!((p.class, p.event, p.payload_off, p.payload_end), (Class::IcmpError, 4, 8, 12));
+        assert!(is_pmtu(&p));
+        assert!(is_pmtu(&icmp(6, &[2, 0, 0, 0, 0, 0, 5, 0], 8)));
+        assert!(!is_pmtu(&icmp(4, &[3, 3, 0, 0, 0, 0, 0, 0], 8)));
     }
 
     #[test]

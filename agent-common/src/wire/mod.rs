@@ -2,7 +2,7 @@
 //!
 //! [`walk`] reads Ethernet (with VLAN tags, PPPoE, MPLS), IPv4 or IPv6, then UDP, TCP or
 //! ICMP, and decides the packet's class, whether it becomes an event, and where the
-//! event's bytes are. A tunnel (GRE, ERSPAN, IP in IP, VXLAN, Geneve; [`tunnel`]) is
+//! event's bytes are; the most common shape takes a shorter way ([`fast`]). A tunnel (GRE, ERSPAN, IP in IP, VXLAN, Geneve; [`tunnel`]) is
 //! decapsulated by walking the link and IP layers again from where its payload
 //! starts, up to [`MAX_TUNNEL_DEPTH`] times: the innermost packet is the one classified. It is generic over [`Packet`], the few ways of reading bytes it
 //! needs: `agent-ebpf` implements it for the XDP and TC contexts (bounds checks the
@@ -20,6 +20,7 @@ pub mod capwap;
 pub mod dtls;
 pub mod erspan;
 pub mod ethernet;
+pub mod fast;
 pub mod geneve;
 pub mod gre;
 pub mod icmp;
@@ -34,8 +35,8 @@ pub mod udp;
 pub mod vxlan;
 
 use crate::{
-    Class, FlowKey, FlowState, KernelConfig,
-    event::{EventKind, IP_FLAG_DF},
+    Class, FlowState, KernelConfig,
+    event::{EventKind, IP_FLAG_DF, SNAP_MEDIUM},
     proto::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_MPLS_MC, ETH_P_MPLS_UC, ETH_P_TEB, ICMP_HLEN,
         IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -143,12 +144,14 @@ impl Packet for &[u8] {
     }
 }
 
-/// The flow table the walk asks about large DF TCP segments (the kernel's `FLOWS`
-/// LRU map, replay's `FlowTable`).
+/// The flow cache the walk asks about large DF TCP segments (the kernel's `FLOWS`
+/// array, replay's `FlowTable`), both of [`crate::flow::FlowSet`]s.
 pub trait LargeSegments {
-    /// Accounts the segment `[seq, seq + len)` of `key`'s flow (inserting the flow when
-    /// new); the flow's state when the segment is a retransmission.
-    fn on_large_segment(&mut self, key: &FlowKey, seq: u32, len: u16) -> Option<FlowState>;
+    /// Accounts the segment `[seq, seq + len)` of the flow tagged `tag`
+    /// ([`crate::flow::flow_tag`]) in set `set` ([`crate::flow::flow_set_index`]),
+    /// inserting the flow when new; the flow's state when the segment is a
+    /// retransmission.
+    fn on_large_segment(&mut self, set: u32, tag: u64, seq: u32, len: u16) -> Option<FlowState>;
 }
 
 /// What the walk found: only what the packet path needs, so that a packet that raises
@@ -211,12 +214,20 @@ impl Parsed {
     }
 
     /// Where the event's snap starts and ends in the packet: the ICMP message with its
-    /// header, nothing for the TCP kinds, the payload otherwise.
+    /// header (for a packet-too-big signal, only its first [`SNAP_MEDIUM`] bytes: the
+    /// quoted IP and transport headers are all the detectors read of it), nothing for
+    /// the TCP kinds, the payload otherwise.
     #[inline(always)]
     pub fn snap(&self) -> (usize, usize) {
         let kind = self.event;
         if kind == EventKind::IcmpError as u8 {
-            (self.payload_off.saturating_sub(ICMP_HLEN), self.payload_end)
+            let start = self.payload_off.saturating_sub(ICMP_HLEN);
+            let end = if icmp::is_pmtu(self) && self.payload_end > start + SNAP_MEDIUM {
+                start + SNAP_MEDIUM
+            } else {
+                self.payload_end
+            };
+            (start, end)
         } else if kind == EventKind::TcpSyn as u8
             || kind == EventKind::TcpLargeRetransmit as u8
             || kind == EventKind::TcpFin as u8
@@ -276,9 +287,20 @@ impl Inner {
 }
 
 /// Walks the headers of `pkt`: the class, the event if any, and where its bytes are.
-/// Large DF TCP segments are looked up in `flows`.
+/// Large DF TCP segments are looked up in `flows`. The common shape (untagged
+/// Ethernet, plain IPv4, TCP or UDP) is read by [`fast::walk`], everything else by
+/// [`walk_full`]; both give the same answer.
 #[inline(always)]
 pub fn walk<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &mut F) -> Parsed {
+    if let Some(p) = fast::walk(pkt, cfg, flows) {
+        return p;
+    }
+    walk_full(pkt, cfg, flows)
+}
+
+/// [`walk`] without its fast path: every shape, layer by layer.
+#[inline(always)]
+pub fn walk_full<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &mut F) -> Parsed {
     let mut p = Parsed::new();
     let barrier = cfg.verifier_barrier as usize;
     if let Some(outer) = l2_l3(pkt, &mut p, Inner::FRAME, barrier) {
@@ -332,7 +354,7 @@ fn transport<P: Packet, F: LargeSegments>(
 /// tunnel's header, the transport layer) is verified once, not once per
 /// VLAN/PPPoE/MPLS/IPv4-options/IPv6-extension variant.
 #[inline(always)]
-fn behind_barrier(p: &mut Parsed, mut l3: L3, barrier: usize) -> L3 {
+pub(super) fn behind_barrier(p: &mut Parsed, mut l3: L3, barrier: usize) -> L3 {
     p.l3_off = (p.l3_off + barrier) & MAX_PARSE_OFFSET;
     l3.l4_off = (l3.l4_off + barrier) & MAX_PARSE_OFFSET;
     l3.end += barrier;

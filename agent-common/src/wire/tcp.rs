@@ -3,8 +3,9 @@
 
 use super::{L3, LargeSegments, Packet, Parsed, be16, be32, helper_len, ipv4, ipv6, native, tls};
 use crate::{
-    Class, EventKind, FlowKey, KernelConfig,
+    Class, EventKind, KernelConfig,
     event::IP_FLAG_DF,
+    flow::{flow_hash, flow_set_index, flow_tag},
     proto::{MAX_PARSE_OFFSET, MAX_TCP_OPTION_BYTES, TCP_SYN, TCP_SYN_FIN_RST, TCPOPT_EOL, TCPOPT_MSS, TCPOPT_NOP},
 };
 
@@ -51,6 +52,22 @@ pub fn parse<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &m
         p.truncated = true;
         return;
     }
+    segment(pkt, cfg, flows, p, hdr, l3, payload_off);
+}
+
+/// The segment whose header `hdr` is at `l3.l4_off` and whose payload starts at
+/// `payload_off` (within `l3.end`): DNS, TLS, SYN, FIN/RST, large DF.
+#[inline(always)]
+pub(super) fn segment<P: Packet, F: LargeSegments>(
+    pkt: &P,
+    cfg: &KernelConfig,
+    flows: &mut F,
+    p: &mut Parsed,
+    hdr: &[u8; HLEN],
+    l3: &L3,
+    payload_off: usize,
+) {
+    let (l4_off, end) = (l3.l4_off, l3.end);
     p.payload_off = payload_off;
     p.payload_end = end;
     let (src_port, dst_port) = (be16(hdr, field::SRC_PORT), be16(hdr, field::DST_PORT));
@@ -83,7 +100,7 @@ pub fn parse<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &m
         if claimed_len > 0 && pkt.raises_events() {
             let seq = be32(hdr, field::SEQ);
             let seg_len = if claimed_len > 0xffff { 0xffff } else { claimed_len as u16 };
-            large_segment(pkt, flows, p, seq, seg_len, src_port, dst_port);
+            large_segment(pkt, cfg, flows, p, seq, seg_len, src_port, dst_port);
         }
     }
 }
@@ -158,13 +175,14 @@ pub fn mss_option<P: Packet>(pkt: &P, off: usize, end: usize) -> u16 {
 /// Asks `flows` about a large segment; a retransmission becomes a `TcpLargeRetransmit`
 /// event with `seg_len | largest_acked << 16 | retransmits << 32` in `p.extra`.
 ///
-/// Every large DF segment of a bulk transfer comes here, so the key is built as five
-/// 64-bit words (the `FlowKey` layout: the addresses as [`super::addr_words`], then the ports
-/// and the IP version): no byte copies, no calls to fill the gaps with zeros (LLVM
-/// turns runs of zero stores into a call to a byte-by-byte `memset`).
+/// Every large DF segment of a bulk transfer comes here, so the flow is hashed from
+/// five 64-bit words (the `FlowKey` layout: the addresses as [`super::addr_words`],
+/// then the ports and the IP version) read straight from the packet, and looked up by
+/// its hash in the flow cache ([`crate::flow`]): no key is built or compared.
 #[inline(always)]
 fn large_segment<P: Packet, F: LargeSegments>(
     pkt: &P,
+    cfg: &KernelConfig,
     flows: &mut F,
     p: &mut Parsed,
     seq: u32,
@@ -182,22 +200,20 @@ fn large_segment<P: Packet, F: LargeSegments>(
         let Some(a) = pkt.array_at::<32>(p.l3_off + ipv6::field::ADDRS) else { return };
         [native(a, 0), native(a, 8), native(a, 16), native(a, 24), tail]
     };
-    // SAFETY: `FlowKey` is `repr(C)`, 40 bytes, align 2, every bit pattern valid; the
-    // words are laid out as its fields on a little-endian target (asserted below).
-    let key: &FlowKey = unsafe { &*(words.as_ptr() as *const FlowKey) };
-    if let Some(state) = flows.on_large_segment(key, seq, seg_len) {
+    let hash = flow_hash(&words, cfg.flow_seed);
+    if let Some(state) = flows.on_large_segment(flow_set_index(hash, cfg.flow_set_mask), flow_tag(hash), seq, seg_len) {
         p.event = EventKind::TcpLargeRetransmit as u8;
         p.extra = seg_len as u64 | (state.largest_acked as u64) << 16 | (state.retransmits as u64) << 32;
     }
 }
 
 const _: () = assert!(cfg!(target_endian = "little"), "the flow key is built from little-endian words");
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<crate::FlowKey>() == 40);
 const _: () = assert!(MAX_TCP_OPTION_BYTES.is_multiple_of(8));
-const _: () = assert!(core::mem::offset_of!(FlowKey, dst_addr) == 16);
-const _: () = assert!(core::mem::offset_of!(FlowKey, src_port) == 32);
-const _: () = assert!(core::mem::offset_of!(FlowKey, dst_port) == 34);
-const _: () = assert!(core::mem::offset_of!(FlowKey, ip_version) == 36);
+const _: () = assert!(core::mem::offset_of!(crate::FlowKey, dst_addr) == 16);
+const _: () = assert!(core::mem::offset_of!(crate::FlowKey, src_port) == 32);
+const _: () = assert!(core::mem::offset_of!(crate::FlowKey, dst_port) == 34);
+const _: () = assert!(core::mem::offset_of!(crate::FlowKey, ip_version) == 36);
 
 #[cfg(test)]
 mod tests {
@@ -225,18 +241,20 @@ mod tests {
         assert_eq!(mss(&[2, 4, 5]), 0);
     }
 
-    /// A table that remembers one flow and calls every later segment a retransmission.
+    /// A table that remembers one flow (its set and tag) and calls every later segment
+    /// of it a retransmission.
     #[derive(Default)]
-    struct OneFlow(Option<FlowKey>);
+    struct OneFlow(Option<(u32, u64)>);
 
     impl LargeSegments for OneFlow {
-        fn on_large_segment(&mut self, key: &FlowKey, seq: u32, len: u16) -> Option<FlowState> {
+        fn on_large_segment(&mut self, set: u32, tag: u64, seq: u32, len: u16) -> Option<FlowState> {
+            let key = (set, tag);
             match self.0 {
-                Some(k) if k == *key => {
+                Some(k) if k == key => {
                     Some(FlowState { largest_acked: 100, retransmits: 2, ..FlowState::first(seq, len) })
                 }
                 _ => {
-                    self.0 = Some(*key);
+                    self.0 = Some(key);
                     None
                 }
             }
@@ -285,9 +303,17 @@ mod tests {
         let f = segment(0x10, &[], 1460);
         let p = tcp(&f, &mut flows);
         assert_eq!((p.class, p.event), (Class::LargeDf, 0));
-        let key = flows.0.unwrap();
-        assert_eq!((&key.src_addr[..4], &key.dst_addr[..4]), (&[198, 18, 0, 1][..], &[198, 18, 0, 2][..]));
-        assert_eq!((key.src_port, key.dst_port, key.ip_version), (1234, 443, 4));
+        // The flow as its key words: the addresses, then ports and IP version.
+        let words = [
+            u64::from(u32::from_le_bytes([198, 18, 0, 1])),
+            0,
+            u64::from(u32::from_le_bytes([198, 18, 0, 2])),
+            0,
+            1234 | 443 << 16 | 4 << 32,
+        ];
+        let hash = crate::flow::flow_hash(&words, 0);
+        let cfg = KernelConfig::new();
+        assert_eq!(flows.0, Some((flow_set_index(hash, cfg.flow_set_mask), flow_tag(hash))));
         let p = tcp(&f, &mut flows);
         assert_eq!((p.event, p.extra), (EventKind::TcpLargeRetransmit as u8, 1460 | 100 << 16 | 2 << 32));
     }

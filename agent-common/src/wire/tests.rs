@@ -10,7 +10,7 @@ use crate::proto::{self, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_TCP};
 struct NoFlows;
 
 impl LargeSegments for NoFlows {
-    fn on_large_segment(&mut self, _: &FlowKey, _: u32, _: u16) -> Option<FlowState> {
+    fn on_large_segment(&mut self, _: u32, _: u64, _: u32, _: u16) -> Option<FlowState> {
         None
     }
 }

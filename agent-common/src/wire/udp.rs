@@ -44,10 +44,7 @@ pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) ->
         return tunnel_at(pkt, p, payload_off, dst_port);
     }
     if cfg.is_dns_port(src_port) || cfg.is_dns_port(dst_port) {
-        p.class = Class::Dns;
-        if p.payload_end - payload_off >= DNS_MIN_LEN {
-            p.event = EventKind::Dns as u8;
-        }
+        dns(p);
         return None;
     }
     let mut records = payload_off;
@@ -60,6 +57,23 @@ pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) ->
             p.payload_end = off;
         }
     }
+    records_at(pkt, p, records, payload_end, claimed_end);
+    None
+}
+
+/// A datagram on a DNS port: class DNS, an event when it holds a message header's start.
+#[inline(always)]
+pub(super) fn dns(p: &mut Parsed) {
+    p.class = Class::Dns;
+    if p.payload_end - p.payload_off >= DNS_MIN_LEN {
+        p.event = EventKind::Dns as u8;
+    }
+}
+
+/// DTLS records at `records` (the payload, or behind a CAPWAP preamble): class DTLS,
+/// an event for handshake, alert and change-cipher-spec records.
+#[inline(always)]
+pub(super) fn records_at<P: Packet>(pkt: &P, p: &mut Parsed, records: usize, payload_end: usize, claimed_end: usize) {
     let walk = dtls::classify(pkt, records, payload_end, claimed_end);
     if walk != 0 {
         p.class = Class::Dtls;
@@ -68,7 +82,6 @@ pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) ->
             p.event = EventKind::Dtls as u8;
         }
     }
-    None
 }
 
 /// The tunnel [`parse`] would find at `l3.l4_off`, without the rest of it.

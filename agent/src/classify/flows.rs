@@ -1,50 +1,57 @@
-//! Replay's flow table for the walk's large segments: the userspace counterpart of the
-//! kernel's `FLOWS` LRU map.
+//! Replay's flow cache for the walk's large segments: the same two-way sets as the
+//! kernel's `FLOWS` array (`agent_common::flow`), so both keep and forget the same
+//! flows.
 
-use agent_common::{FlowKey, FlowState, wire::LargeSegments};
-use ahash::RandomState;
-use lru::LruCache;
-use std::num::NonZeroUsize;
+use agent_common::{
+    FlowState,
+    flow::{FlowSet, FlowSlotOutcome, flow_sets},
+    wire::LargeSegments,
+};
 
-/// Flows that sent large segments, least recently used evicted first.
+/// Flows that sent large segments, two to a set.
 pub struct FlowTable {
-    flows: LruCache<FlowKey, FlowState, RandomState>,
+    sets: Vec<FlowSet>,
+    held: u64,
     evictions: u64,
 }
 
 impl FlowTable {
-    /// A table holding at most `capacity` flows (at least one).
+    /// A cache of at least `capacity` flows ([`flow_sets`] sets of two).
     pub fn new(capacity: usize) -> FlowTable {
-        FlowTable {
-            flows: LruCache::with_hasher(NonZeroUsize::new(capacity.max(1)).unwrap(), RandomState::new()),
-            evictions: 0,
-        }
+        let sets = flow_sets(u32::try_from(capacity).unwrap_or(u32::MAX));
+        FlowTable { sets: vec![FlowSet::default(); sets as usize], held: 0, evictions: 0 }
+    }
+
+    /// The set mask the walk must use with this cache (`KernelConfig::flow_set_mask`).
+    pub fn set_mask(&self) -> u32 {
+        self.sets.len() as u32 - 1
     }
 
     /// Flows held.
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.held as usize
     }
 
     /// Whether no flow is held.
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.held == 0
     }
 
-    /// Flows evicted to make room.
+    /// Flows that took the place of another.
     pub fn evictions(&self) -> u64 {
         self.evictions
     }
 }
 
 impl LargeSegments for FlowTable {
-    fn on_large_segment(&mut self, key: &FlowKey, seq: u32, len: u16) -> Option<FlowState> {
-        if let Some(state) = self.flows.get_mut(key) {
-            return state.on_segment(seq, len).then_some(*state);
+    fn on_large_segment(&mut self, set: u32, tag: u64, seq: u32, len: u16) -> Option<FlowState> {
+        let set = self.sets.get_mut(set as usize)?;
+        let (retransmission, outcome) = set.on_segment(tag, seq, len);
+        match outcome {
+            FlowSlotOutcome::Hit => {}
+            FlowSlotOutcome::Inserted => self.held += 1,
+            FlowSlotOutcome::Evicted => self.evictions += 1,
         }
-        if self.flows.push(*key, FlowState::first(seq, len)).is_some_and(|(k, _)| k != *key) {
-            self.evictions += 1;
-        }
-        None
+        retransmission
     }
 }

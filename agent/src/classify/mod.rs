@@ -4,7 +4,7 @@
 //!
 //! The walk is the kernel's own code, so `replay` without `--kernel` decides what the
 //! kernel would for the same Ethernet frame. What stays here is only what userspace
-//! does differently: the flow table ([`FlowTable`], the kernel's `FLOWS` LRU map),
+//! does differently: the flow cache ([`FlowTable`], the kernel's `FLOWS` array),
 //! the statistics the walk counts (the kernel's `STATS` map, [`Counted`]) and
 //! building an [`Event`] instead of a ring-buffer record (`emit`).
 
@@ -79,12 +79,15 @@ impl Default for Classifier {
 impl Classifier {
     /// A classifier with `cfg` and room for `flow_capacity` flows.
     pub fn new(cfg: KernelConfig, flow_capacity: usize) -> Classifier {
-        Classifier { cfg: Box::new(cfg), flows: FlowTable::new(flow_capacity), stats: Default::default() }
+        let flows = FlowTable::new(flow_capacity);
+        let cfg = Box::new(KernelConfig { flow_set_mask: flows.set_mask(), ..cfg });
+        Classifier { cfg, flows, stats: Default::default() }
     }
 
-    /// Replaces the configuration (as SIGHUP does for the kernel map).
+    /// Replaces the configuration (as SIGHUP does for the kernel map); the flow cache's
+    /// size stays.
     pub fn set_config(&mut self, cfg: KernelConfig) {
-        *self.cfg = cfg;
+        *self.cfg = KernelConfig { flow_set_mask: self.flows.set_mask(), ..cfg };
     }
 
     /// The flow table (for its occupancy and evictions).

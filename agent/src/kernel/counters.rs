@@ -3,10 +3,11 @@
 use agent_common::{
     Class, Direction,
     class::{CLASS_SLOTS, Counter, MAX_IFACE_SLOTS, counter_index},
+    flow::FlowSet,
     names::{MAP_COUNTERS, MAP_FLOWS, MAP_STATS},
     stats::NUM_STATS,
 };
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
 
 use super::{Kernel, KernelError};
 
@@ -123,13 +124,17 @@ impl Kernel {
         Ok(out)
     }
 
-    /// Flows held in the kernel's large-segment table (an LRU hash: at most
-    /// `pmtu.kernel_flow_entries`). Walks the keys, one syscall each: for the summary,
-    /// not per scrape.
+    /// Flows held in the kernel's large-segment cache (at most its sets times two):
+    /// reads every set, one syscall each, for the summary, not per scrape.
     pub fn flow_count(&self) -> Result<u64, KernelError> {
         let map = self.ebpf().map(MAP_FLOWS).expect("FLOWS map is in the object");
-        let flows: BpfHashMap<&MapData, agent_common::FlowKey, agent_common::FlowState> =
-            BpfHashMap::try_from(map).map_err(|e| KernelError::from_any("opening the FLOWS map", e))?;
-        Ok(flows.keys().filter(Result::is_ok).count() as u64)
+        let sets: Array<&MapData, FlowSet> =
+            Array::try_from(map).map_err(|e| KernelError::from_any("opening the FLOWS map", e))?;
+        let mut held = 0;
+        for set in sets.iter() {
+            let set = set.map_err(|e| KernelError::from_any("reading the FLOWS map", e))?;
+            held += set.ways.iter().filter(|w| w.tag != 0).count() as u64;
+        }
+        Ok(held)
     }
 }

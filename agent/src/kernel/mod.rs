@@ -7,7 +7,7 @@ pub mod testrun;
 use agent_common::{
     KernelConfig,
     class::IFINDEX_LIMIT,
-    flow::DEFAULT_FLOW_ENTRIES,
+    flow::{DEFAULT_FLOW_ENTRIES, flow_sets},
     names::{MAP_CONFIG, MAP_EVENTS, MAP_FLOWS, MAP_IFACE_SLOTS, PROG_TC, PROG_XDP, PROG_XDP_BASELINE},
 };
 use aya::{
@@ -24,13 +24,16 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub struct LoadOptions {
     /// Ring buffer size in bytes (a power of two, at least a page).
     pub ringbuf_bytes: u32,
-    /// Flows the large-segment table holds.
+    /// Flows the large-segment cache holds (at least; see `agent_common::flow::flow_sets`).
     pub flow_entries: u32,
+    /// Seeds the flow hash for this load (`KernelConfig::flow_seed`): random for the
+    /// agent, 0 where the kernel must agree with replay (tests, `replay --kernel`).
+    pub flow_seed: u64,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { ringbuf_bytes: 4 << 20, flow_entries: DEFAULT_FLOW_ENTRIES }
+        LoadOptions { ringbuf_bytes: 4 << 20, flow_entries: DEFAULT_FLOW_ENTRIES, flow_seed: 0 }
     }
 }
 
@@ -88,6 +91,9 @@ fn is_permission_error(err: &anyhow::Error) -> bool {
 /// The loaded kernel programs and their maps.
 pub struct Kernel {
     ebpf: Ebpf,
+    /// The flow cache's shape, fixed at load: every configuration written carries it.
+    flow_set_mask: u32,
+    flow_seed: u64,
 }
 
 impl Kernel {
@@ -96,7 +102,7 @@ impl Kernel {
     pub fn load(opts: &LoadOptions, cfg: &KernelConfig) -> Result<Kernel, KernelError> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_EVENTS, opts.ringbuf_bytes)
-            .map_max_entries(MAP_FLOWS, opts.flow_entries.max(1))
+            .map_max_entries(MAP_FLOWS, flow_sets(opts.flow_entries))
             .load(OBJECT)
             .map_err(|e| KernelError::from_any("loading the eBPF object", e))?;
         for name in [PROG_XDP, PROG_XDP_BASELINE] {
@@ -105,13 +111,15 @@ impl Kernel {
         }
         let tc: &mut SchedClassifier = program(&mut ebpf, PROG_TC)?;
         tc.load().map_err(|e| load_error(PROG_TC, e))?;
-        let mut kernel = Kernel { ebpf };
+        let mut kernel = Kernel { ebpf, flow_set_mask: flow_sets(opts.flow_entries) - 1, flow_seed: opts.flow_seed };
         kernel.set_config(cfg)?;
         Ok(kernel)
     }
 
-    /// Writes the run-time configuration; the programs use it from the next packet on.
+    /// Writes the run-time configuration, with the flow cache's shape fixed at load; the
+    /// programs use it from the next packet on.
     pub fn set_config(&mut self, cfg: &KernelConfig) -> Result<(), KernelError> {
+        let cfg = &KernelConfig { flow_set_mask: self.flow_set_mask, flow_seed: self.flow_seed, ..*cfg };
         let map = self.ebpf.map_mut(MAP_CONFIG).expect("CONFIG map is in the object");
         let mut array: Array<&mut MapData, KernelConfig> =
             Array::try_from(map).map_err(|e| KernelError::from_any("opening the CONFIG map", e))?;

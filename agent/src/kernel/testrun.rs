@@ -4,10 +4,11 @@
 use agent_common::{
     Class, Direction, KernelConfig,
     class::{CLASS_SLOTS, Counter, counter_index},
+    flow::FlowSet,
     names::{MAP_COUNTERS, MAP_FLOWS, MAP_STATS},
 };
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{TestRun, TestRunOptions},
 };
 
@@ -153,24 +154,23 @@ impl TestRunner {
         n
     }
 
-    /// Empties the flow table, so that one capture's flows do not leak into the next.
+    /// Empties the flow cache, so that one capture's flows do not leak into the next.
     pub fn reset_flows(&mut self) -> Result<(), KernelError> {
         let map = self.kernel.ebpf_mut().map_mut(MAP_FLOWS).expect("FLOWS map is in the object");
-        let mut flows: BpfHashMap<&mut MapData, agent_common::FlowKey, agent_common::FlowState> =
-            BpfHashMap::try_from(map).map_err(|e| KernelError::from_any("opening the FLOWS map", e))?;
-        let keys: Vec<_> = flows.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            let _ = flows.remove(&k);
+        let mut sets: Array<&mut MapData, FlowSet> =
+            Array::try_from(map).map_err(|e| KernelError::from_any("opening the FLOWS map", e))?;
+        for i in 0..sets.len() {
+            let set = sets.get(&i, 0).map_err(|e| KernelError::from_any("reading the FLOWS map", e))?;
+            if set != FlowSet::default() {
+                sets.set(i, FlowSet::default(), 0).map_err(|e| KernelError::from_any("emptying the FLOWS map", e))?;
+            }
         }
         Ok(())
     }
 
-    /// Flows in the kernel's large-segment table.
+    /// Flows in the kernel's large-segment cache.
     pub fn flow_count(&mut self) -> Result<u64, KernelError> {
-        let map = self.kernel.ebpf_mut().map_mut(MAP_FLOWS).expect("FLOWS map is in the object");
-        let flows: BpfHashMap<&mut MapData, agent_common::FlowKey, agent_common::FlowState> =
-            BpfHashMap::try_from(map).map_err(|e| KernelError::from_any("opening the FLOWS map", e))?;
-        Ok(flows.keys().filter(Result::is_ok).count() as u64)
+        self.kernel.flow_count()
     }
 
     /// One kernel statistic (see `agent_common::stats`), summed over CPUs.

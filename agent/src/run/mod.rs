@@ -51,10 +51,6 @@ pub struct Shared {
     pub kernel: Mutex<Kernel>,
     /// Everything userspace counts.
     pub state: Mutex<LiveState>,
-    /// The largest count of kernel flow-table evictions reported so far: the count is
-    /// derived from two reads the programs may move between, and a counter must never
-    /// go back.
-    pub kernel_flows_evicted: std::sync::atomic::AtomicU64,
 }
 
 /// Userspace counters and the detectors, for stats, the summary and metrics.
@@ -127,6 +123,9 @@ fn load(config: &Config) -> Result<(Arc<Shared>, RingBuf<MapData>), RunError> {
     let opts = LoadOptions {
         ringbuf_bytes: config.kernel.ringbuf_bytes.0,
         flow_entries: config.pmtu.kernel_flow_entries.0 as u32,
+        // Random per run (std's per-process hash keys), so that nobody can send flows
+        // chosen to share the flow cache's sets.
+        flow_seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), std::process::id()),
     };
     let mut kernel = Kernel::load(&opts, &config.kernel_config()).map_err(RunError::Load)?;
     let ring = kernel.take_events().map_err(RunError::Events)?;
@@ -138,7 +137,6 @@ fn load(config: &Config) -> Result<(Arc<Shared>, RingBuf<MapData>), RunError> {
             detectors: Detectors::new(config, Emission::Live { interval_ns: config.output.finding_interval_s.ns() }),
             interfaces: InterfaceSet::default(),
         }),
-        kernel_flows_evicted: Default::default(),
     });
     Ok((shared, ring))
 }

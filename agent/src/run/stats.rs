@@ -96,14 +96,11 @@ fn interface_counters(shared: &Shared) -> (Value, u64, [u64; 8], [u64; kstats::N
     (Value::Object(per_iface), packets, classes, counted.kstats)
 }
 
-/// The kernel's flow table: flows held, and flows evicted (inserted and no longer
-/// held: the programs never delete one, and the LRU map counts nothing). `kstats`
-/// must be read before this call, so that the count errs low, never high.
+/// The kernel's flow cache: flows held, and flows evicted (a flow that took another's
+/// place, counted by the programs).
 pub fn kernel_flows(shared: &Shared, kstats: &[u64; kstats::NUM_STATS as usize]) -> (u64, u64) {
     let held = shared.kernel.lock().expect("kernel lock").flow_count().unwrap_or(0);
-    let evicted = kstats[kstats::FLOWS_INSERTED as usize].saturating_sub(held);
-    let before = shared.kernel_flows_evicted.fetch_max(evicted, std::sync::atomic::Ordering::Relaxed);
-    (held, evicted.max(before))
+    (held, kstats[kstats::FLOW_EVICTIONS as usize])
 }
 
 /// A `stats` line.

@@ -335,7 +335,7 @@ pub(crate) fn icmp_cases() -> Vec<Case> {
                     icmp_info(2, 0, 1280),
                 );
                 // As Linux sends it: as much of the packet as fits in 1280 bytes; the
-                // snap stops at SNAP_LARGE.
+                // snap stops at SNAP_MEDIUM.
                 add(
                     "ICMPv6 2/0 packet too big, MTU 1400, 1232-byte quote",
                     r2c,

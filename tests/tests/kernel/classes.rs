@@ -46,7 +46,7 @@ fn tls_frames() {
 /// ICMP errors: v4 frag-needed (next-hop MTU in `icmp_mtu`), port unreachable and time
 /// exceeded; v6 packet too big (MTU), port unreachable and hop limit exceeded. Each is
 /// `icmp_error` with an event whose snap is the ICMP message with its quote (capped at
-/// SNAP_LARGE for a 1232-byte quote).
+/// SNAP_MEDIUM for a packet-too-big signal: its quoted headers are what is read).
 #[test]
 fn icmp_error_frames() {
     let Some(mut rig) = rig("icmp_error_frames") else { return };

@@ -3,7 +3,7 @@
 
 use agent_common::{
     Class, Direction, EventHeader, EventInfo, EventKind, KernelConfig,
-    event::{IP_FLAG_DF, SNAP_LARGE, SNAP_SMALL},
+    event::{IP_FLAG_DF, SNAP_LARGE, SNAP_MEDIUM, SNAP_SMALL, snap_cap},
     proto::{self, ETH_HLEN},
 };
 
@@ -62,16 +62,22 @@ impl Want {
     /// `SNAP_LARGE` for DNS and `SNAP_SMALL` for DTLS and TLS.
     pub(crate) fn payload(mut self, frame: &[u8], len: usize) -> Want {
         let cap = if matches!(self.kind, EventKind::Dtls | EventKind::Tls) { SNAP_SMALL } else { SNAP_LARGE };
+        assert_eq!(cap, snap_cap(self.kind as u8));
         self.snap_offset = frame.len() - len;
         self.snap = frame[self.snap_offset..][..len.min(cap)].to_vec();
         self.l4_payload_len = len;
         self
     }
 
-    /// The snap is the ICMP message, the last `len` bytes of `frame`, capped at `SNAP_LARGE`.
+    /// The snap is the ICMP message, the last `len` bytes of `frame`, capped at
+    /// `SNAP_MEDIUM` for a packet-too-big signal (v4 3/4, v6 2), at `SNAP_LARGE` for
+    /// the other errors (whose quote may hold a DNS question).
     pub(crate) fn icmp_message(mut self, frame: &[u8], len: usize) -> Want {
         self.snap_offset = frame.len() - len;
-        self.snap = frame[self.snap_offset..][..len.min(SNAP_LARGE)].to_vec();
+        let (t, code) = (frame[self.snap_offset], frame[self.snap_offset + 1]);
+        let pmtu = if self.ip == Ip::V4 { (t, code) == (3, 4) } else { t == 2 };
+        let cap = if pmtu { SNAP_MEDIUM } else { SNAP_LARGE };
+        self.snap = frame[self.snap_offset..][..len.min(cap)].to_vec();
         self.l4_payload_len = len - proto::ICMP_HLEN;
         self
     }

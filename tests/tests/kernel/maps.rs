@@ -1,7 +1,12 @@
 //! The kernel's maps in use: CONFIG read per packet, a full ring buffer, the flow
 //! table at its cap, forwarded packets reported once, counter slots cleared.
 
-use agent_common::{Class, Direction, KernelConfig, event::RECORD_SMALL, proto::TCP_ACK, stats};
+use agent_common::{
+    Class, Direction, KernelConfig,
+    event::{RECORD_SMALL, record_len},
+    proto::TCP_ACK,
+    stats,
+};
 use pathwatch::kernel::{
     LoadOptions,
     counters::ClassCounts,
@@ -60,7 +65,9 @@ fn ringbuf_reservation_failures_are_counted() {
         assert_eq!(action, 2);
     }
     let drained = runner.drain() as u64;
-    // Each record is RECORD_SMALL bytes after an 8-byte ring-buffer header, rounded to 8.
+    // A 31-byte query goes in a small record (64 bytes of snap), after the ring
+    // buffer's 8-byte header.
+    assert_eq!(record_len(dns_query(1, "mus.cisco.com").len()), RECORD_SMALL);
     let per_record = (8 + RECORD_SMALL as u64).div_ceil(8) * 8;
     assert_eq!(drained, 4096 / per_record, "records that fit a 4096-byte ring buffer");
     let stats = runner.kernel().stats().expect("read STATS");
@@ -75,19 +82,19 @@ fn ringbuf_reservation_failures_are_counted() {
     assert_eq!(stats[stats::RINGBUF_FULL as usize], SENT - drained, "no new loss after the drain");
 }
 
-/// The flow table at its cap, which the LRU map fills without counting what it
-/// evicts: with room for 8 flows, the large segments of 40 flows insert 40 flows
-/// (FLOWS_INSERTED), the map holds at most 8, and a segment of a flow still held
-/// inserts nothing. The agent reports `inserted - held` as the table's evictions.
+/// The flow cache at its cap: with room for 8 flows (4 sets of two), the large
+/// segments of 40 flows fill every way once (FLOWS_INSERTED = 8) and take the place of
+/// another flow for the other 32 (FLOW_EVICTIONS); a segment of a flow still held
+/// counts as neither. The agent reports FLOW_EVICTIONS as the cache's evictions.
 #[test]
-fn flow_table_insertions_are_counted_at_the_cap() {
-    if !privileged("flow_table_insertions_are_counted_at_the_cap") {
+fn flow_cache_insertions_and_evictions_are_counted_at_the_cap() {
+    if !privileged("flow_cache_insertions_and_evictions_are_counted_at_the_cap") {
         return;
     }
     const CAP: u32 = 8;
     const FLOWS: u16 = 40;
     let opts = LoadOptions { flow_entries: CAP, ..Default::default() };
-    let mut runner = TestRunner::with_options(&opts, &KernelConfig::new()).expect("load with a small flow table");
+    let mut runner = TestRunner::with_options(&opts, &KernelConfig::new()).expect("load with a small flow cache");
     let segment = |k: u16, seq: u32| {
         tcp(
             Ip::V4.headers(Host::Client, Host::Server),
@@ -99,12 +106,22 @@ fn flow_table_insertions_are_counted_at_the_cap() {
         let (action, _) = runner.run_repeat(Hook::Xdp, &segment(k, 10_000), 1).expect("test run");
         assert_eq!(action, 2);
     }
-    // The newest flow is held: its next segment updates it in place.
-    runner.run_repeat(Hook::Xdp, &segment(FLOWS - 1, 10_000 + LARGE_SEG as u32), 1).expect("test run");
+    let inserted = runner.stat(stats::FLOWS_INSERTED).unwrap();
+    let evicted = runner.stat(stats::FLOW_EVICTIONS).unwrap();
     let held = runner.flow_count().expect("count FLOWS");
+    assert_eq!(held, inserted, "the programs never delete a flow: what was inserted is held");
     assert!(held > 0 && held <= u64::from(CAP), "FLOWS holds {held}, cap {CAP}");
-    assert_eq!(runner.stat(stats::FLOWS_INSERTED).unwrap(), u64::from(FLOWS), "one insertion per flow");
-    assert_eq!(runner.stat(stats::FLOW_INSERT_FAILED).unwrap(), 0, "the LRU map makes room");
+    assert_eq!(inserted + evicted, u64::from(FLOWS), "each new flow inserted or evicting another");
+    // The newest flow is held: its next segment updates it in place, and a copy of it
+    // is its retransmission.
+    runner.run_repeat(Hook::Xdp, &segment(FLOWS - 1, 10_000 + LARGE_SEG as u32), 1).expect("test run");
+    assert_eq!(
+        runner.stat(stats::FLOWS_INSERTED).unwrap() + runner.stat(stats::FLOW_EVICTIONS).unwrap(),
+        u64::from(FLOWS)
+    );
+    let run = runner.run(Hook::Xdp, &segment(FLOWS - 1, 10_000 + LARGE_SEG as u32), true).expect("test run");
+    assert_eq!(run.events.len(), 1, "the held flow's retransmission is an event");
+    assert_eq!(run.events[0].header.info.retransmits, 1);
 }
 
 /// One event per packet per host (DESIGN.md, "Data flow"). A packet forwarded between
