@@ -5,6 +5,7 @@ pub mod dedup;
 pub mod dns;
 pub mod dtls;
 pub mod finding;
+pub mod hashing;
 pub mod kind;
 pub mod pending;
 pub mod pmtu;

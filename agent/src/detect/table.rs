@@ -61,7 +61,9 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// The entry for `key`, created with `make` if missing (evicting the least
     /// recently used entry when full).
     pub fn entry(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        if !self.map.contains(&key) && self.map.len() >= self.capacity {
+        // Length first: looking the key up twice costs a second hash, only worth it
+        // when the table is full.
+        if self.map.len() >= self.capacity && !self.map.contains(&key) {
             self.map.pop_lru();
             self.evictions += 1;
         }
