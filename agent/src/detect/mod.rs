@@ -7,6 +7,7 @@ pub mod dtls;
 pub mod finding;
 pub mod hashing;
 pub mod kind;
+pub mod lru;
 pub mod pending;
 pub mod pmtu;
 pub mod queue;

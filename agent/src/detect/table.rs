@@ -5,16 +5,14 @@
 
 use std::hash::Hash;
 
-use ahash::RandomState;
-use lru::LruCache;
+use super::lru::Lru;
 
 /// An LRU map with a fixed capacity and an eviction counter.
 pub struct Table<K: Hash + Eq, V> {
     name: &'static str,
-    /// Unbounded as far as `lru` knows: it would allocate the whole capacity up
-    /// front, which for a configured million entries is memory an idle agent never
-    /// needs. `capacity` is enforced here instead.
-    map: LruCache<K, V, RandomState>,
+    /// Grows with use: allocating the whole capacity up front would be, for a
+    /// configured million entries, memory an idle agent never needs.
+    map: Lru<K, V>,
     capacity: usize,
     evictions: u64,
 }
@@ -23,11 +21,9 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// A table called `name` (as reported in `tracked` / `evictions`) holding at most
     /// `capacity` entries.
     pub fn new(name: &'static str, capacity: u64) -> Table<K, V> {
-        // aHash: fast, and keyed per process, so keys chosen by whoever sends the
-        // packets cannot be made to collide.
         Table {
             name,
-            map: LruCache::unbounded_with_hasher(RandomState::new()),
+            map: Lru::default(),
             capacity: clamp_capacity(capacity),
             evictions: 0,
         }
@@ -106,11 +102,6 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// All entries, most recently used first.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.map.iter()
-    }
-
-    /// All entries, mutably, most recently used first (recency unchanged).
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
-        self.map.iter_mut()
     }
 
     /// Drops the entries for which `keep` is false.
@@ -194,7 +185,7 @@ mod tests {
     #[test]
     fn a_huge_capacity_allocates_nothing_up_front() {
         let t: Table<u64, [u8; 64]> = Table::new("big", 1 << 40);
-        assert_eq!(t.map.cap().get(), usize::MAX, "lru must not be told the capacity");
+        assert_eq!(t.map.allocated(), 0, "nothing is allocated for the capacity");
         assert!(t.is_empty());
     }
 }
