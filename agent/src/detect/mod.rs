@@ -7,7 +7,7 @@ pub mod dtls;
 pub mod finding;
 pub mod hashing;
 pub mod kind;
-pub mod lru;
+pub mod lru_map;
 pub mod pending;
 pub mod pmtu;
 pub mod queue;

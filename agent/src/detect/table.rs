@@ -5,14 +5,14 @@
 
 use std::hash::Hash;
 
-use super::lru::Lru;
+use super::lru_map::LruMap;
 
 /// An LRU map with a fixed capacity and an eviction counter.
 pub struct Table<K: Hash + Eq, V> {
     name: &'static str,
     /// Grows with use: allocating the whole capacity up front would be, for a
     /// configured million entries, memory an idle agent never needs.
-    map: Lru<K, V>,
+    map: LruMap<K, V>,
     capacity: usize,
     evictions: u64,
 }
@@ -21,12 +21,7 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// A table called `name` (as reported in `tracked` / `evictions`) holding at most
     /// `capacity` entries.
     pub fn new(name: &'static str, capacity: u64) -> Table<K, V> {
-        Table {
-            name,
-            map: Lru::default(),
-            capacity: clamp_capacity(capacity),
-            evictions: 0,
-        }
+        Table { name, map: LruMap::default(), capacity: clamp_capacity(capacity), evictions: 0 }
     }
 
     /// The table's name.

@@ -27,7 +27,7 @@ struct Node<K, V> {
 }
 
 /// A map that keeps its entries in order of use.
-pub struct Lru<K, V> {
+pub struct LruMap<K, V> {
     /// Entries; `None` in the slots of removed ones, which `free` lists for reuse.
     slots: Vec<Option<Node<K, V>>>,
     free: Vec<u32>,
@@ -37,9 +37,9 @@ pub struct Lru<K, V> {
     oldest: u32,
 }
 
-impl<K: Hash + Eq, V> Default for Lru<K, V> {
+impl<K: Hash + Eq, V> Default for LruMap<K, V> {
     fn default() -> Self {
-        Lru {
+        LruMap {
             slots: Vec::new(),
             free: Vec::new(),
             index: HashTable::new(),
@@ -50,7 +50,7 @@ impl<K: Hash + Eq, V> Default for Lru<K, V> {
     }
 }
 
-impl<K: Hash + Eq, V> Lru<K, V> {
+impl<K: Hash + Eq, V> LruMap<K, V> {
     /// Entries held.
     pub fn len(&self) -> usize {
         self.index.len()
@@ -62,7 +62,8 @@ impl<K: Hash + Eq, V> Lru<K, V> {
     }
 
     /// Slab slots allocated (held, free, or reserved), for tests of memory use.
-    pub fn allocated(&self) -> usize {
+    #[cfg(test)]
+    pub(super) fn allocated(&self) -> usize {
         self.slots.capacity()
     }
 
@@ -137,7 +138,7 @@ impl<K: Hash + Eq, V> Lru<K, V> {
     /// used. One hash of the key.
     pub fn get_or_insert_mut(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         let hash = self.hasher.hash_one(&key);
-        let Lru { slots, free, index, hasher, .. } = self;
+        let LruMap { slots, free, index, hasher, .. } = self;
         let same = |at: &u32| slots[*at as usize].as_ref().is_some_and(|n| n.key == key);
         let rehash = |at: &u32| hasher.hash_one(&slots[*at as usize].as_ref().expect("indexed slots hold entries").key);
         let (at, new) = match index.entry(hash, same, rehash) {
@@ -202,13 +203,13 @@ impl<K: Hash + Eq, V> Lru<K, V> {
 mod tests {
     use super::*;
 
-    fn keys(l: &Lru<u32, u32>) -> Vec<u32> {
+    fn keys(l: &LruMap<u32, u32>) -> Vec<u32> {
         l.iter().map(|(k, _)| *k).collect()
     }
 
     #[test]
     fn keeps_the_order_of_use_through_every_operation() {
-        let mut l: Lru<u32, u32> = Lru::default();
+        let mut l: LruMap<u32, u32> = LruMap::default();
         for k in 0..5 {
             *l.get_or_insert_mut(k, || k * 10) += 1;
         }
@@ -231,7 +232,7 @@ mod tests {
 
     #[test]
     fn agrees_with_the_lru_crate_on_a_long_mixed_run() {
-        let mut ours: Lru<u32, u64> = Lru::default();
+        let mut ours: LruMap<u32, u64> = LruMap::default();
         let mut theirs: lru::LruCache<u32, u64> = lru::LruCache::unbounded();
         let mut x = 0x2545_f491_u64;
         for step in 0..20_000u64 {
