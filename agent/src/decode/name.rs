@@ -28,6 +28,14 @@ impl DnsName {
         DnsName { wire: wire.into_boxed_slice() }
     }
 
+    /// A name from its labels as on the wire, each after its length byte, without
+    /// the root's zero: `wire` must be such a run of labels of at most 63 bytes each
+    /// (the caller walked them). The same name as [`DnsName::from_labels`] makes of
+    /// those labels, in one allocation of the exact size.
+    pub(crate) fn from_wire_labels(wire: &[u8]) -> DnsName {
+        DnsName { wire: wire.iter().map(u8::to_ascii_lowercase).collect() }
+    }
+
     /// A name from dotted text, as written in a config file (`mus.cisco.com`).
     pub fn from_dotted(text: &str) -> DnsName {
         DnsName::from_labels(text.trim_end_matches('.').split('.').filter(|l| !l.is_empty()).map(str::as_bytes))

@@ -5,16 +5,14 @@
 
 use std::hash::Hash;
 
-use ahash::RandomState;
-use lru::LruCache;
+use super::lru_map::LruMap;
 
 /// An LRU map with a fixed capacity and an eviction counter.
 pub struct Table<K: Hash + Eq, V> {
     name: &'static str,
-    /// Unbounded as far as `lru` knows: it would allocate the whole capacity up
-    /// front, which for a configured million entries is memory an idle agent never
-    /// needs. `capacity` is enforced here instead.
-    map: LruCache<K, V, RandomState>,
+    /// Grows with use: allocating the whole capacity up front would be, for a
+    /// configured million entries, memory an idle agent never needs.
+    map: LruMap<K, V>,
     capacity: usize,
     evictions: u64,
 }
@@ -23,14 +21,7 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// A table called `name` (as reported in `tracked` / `evictions`) holding at most
     /// `capacity` entries.
     pub fn new(name: &'static str, capacity: u64) -> Table<K, V> {
-        // aHash: fast, and keyed per process, so keys chosen by whoever sends the
-        // packets cannot be made to collide.
-        Table {
-            name,
-            map: LruCache::unbounded_with_hasher(RandomState::new()),
-            capacity: clamp_capacity(capacity),
-            evictions: 0,
-        }
+        Table { name, map: LruMap::default(), capacity: clamp_capacity(capacity), evictions: 0 }
     }
 
     /// The table's name.
@@ -61,7 +52,9 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// The entry for `key`, created with `make` if missing (evicting the least
     /// recently used entry when full).
     pub fn entry(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        if !self.map.contains(&key) && self.map.len() >= self.capacity {
+        // Length first: looking the key up twice costs a second hash, only worth it
+        // when the table is full.
+        if self.map.len() >= self.capacity && !self.map.contains(&key) {
             self.map.pop_lru();
             self.evictions += 1;
         }
@@ -104,11 +97,6 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     /// All entries, most recently used first.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.map.iter()
-    }
-
-    /// All entries, mutably, most recently used first (recency unchanged).
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
-        self.map.iter_mut()
     }
 
     /// Drops the entries for which `keep` is false.
@@ -192,7 +180,7 @@ mod tests {
     #[test]
     fn a_huge_capacity_allocates_nothing_up_front() {
         let t: Table<u64, [u8; 64]> = Table::new("big", 1 << 40);
-        assert_eq!(t.map.cap().get(), usize::MAX, "lru must not be told the capacity");
+        assert_eq!(t.map.allocated(), 0, "nothing is allocated for the capacity");
         assert!(t.is_empty());
     }
 }

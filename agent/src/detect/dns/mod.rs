@@ -51,7 +51,7 @@ use agent_common::EventKind;
 use crate::{
     config::{Config, KnownProbe},
     decode::{
-        dns::{self, rcode_name},
+        dns::{self, rcode_mnemonic, rcode_name},
         icmp::{self, IcmpError},
         name::DnsName,
     },
@@ -237,7 +237,12 @@ impl DnsDetector {
     }
 
     fn on_response(&mut self, ev: &Event, id: u16, rcode: u8, q: dns::Question, now: u64) {
-        *self.rcode_totals.entry(rcode_name(rcode)).or_default() += 1;
+        // The counter is there after the first response of each rcode: no String
+        // is made for the others.
+        match rcode_mnemonic(rcode).and_then(|name| self.rcode_totals.get_mut(name)) {
+            Some(n) => *n += 1,
+            None => *self.rcode_totals.entry(rcode_name(rcode)).or_default() += 1,
+        }
         let (client, resolver, port) = (ev.dst_ip(), ev.src_ip(), ev.header.dst_port);
         let qname = q.name.key();
         let txn = TxnKey { client, resolver, client_port: port, id, qname, qtype: q.qtype };

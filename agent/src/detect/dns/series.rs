@@ -6,9 +6,13 @@
 //! window failed, so that a stub resolver resending one query four times is one
 //! failure, and a late NOERROR makes its lookup a slow success.
 
-use std::{collections::BTreeMap, collections::VecDeque, net::IpAddr};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    hash::{Hash, Hasher},
+    net::IpAddr,
+};
 
-use crate::decode::name::DnsName;
+use crate::{decode::name::DnsName, detect::hashing::write_addr_pair};
 
 /// Query packets remembered per series (the storm's evidence beyond them is kept as
 /// settled counts).
@@ -17,7 +21,7 @@ pub const RECENT_QUERIES: usize = 32;
 pub const RECENT_LATENCIES: usize = 32;
 
 /// A series: (client, resolver, name, type).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeriesKey {
     /// Who asks.
     pub client: IpAddr,
@@ -30,7 +34,7 @@ pub struct SeriesKey {
 }
 
 /// A transaction: one lookup's packets and its answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxnKey {
     /// Who asks.
     pub client: IpAddr,
@@ -44,6 +48,24 @@ pub struct TxnKey {
     pub qname: u64,
     /// QTYPE.
     pub qtype: u16,
+}
+
+// Hashed in whole words (every field, as `Eq` compares them): looked up several
+// times for every DNS event.
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        write_addr_pair(h, self.client, self.resolver);
+        h.write_u64(self.qname);
+        h.write_u16(self.qtype);
+    }
+}
+
+impl Hash for TxnKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        write_addr_pair(h, self.client, self.resolver);
+        h.write_u64(self.qname);
+        h.write_u64(u64::from(self.client_port) | u64::from(self.id) << 16 | u64::from(self.qtype) << 32);
+    }
 }
 
 impl TxnKey {
