@@ -155,9 +155,22 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
                 }
                 let _ = writeln!(
                     o,
-                    "\nExtras: `tc_*` through `pathwatch_tc`; `tcp_large_df_retransmit` repeats one 1500-byte DF segment, a retransmission (an event) every time; `l2_only_arp` and `l3_only_ipv4_gre` stop the header walk after Ethernet and after IPv4, so the rows from `floor_count` up to `tcp_nonmatch` show what each layer adds; `tcp_bulk_inorder` is a bulk transfer as Linux sends it on a 1500-byte LAN, in-order 1460-byte DF segments of one flow, each looked up and updated in the flow table, no event. Its segments all differ, so it is measured by {} single runs (minimum) less as many single runs of XDP_PASS, plus the baseline.\n\nFloors (programs loaded only by the benchmark, run on the TCP frame): `floor_count` reads the interface's counter slot and adds to one per-CPU counter, with no header walk: the least any program that counts per interface pays. `floor_event` does the same, then reserves a small ring-buffer record, stamps it with the coarse clock, writes its first 64 bytes and submits it without a wakeup: the least any evented packet pays. Non-matching kinds cost their floor_count plus the header walk; evented kinds their floor_event plus the header walk and the event's contents.\n",
+                    "\nExtras: `tcp_large_df_retransmit` repeats one 1500-byte DF segment, a retransmission (an event) every time; `l2_only_arp` and `l3_only_ipv4_gre` stop the header walk after Ethernet and after IPv4, so the rows from `floor_count` up to `tcp_nonmatch` show what each layer adds; `tcp_bulk_inorder` is a bulk transfer as Linux sends it on a 1500-byte LAN, in-order 1460-byte DF segments of one flow, each looked up and updated in the flow table, no event. Its segments all differ, so it is measured by {} single runs (minimum) less as many single runs of XDP_PASS, plus the baseline.\n\nFloors (programs loaded only by the benchmark, run on the TCP frame): `floor_count` reads the interface's counter slot and adds to one per-CPU counter, with no header walk: the least any program that counts per interface pays. `floor_event` does the same, then reserves a small ring-buffer record, stamps it with the coarse clock, writes its first 64 bytes and submits it without a wakeup: the least any evented packet pays. Non-matching kinds cost their floor_count plus the header walk; evented kinds their floor_event plus the header walk and the event's contents.\n",
                     v["single_runs"]
                 );
+                let tc_base = f(&v["tc_baseline_ns"]);
+                let _ = writeln!(
+                    o,
+                    "\nTC egress: the same frames through `pathwatch_tc`, as packets this host sends (so evented kinds raise their event), beside a classifier that only returns TC_ACT_OK (**{tc_base:.0} ns**; a test run at TC builds a socket buffer, which XDP's does not), with the same goals over it.\n"
+                );
+                let _ = writeln!(o, "| packet | ns/packet | over TC_ACT_OK | goal | met |\n|---|---:|---:|---:|---|");
+                for (k, ns) in v["tc_ns"].as_object().into_iter().flatten() {
+                    let evented = !matches!(k.as_str(), "tcp_nonmatch" | "udp_nonmatch" | "dtls_app_data");
+                    let goal = if evented { 40.0 } else { 3.0 };
+                    let over = f(ns) - tc_base;
+                    let _ = writeln!(o, "| tc_{k} | {:.0} | {over:+.0} | +{goal:.0} | {} |", f(ns), met(over <= goal));
+                }
+                let _ = writeln!(o);
             }
             "flood" => {
                 let _ = writeln!(o, "## Live flood on veth\n");
