@@ -252,6 +252,7 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
                     pct("skb", "xdp_pass_skb"),
                     met(worst >= -5.0)
                 );
+                stall_section(&mut o, &v["stalls"]);
             }
             "replay" => {
                 let ratio = f(&v["ratio"]);
@@ -303,4 +304,101 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
         }
     }
     o
+}
+
+/// A tool's name in the report, from its key in the flood benchmark's `stalls`.
+fn tool_label(key: &str) -> String {
+    match key.strip_prefix("tcpdump_b") {
+        Some(kib) => format!("tcpdump -B {kib}"),
+        None => key.to_string(),
+    }
+}
+
+/// What starved the observer, from its key (`stop_250ms`, `hogs_2`).
+fn starve_label(key: &str, stalls: &Value) -> String {
+    if let Some(ms) = key.strip_prefix("stop_").and_then(|k| k.strip_suffix("ms")) {
+        return format!("stopped {ms} ms, {stalls} times");
+    }
+    match key.strip_prefix("hogs_") {
+        Some(n) => format!("{n} CPU hogs, no stall"),
+        None => key.to_string(),
+    }
+}
+
+/// The flood benchmark's starved-observer rows: one line per way of starving, one
+/// column per observer, and the stall at which each first lost.
+fn stall_section(o: &mut String, v: &Value) {
+    let rows: Vec<&Value> = v["rows"].as_array().into_iter().flatten().collect();
+    if rows.is_empty() {
+        return;
+    }
+    let mut tools: Vec<&str> = Vec::new();
+    let mut starves: Vec<&str> = Vec::new();
+    for r in &rows {
+        let (t, s) = (r["tool"].as_str().unwrap_or("?"), r["starve"].as_str().unwrap_or("?"));
+        if !tools.contains(&t) {
+            tools.push(t);
+        }
+        if !starves.contains(&s) {
+            starves.push(s);
+        }
+    }
+    let ring_mib = f(&v["ring_bytes"]) / (1 << 20) as f64;
+    let _ = writeln!(
+        o,
+        "### Starved consumer\n\nDNS queries at {} events/s for {} s while the observer is stopped (SIGSTOP) for the time shown, resumed (SIGCONT), given {} ms to catch up and stopped again while the flood lasts, as the stall fault test does; or while {} busy loops share the cores with everything (the sender too, so less is sent). pathwatch runs with its defaults (a {ring_mib:.0} MiB ring buffer); tcpdump writes `udp port 53` to /dev/null with its default buffer, and with `-B`, as much memory as pathwatch's ring buffer. pathwatch's losses are its own counts by source (ringbuf / queue / undecodable); tcpdump's are the packets sent that it did not capture, its own \"dropped by kernel\" in brackets.\n",
+        v["rate"], v["secs"], v["settle_ms"], v["hogs"]
+    );
+    let mut head = "| starved by | sent/s |".to_string();
+    let mut rule = "|---|---:|".to_string();
+    for t in &tools {
+        head += &format!(" {}: lost of sent |", tool_label(t));
+        rule += "---:|";
+    }
+    let _ = writeln!(o, "{head}\n{rule}");
+    let mut exact = true;
+    for s in &starves {
+        let of = |t: &str| rows.iter().find(|r| r["tool"] == t && r["starve"] == *s);
+        let first = of(tools[0]).copied().unwrap_or(&Value::Null);
+        let mut line = format!("| {} | {:.0} |", starve_label(s, &first["stalls"]), f(&first["sent_per_s"]));
+        for t in &tools {
+            let Some(r) = of(t) else {
+                line += " - |";
+                continue;
+            };
+            let why = match r.get("lost_by_source") {
+                Some(b) => {
+                    exact &= r["unaccounted"] == 0 && r["counted"] == r["sent"];
+                    format!("{} / {} / {}", b["ringbuf"], b["queue"], b["undecodable"])
+                }
+                None => format!("{}", r["dropped_by_kernel"]),
+            };
+            let lost = r["lost"].as_u64().unwrap_or(0);
+            let shown = if lost > 0 { format!("**{lost}**") } else { "0".into() };
+            line += &format!(" {shown} of {} ({why}) |", r["sent"]);
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    let firsts: Vec<String> = tools
+        .iter()
+        .map(|t| match v["first_loss_ms"][*t].as_u64() {
+            Some(ms) => format!("{} at a {ms} ms stall", tool_label(t)),
+            None => format!("{} at none of them", tool_label(t)),
+        })
+        .collect();
+    let _ = writeln!(o, "\nFirst loss: {}.", firsts.join("; "));
+    let _ = writeln!(
+        o,
+        "pathwatch's kernel counted every packet sent, and every event it counted was read or counted lost: {}.",
+        if exact { "yes" } else { "**no**" }
+    );
+    let held = rows
+        .iter()
+        .filter(|r| r["tool"] == "pathwatch" && r["starve"] == "stop_250ms")
+        .all(|r| r["lost"].as_u64() == Some(0));
+    let _ = writeln!(
+        o,
+        "\nGoal, the defaults ride out a 250 ms stall at 250 k events/s with no event lost: {}.\n",
+        met(held && rows.iter().any(|r| r["tool"] == "pathwatch" && r["starve"] == "stop_250ms"))
+    );
 }
