@@ -317,7 +317,10 @@ fn tool_label(key: &str) -> String {
 /// What starved the observer, from its key (`stop_250ms`, `hogs_2`).
 fn starve_label(key: &str, stalls: &Value) -> String {
     if let Some(ms) = key.strip_prefix("stop_").and_then(|k| k.strip_suffix("ms")) {
-        return format!("stopped {ms} ms, {stalls} times");
+        return match stalls.as_u64() {
+            Some(1) => format!("stopped {ms} ms, once"),
+            _ => format!("stopped {ms} ms, {stalls} times"),
+        };
     }
     match key.strip_prefix("hogs_") {
         Some(n) => format!("{n} CPU hogs, no stall"),
@@ -346,10 +349,10 @@ fn stall_section(o: &mut String, v: &Value) {
     let ring_mib = f(&v["ring_bytes"]) / (1 << 20) as f64;
     let _ = writeln!(
         o,
-        "### Starved consumer\n\nDNS queries at {} events/s for {} s while the observer is stopped (SIGSTOP) for the time shown, resumed (SIGCONT), given {} ms to catch up and stopped again while the flood lasts, as the stall fault test does; or while {} busy loops share the cores with everything (the sender too, so less is sent). pathwatch runs with its defaults (a {ring_mib:.0} MiB ring buffer); tcpdump writes `udp port 53` to /dev/null with its default buffer, and with `-B`, as much memory as pathwatch's ring buffer. pathwatch's losses are its own counts by source (ringbuf / queue / undecodable); tcpdump's are the packets sent that it did not capture, its own \"dropped by kernel\" in brackets.\n",
+        "### Starved consumer\n\nDNS queries at {} events/s for {} s while the observer is stopped (SIGSTOP) for the time shown, resumed (SIGCONT), given {} ms to catch up and stopped again while the flood lasts, as the stall fault test does; or while {} busy loops share the cores with everything (the sender too, so less is sent). pathwatch runs with its defaults (a {ring_mib:.0} MiB ring buffer); tcpdump writes `udp port 53` to /dev/null with its default buffer, and with `-B`, as much memory as pathwatch's ring buffer. pathwatch's losses are its own counts by source (ringbuf / queue / undecodable); tcpdump's are the packets sent that it did not capture, its own \"dropped by kernel\" in brackets. A flood whose sender fell short of 95 % of the rate (a busy machine) ran again, up to 3 times; the try that sent the most is shown.\n",
         v["rate"], v["secs"], v["settle_ms"], v["hogs"]
     );
-    let mut head = "| starved by | sent/s |".to_string();
+    let mut head = format!("| starved by | sent/s ({}) |", tool_label(tools[0]));
     let mut rule = "|---|---:|".to_string();
     for t in &tools {
         head += &format!(" {}: lost of sent |", tool_label(t));
@@ -392,13 +395,16 @@ fn stall_section(o: &mut String, v: &Value) {
         "pathwatch's kernel counted every packet sent, and every event it counted was read or counted lost: {}.",
         if exact { "yes" } else { "**no**" }
     );
-    let held = rows
-        .iter()
-        .filter(|r| r["tool"] == "pathwatch" && r["starve"] == "stop_250ms")
-        .all(|r| r["lost"].as_u64() == Some(0));
-    let _ = writeln!(
-        o,
-        "\nGoal, the defaults ride out a 250 ms stall at 250 k events/s with no event lost: {}.\n",
-        met(held && rows.iter().any(|r| r["tool"] == "pathwatch" && r["starve"] == "stop_250ms"))
-    );
+    let verdict = match rows.iter().find(|r| r["tool"] == "pathwatch" && r["starve"] == "stop_250ms") {
+        None => "not measured".to_string(),
+        // A sender slowed by a busy machine offers fewer events than the goal's rate:
+        // no loss then proves nothing.
+        Some(r) if f(&r["sent_per_s"]) < 0.95 * f(&v["rate"]) => format!(
+            "not judged: the sender reached only {:.0} events/s (rerun `cargo xtask bench flood` on a quieter machine)",
+            f(&r["sent_per_s"])
+        ),
+        Some(r) => met(r["lost"] == 0).to_string(),
+    };
+    let _ =
+        writeln!(o, "\nGoal, the defaults ride out a 250 ms stall at 250 k events/s with no event lost: {verdict}.\n");
 }

@@ -28,6 +28,10 @@ pub const RATE: u64 = 250_000;
 /// Stall lengths, shortest first; the first with a loss is each tool's threshold.
 pub const STALLS_MS: [u64; 5] = [50, 100, 250, 500, 1000];
 
+/// Tries per row: a flood whose sender fell short of 95 % of [`RATE`] (a busy
+/// machine) is run again, and the try that sent the most is kept.
+const TRIES: u32 = 3;
+
 /// Busy loops in the CPU-hog rows: one per core of this machine.
 pub const HOGS: usize = 2;
 
@@ -250,7 +254,23 @@ pub fn all(tb: &Testbed, dir: &Path, secs: f64, ring_bytes: u32, config: Option<
     let mut rows = Vec::new();
     for starve in starves {
         for tool in tools {
-            rows.push(once(tb, dir, tool, starve, secs, config)?);
+            let (mut best, mut tries) = (None::<Value>, 0);
+            let sent = |v: &Value| v["sent_per_s"].as_f64().unwrap_or(0.0);
+            while tries < TRIES {
+                tries += 1;
+                let v = once(tb, dir, tool, starve, secs, config)?;
+                let enough = sent(&v) >= 0.95 * RATE as f64;
+                if best.as_ref().is_none_or(|b| sent(&v) > sent(b)) {
+                    best = Some(v);
+                }
+                // The hogs slow the sender by design.
+                if enough || matches!(starve, Starve::Hogs) {
+                    break;
+                }
+            }
+            let mut row = best.expect("at least one try");
+            row["tries"] = json!(tries);
+            rows.push(row);
         }
     }
     let mut first_loss = serde_json::Map::new();
