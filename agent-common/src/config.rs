@@ -59,8 +59,15 @@ pub const FOLLOW_UP_READ_NS: u64 = 25_000_000;
 
 const _: () = assert!(FOLLOW_UP_READ_NS > WAKEUP_INTERVAL_NS + 4_000_000 + 5_000_000);
 
-/// Default `wakeup_bytes`: 1/32 of the default 4 MiB ring buffer.
-pub const DEFAULT_WAKEUP_BYTES: u32 = (4 << 20) / 32;
+/// Default event ring buffer size: 16 MiB. A stopped or starved consumer loses
+/// nothing while the ring holds what arrives meanwhile: 16 MiB is 67 k records of
+/// 248 bytes (a small event and the kernel's 8-byte record header), a 250 ms stall at
+/// 250 k events/s with room to spare. The memory is the kernel's, locked, for the
+/// life of the agent (the agent maps it too, so its RSS counts it once it wrapped).
+pub const DEFAULT_RINGBUF_BYTES: u32 = 16 << 20;
+
+/// Default `wakeup_bytes`: 1/32 of the default ring buffer.
+pub const DEFAULT_WAKEUP_BYTES: u32 = wakeup_bytes_for(DEFAULT_RINGBUF_BYTES);
 
 /// `wakeup_bytes` for a ring buffer of `ring_bytes`: 1/32 of it, so a woken consumer
 /// has 31/32 of the ring left to fill before anything is lost.

@@ -6,6 +6,8 @@ pub const PROG_XDP: &str = "pathwatch_xdp";
 pub const PROG_TC: &str = "pathwatch_tc";
 /// A program that only returns `XDP_PASS`: the benchmark baseline.
 pub const PROG_XDP_BASELINE: &str = "pathwatch_xdp_pass";
+/// A classifier that only returns `TC_ACT_OK`: the TC benchmark baseline.
+pub const PROG_TC_BASELINE: &str = "pathwatch_tc_pass";
 /// Benchmark floor: the interface slot and one per-CPU counter, no header walk.
 pub const PROG_XDP_COUNT_FLOOR: &str = "pathwatch_xdp_count_floor";
 /// Benchmark floor: the count floor plus the smallest ring-buffer event.

@@ -55,6 +55,13 @@ pub fn pathwatch_xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The TC benchmark baseline, loaded only by `pathwatch-bench`: does nothing but
+/// pass, so the TC rows are measured over what a classifier costs at all.
+#[classifier]
+pub fn pathwatch_tc_pass(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
+}
+
 /// A benchmark floor, loaded only by `pathwatch-bench`: what counting a packet costs
 /// with no header walk at all (the interface's slot, then one per-CPU counter), the
 /// least any program that counts per interface can pay.

@@ -369,7 +369,10 @@ impl Default for OutputConfig {
 
 impl Default for KernelSettings {
     fn default() -> Self {
-        KernelSettings { ringbuf_bytes: RingBytes(4 << 20), precise_timestamps: false }
+        KernelSettings {
+            ringbuf_bytes: RingBytes(agent_common::config::DEFAULT_RINGBUF_BYTES),
+            precise_timestamps: false,
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { ringbuf_bytes: 4 << 20, flow_entries: DEFAULT_FLOW_ENTRIES, flow_seed: 0 }
+        LoadOptions { ringbuf_bytes: agent_common::config::DEFAULT_RINGBUF_BYTES, flow_entries: DEFAULT_FLOW_ENTRIES, flow_seed: 0 }
     }
 }
 

@@ -17,6 +17,7 @@ mod frames;
 mod kernel;
 mod memory;
 mod replay;
+mod stall;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -37,20 +38,28 @@ enum Which {
     Kernel {
         #[arg(long)]
         json: bool,
-        /// Instead: run only this kind's frame (or `xdp_pass`) for --secs, for a profiler.
+        /// Instead: run only this kind's frame for --secs, for a profiler: `KIND` through
+        /// pathwatch_xdp, `tc_KIND` through pathwatch_tc, `xdp_pass` or `tc_pass`.
         #[arg(long, value_name = "KIND")]
         profile: Option<String>,
         /// How long --profile runs.
         #[arg(long, default_value_t = 10.0, requires = "profile")]
         secs: f64,
     },
-    /// Live DNS-shaped flood on veth: no agent, pathwatch native/skb, tcpdump.
+    /// Live DNS-shaped flood on veth: no agent, pathwatch native/skb, tcpdump; then
+    /// each with its consumer stopped for 50 ms to 1 s at a time, or beside CPU hogs.
     Flood {
         #[arg(long)]
         json: bool,
         /// Seconds per flood.
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
+        /// Only the starved-observer rows.
+        #[arg(long)]
+        stalls_only: bool,
+        /// pathwatch's ring buffer in the starved-observer rows (default: the agent's).
+        #[arg(long)]
+        ring_bytes: Option<u32>,
     },
     /// `pathwatch replay` packets/s on one core vs tshark on the same file.
     Replay {
@@ -259,8 +268,8 @@ fn run(which: Which) -> anyhow::Result<()> {
             let bind = format!("{}:53", flood::RX_ADDR).parse()?;
             println!("{}", flood::receive(bind, secs)?);
         }
-        Which::Flood { json, secs } => {
-            let (value, table) = flood_all(secs)?;
+        Which::Flood { json, secs, stalls_only, ring_bytes } => {
+            let (value, table) = flood_all(secs, stalls_only, ring_bytes)?;
             print(json, value, table);
         }
     }
@@ -361,12 +370,32 @@ fn read(path: &std::path::Path) -> String {
 /// rounds interleaved so that a noisy moment on a shared machine hits every setup.
 const FLOOD_ROUNDS: u32 = 3;
 
-/// Every flood configuration, side by side.
-fn flood_all(secs: f64) -> anyhow::Result<(Value, Vec<String>)> {
-    let agent = sibling("pathwatch");
+/// Every flood configuration, side by side; then the starved observers (only those
+/// with `stalls_only`), pathwatch's with a ring buffer of `ring_bytes` if given.
+fn flood_all(secs: f64, stalls_only: bool, ring_bytes: Option<u32>) -> anyhow::Result<(Value, Vec<String>)> {
     let tb = flood::testbed()?;
     let dir = std::env::temp_dir().join(format!("pathwatch-bench-flood-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let (mut out, mut table) = if stalls_only { Default::default() } else { flood_setups(&tb, &dir, secs)? };
+    let config = ring_bytes.map(|_| dir.join("ring.toml"));
+    if let (Some(path), Some(b)) = (&config, ring_bytes) {
+        std::fs::write(path, format!("[kernel]\nringbuf_bytes = {b}\n"))?;
+    }
+    let ring = ring_bytes.unwrap_or(pathwatch::config::KernelSettings::default().ringbuf_bytes.0);
+    let stalls = stall::all(&tb, &dir, secs, ring, config.as_deref())?;
+    table.extend(stall::table(&stalls));
+    out.insert("stalls".into(), stalls);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((Value::Object(out), table))
+}
+
+/// The flood under each setup, and the consumer at each offered rate.
+fn flood_setups(
+    tb: &flood::Testbed,
+    dir: &std::path::Path,
+    secs: f64,
+) -> anyhow::Result<(serde_json::Map<String, Value>, Vec<String>)> {
+    let agent = sibling("pathwatch");
     let mut table = Vec::new();
     let mut out = serde_json::Map::new();
     let setups = [
@@ -383,7 +412,7 @@ fn flood_all(secs: f64) -> anyhow::Result<(Value, Vec<String>)> {
     let mut lost = vec![0u64; setups.len()];
     for round in 0..FLOOD_ROUNDS {
         for (i, &setup) in setups.iter().enumerate() {
-            let v = flood_once(&tb, &dir, setup, secs, round)?;
+            let v = flood_once(tb, dir, setup, secs, round)?;
             if let Setup::Pathwatch(_) = setup {
                 exact[i] &= v["counted_dns"] == v["sent"];
                 lost[i] += v["events_lost"].as_u64().unwrap_or(0);
@@ -449,7 +478,7 @@ fn flood_all(secs: f64) -> anyhow::Result<(Value, Vec<String>)> {
             Some(&log),
         )?;
         anyhow::ensure!(flood::wait_log(&log, "watching"), "agent did not start");
-        let f = flood::flood(&tb, &bench, secs, Some(rate))?;
+        let f = flood::flood(tb, &bench, secs, Some(rate))?;
         std::thread::sleep(Duration::from_millis(500));
         a.stop(libc::SIGTERM, Duration::from_secs(20));
         let summary: Value = std::fs::read_to_string(&json_file)?
@@ -464,6 +493,5 @@ fn flood_all(secs: f64) -> anyhow::Result<(Value, Vec<String>)> {
         keeps_up.push(json!({"offered": rate, "sent_per_s": achieved, "events_lost": lost}));
     }
     out.insert("consumer".into(), Value::Array(keeps_up));
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok((Value::Object(out), table))
+    Ok((out, table))
 }
