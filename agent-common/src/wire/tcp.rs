@@ -98,9 +98,9 @@ pub(super) fn segment<P: Packet, F: LargeSegments>(
         // Only the hook that reports the packet tracks it: a forwarded segment passes
         // XDP on its way in and TC on its way out, and must not look retransmitted.
         if claimed_len > 0 && pkt.raises_events() {
-            let seq = be32(hdr, field::SEQ);
             let seg_len = if claimed_len > 0xffff { 0xffff } else { claimed_len as u16 };
-            large_segment(pkt, cfg, flows, p, seq, seg_len, src_port, dst_port);
+            let tail = u64::from(src_port) | u64::from(dst_port) << 16 | u64::from(p.ip_version) << 32;
+            large_segment(pkt, cfg, flows, p, be32(hdr, field::SEQ), seg_len, tail);
         }
     }
 }
@@ -172,7 +172,8 @@ pub fn mss_option<P: Packet>(pkt: &P, off: usize, end: usize) -> u16 {
     0
 }
 
-/// Asks `flows` about a large segment; a retransmission becomes a `TcpLargeRetransmit`
+/// Asks `flows` about a large segment (`tail`: the key's last word, ports and IP
+/// version); a retransmission becomes a `TcpLargeRetransmit`
 /// event with `seg_len | largest_acked << 16 | retransmits << 32` in `p.extra`.
 ///
 /// Every large DF segment of a bulk transfer comes here, so the flow is hashed from
@@ -187,10 +188,8 @@ fn large_segment<P: Packet, F: LargeSegments>(
     p: &mut Parsed,
     seq: u32,
     seg_len: u16,
-    src_port: u16,
-    dst_port: u16,
+    tail: u64,
 ) {
-    let tail = u64::from(src_port) | u64::from(dst_port) << 16 | u64::from(p.ip_version) << 32;
     // The words of `addr_words`, spelled out: built through its `Option` they cost the
     // packet path ~140 more instructions.
     let words: [u64; 5] = if p.ip_version == 4 {

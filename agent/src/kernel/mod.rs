@@ -33,7 +33,11 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { ringbuf_bytes: agent_common::config::DEFAULT_RINGBUF_BYTES, flow_entries: DEFAULT_FLOW_ENTRIES, flow_seed: 0 }
+        LoadOptions {
+            ringbuf_bytes: agent_common::config::DEFAULT_RINGBUF_BYTES,
+            flow_entries: DEFAULT_FLOW_ENTRIES,
+            flow_seed: 0,
+        }
     }
 }
 
