@@ -77,7 +77,7 @@ mod tests {
         file.output.finding_interval_s = Secs(5.0);
         file.output.findings_cap = Cap(7);
         file.dns.timeout_s = Secs(1.0);
-        file.kernel.ringbuf_bytes = RingBytes(1 << 24);
+        file.kernel.ringbuf_bytes = RingBytes(1 << 25);
         file.pmtu.kernel_flow_entries = Cap(1024);
         file.metrics.listen = Some("9999".into());
         let (applied, at_start) = settle_reload(&running, file.clone(), false);

@@ -269,9 +269,26 @@ pub fn run() -> anyhow::Result<KernelBench> {
 
 /// Runs one kind's frame through `pathwatch_xdp` (`xdp_pass` for the baseline; `tc_`
 /// and the kind through `pathwatch_tc`, `tc_pass` for its baseline) for `secs`, with the ring drained as in [`run`], for a profiler to watch
-/// (`perf record -a -- pathwatch-bench kernel --profile dns_query`). Returns the
-/// packets run.
+/// (`perf record -a -- pathwatch-bench kernel --profile dns_query`); in calls of
+/// [`CHUNK`] with the drain's pause, so no reservation fails. `tcp_bulk_inorder` runs
+/// the in-order segments one per call. Returns the packets run.
 pub fn profile(kind: &str, secs: f64) -> anyhow::Result<u64> {
+    if kind == "tcp_bulk_inorder" {
+        let mut kernel = load()?;
+        let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+        let mut n = 0;
+        while std::time::Instant::now() < until {
+            let frame = frames::tcp_bulk_segment(n);
+            let opts = aya::programs::TestRunOptions {
+                data_in: Some(&frame),
+                repeat: 1,
+                ..aya::programs::TestRunOptions::new()
+            };
+            aya::programs::TestRun::test_run(kernel.xdp(), opts)?;
+            n += 1;
+        }
+        return Ok(u64::from(n));
+    }
     let (hook, frame) = match kind {
         "xdp_pass" => (Some(Hook::Baseline), frames::tcp_nonmatch()),
         "tc_pass" => (None, frames::tcp_nonmatch()),
@@ -295,7 +312,7 @@ pub fn profile(kind: &str, secs: f64) -> anyhow::Result<u64> {
     while std::time::Instant::now() < until {
         let opts = aya::programs::TestRunOptions {
             data_in: Some(&frame),
-            repeat: REPEATS,
+            repeat: CHUNK,
             ..aya::programs::TestRunOptions::new()
         };
         match hook {
@@ -304,7 +321,8 @@ pub fn profile(kind: &str, secs: f64) -> anyhow::Result<u64> {
             Some(Hook::Tc) => aya::programs::TestRun::test_run(kernel.tc(), opts)?,
             None => aya::programs::TestRun::test_run(tc_baseline(&mut kernel)?, opts)?,
         };
-        packets += u64::from(REPEATS);
+        thread::sleep(SETTLE);
+        packets += u64::from(CHUNK);
     }
     drain.finish();
     Ok(packets)
