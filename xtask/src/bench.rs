@@ -391,9 +391,10 @@ fn stall_section(o: &mut String, v: &Value) {
     }
     let firsts: Vec<String> = tools
         .iter()
-        .map(|t| match v["first_loss_ms"][*t].as_u64() {
-            Some(ms) => format!("{} at a {ms} ms stall", tool_label(t)),
-            None => format!("{} at none of them", tool_label(t)),
+        .map(|t| match (v["first_loss_ms"][*t].as_u64(), v["unjudged_from_ms"][*t].as_u64()) {
+            (Some(ms), _) => format!("{} at a {ms} ms stall", tool_label(t)),
+            (None, Some(ms)) => format!("{} not judged from {ms} ms (the flood fell short of the rate)", tool_label(t)),
+            (None, None) => format!("{} at none of them", tool_label(t)),
         })
         .collect();
     let _ = writeln!(o, "\nFirst loss: {}.", firsts.join("; "));

@@ -1,6 +1,6 @@
 //! The common shapes in few reads: an Ethernet frame with at most one VLAN tag, a
 //! 20-byte IPv4 header (not a fragment) or an IPv6 header without extension headers,
-//! then TCP or UDP.
+//! then TCP or UDP; or a frame of a network protocol the walk does not read (ARP).
 //!
 //! Most of what a gateway carries has this shape. The full walk ([`super::walk`])
 //! handles every shape (VLAN tags, PPPoE, MPLS, IPv4 options, IPv6 extension headers,
@@ -18,8 +18,8 @@ use crate::{
     Class, KernelConfig,
     event::IP_FLAG_DF,
     proto::{
-        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, GENEVE_PORT, IPPROTO_TCP, IPPROTO_UDP, VLAN_HLEN,
-        VXLAN_PORT,
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_MPLS_MC, ETH_P_MPLS_UC, ETH_P_PPPOE_SESSION,
+        GENEVE_PORT, IPPROTO_TCP, IPPROTO_UDP, VLAN_HLEN, VXLAN_PORT,
     },
     wire::capwap,
 };
@@ -69,8 +69,18 @@ pub fn walk<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &mu
         p.l4_proto = next;
         p.ip_flags = IP_FLAG_DF;
         (l3_off + ipv6::HLEN, if payload_len == 0 { len } else { l3_off + ipv6::HLEN + payload_len })
-    } else {
+    } else if ethertype == ETH_P_8021Q
+        || ethertype == ETH_P_8021AD
+        || ethertype == ETH_P_PPPOE_SESSION
+        || ethertype == ETH_P_MPLS_UC
+        || ethertype == ETH_P_MPLS_MC
+    {
         return None;
+    } else {
+        // Not a network layer the walk reads (ARP, LLDP, ...): class `other`, as the
+        // full walk leaves it, without walking the link layer a second time.
+        p.l3_off = l3_off;
+        return Some(p);
     };
     let end = if claimed_end < len { claimed_end } else { len };
     p.l3_off = l3_off;
@@ -185,6 +195,11 @@ mod tests {
             frame(17, 0x4000, &udp_dgram(40000, 443, &dtls_hello)),
             frame(17, 0, &udp_dgram(40000, 53, &[0xab, 0xcd, 1, 0, 0, 1])),
             frame(17, 0, &udp_dgram(53, 40000, &[0xab])),
+            {
+                let mut arp = frame(6, 0, &[]);
+                arp[12..14].copy_from_slice(&[0x08, 0x06]);
+                arp
+            },
         ];
         for (i, f) in frames.iter().enumerate() {
             assert_eq!(fast(f), Some(full(f)), "frame {i}");
@@ -192,8 +207,10 @@ mod tests {
             tagged.splice(12..12, [0x81, 0x00, 0, 7]);
             assert_eq!(fast(&tagged), Some(full(&tagged)), "frame {i} behind a VLAN tag");
             assert_eq!(fast(&tagged).unwrap().vlan_depth, 1);
-            let v6 = as_ipv6(f);
-            assert_eq!(fast(&v6), Some(full(&v6)), "frame {i} over IPv6");
+            if f[12..14] == [0x08, 0x00] {
+                let v6 = as_ipv6(f);
+                assert_eq!(fast(&v6), Some(full(&v6)), "frame {i} over IPv6");
+            }
         }
     }
 
@@ -221,6 +238,16 @@ mod tests {
         bad_doff[14 + 20 + 12] = 0x40;
         let left = [
             qinq,
+            {
+                let mut pppoe = tcp.clone();
+                pppoe[12..14].copy_from_slice(&[0x88, 0x64]);
+                pppoe
+            },
+            {
+                let mut mpls = tcp.clone();
+                mpls[12..14].copy_from_slice(&[0x88, 0x47]);
+                mpls
+            },
             options,
             bad_doff,
             tcp[..50].to_vec(),

@@ -273,16 +273,26 @@ pub fn all(tb: &Testbed, dir: &Path, secs: f64, ring_bytes: u32, config: Option<
             rows.push(row);
         }
     }
+    // The shortest stall that lost, judged in order: a stall whose flood never
+    // reached 95 % of the rate judges nothing, and neither does any longer one.
     let mut first_loss = serde_json::Map::new();
+    let mut unjudged = serde_json::Map::new();
     for tool in tools {
-        let first = STALLS_MS.iter().find(|&&ms| {
-            rows.iter().any(|r| {
-                r["tool"] == tool.key()
-                    && r["starve"] == Starve::Stop(Duration::from_millis(ms)).key()
-                    && r["lost"].as_u64().unwrap_or(0) > 0
-            })
-        });
-        first_loss.insert(tool.key(), first.map_or(Value::Null, |&ms| json!(ms)));
+        for &ms in &STALLS_MS {
+            let row = rows
+                .iter()
+                .find(|r| r["tool"] == tool.key() && r["starve"] == Starve::Stop(Duration::from_millis(ms)).key());
+            let Some(row) = row else { break };
+            if row["sent_per_s"].as_f64().unwrap_or(0.0) < 0.95 * RATE as f64 {
+                unjudged.insert(tool.key(), json!(ms));
+                break;
+            }
+            if row["lost"].as_u64().unwrap_or(0) > 0 {
+                first_loss.insert(tool.key(), json!(ms));
+                break;
+            }
+        }
+        first_loss.entry(tool.key()).or_insert(Value::Null);
     }
     Ok(json!({
         "rate": RATE,
@@ -292,6 +302,7 @@ pub fn all(tb: &Testbed, dir: &Path, secs: f64, ring_bytes: u32, config: Option<
         "hogs": HOGS,
         "rows": rows,
         "first_loss_ms": first_loss,
+        "unjudged_from_ms": unjudged,
     }))
 }
 
@@ -335,9 +346,12 @@ pub fn table(v: &Value) -> Vec<String> {
         ));
     }
     for (tool, ms) in v["first_loss_ms"].as_object().into_iter().flatten() {
-        out.push(match ms.as_u64() {
-            Some(ms) => format!("{tool}: first loses at a {ms} ms stall"),
-            None => format!("{tool}: lost nothing up to a {} ms stall", STALLS_MS[STALLS_MS.len() - 1]),
+        out.push(match (ms.as_u64(), v["unjudged_from_ms"][tool].as_u64()) {
+            (Some(ms), _) => format!("{tool}: first loses at a {ms} ms stall"),
+            (None, Some(ms)) => {
+                format!("{tool}: no loss before {ms} ms, where the flood fell short of the rate: not judged from there")
+            }
+            (None, None) => format!("{tool}: lost nothing up to a {} ms stall", STALLS_MS[STALLS_MS.len() - 1]),
         });
     }
     out
