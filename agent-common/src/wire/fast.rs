@@ -19,7 +19,7 @@ use crate::{
     event::IP_FLAG_DF,
     proto::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_MPLS_MC, ETH_P_MPLS_UC, ETH_P_PPPOE_SESSION,
-        GENEVE_PORT, IPPROTO_TCP, IPPROTO_UDP, VLAN_HLEN, VXLAN_PORT,
+        IPPROTO_TCP, IPPROTO_UDP, VLAN_HLEN,
     },
     wire::capwap,
 };
@@ -105,18 +105,14 @@ pub fn walk<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &mu
     }
     let hdr = pkt.array_at::<{ udp::HLEN }>(l4_off)?;
     let (src_port, dst_port) = (be16(hdr, udp::field::SRC_PORT), be16(hdr, udp::field::DST_PORT));
-    if dst_port == VXLAN_PORT || dst_port == GENEVE_PORT || capwap::is_port(src_port, dst_port) {
+    if udp::is_tunnel_port(dst_port) || capwap::is_port(src_port, dst_port) {
         return None;
     }
-    let udp_len = be16(hdr, udp::field::LENGTH) as usize;
-    let payload_off = l4_off + udp::HLEN;
-    let udp_end = if udp_len < udp::HLEN { payload_off } else { l4_off + udp_len };
-    let payload_end = if udp_end < end { udp_end } else { end };
-    p.payload_off = payload_off;
-    p.payload_end = if payload_end > payload_off { payload_end } else { payload_off };
+    let (payload_end, udp_end) = udp::payload(&mut p, hdr, &l3);
     if cfg.is_dns_port(src_port) || cfg.is_dns_port(dst_port) {
         udp::dns(&mut p);
     } else {
+        let payload_off = p.payload_off;
         udp::records_at(pkt, &mut p, payload_off, payload_end, udp_end);
         if p.class as u8 == Class::Other as u8 && cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
             p.class = Class::LargeDf;

@@ -33,14 +33,9 @@ pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) ->
         return None;
     }
     let (src_port, dst_port) = (be16(hdr, field::SRC_PORT), be16(hdr, field::DST_PORT));
-    let udp_len = be16(hdr, field::LENGTH) as usize;
-    let payload_off = l3.l4_off + HLEN;
-    // The UDP length bounds the payload; a length below 8 leaves none.
-    let claimed_end = if udp_len < HLEN { payload_off } else { l3.l4_off + udp_len };
-    let payload_end = if claimed_end < l3.end { claimed_end } else { l3.end };
-    p.payload_off = payload_off;
-    p.payload_end = if payload_end > payload_off { payload_end } else { payload_off };
-    if dst_port == VXLAN_PORT || dst_port == GENEVE_PORT {
+    let (payload_end, claimed_end) = payload(p, hdr, l3);
+    let payload_off = p.payload_off;
+    if is_tunnel_port(dst_port) {
         return tunnel_at(pkt, p, payload_off, dst_port);
     }
     if cfg.is_dns_port(src_port) || cfg.is_dns_port(dst_port) {
@@ -59,6 +54,26 @@ pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) ->
     }
     records_at(pkt, p, records, payload_end, claimed_end);
     None
+}
+
+/// Sets `p`'s payload from the header `hdr` at `l3.l4_off`; the payload's end in the
+/// packet and where the UDP length says the datagram ends. The UDP length bounds the
+/// payload; a length below 8 leaves none.
+#[inline(always)]
+pub(super) fn payload(p: &mut Parsed, hdr: &[u8; HLEN], l3: &L3) -> (usize, usize) {
+    let udp_len = be16(hdr, field::LENGTH) as usize;
+    let payload_off = l3.l4_off + HLEN;
+    let claimed_end = if udp_len < HLEN { payload_off } else { l3.l4_off + udp_len };
+    let payload_end = if claimed_end < l3.end { claimed_end } else { l3.end };
+    p.payload_off = payload_off;
+    p.payload_end = if payload_end > payload_off { payload_end } else { payload_off };
+    (payload_end, claimed_end)
+}
+
+/// Whether a datagram to `dst_port` carries a VXLAN or Geneve tunnel.
+#[inline(always)]
+pub(super) fn is_tunnel_port(dst_port: u16) -> bool {
+    dst_port == VXLAN_PORT || dst_port == GENEVE_PORT
 }
 
 /// A datagram on a DNS port: class DNS, an event when it holds a message header's start.
@@ -92,7 +107,7 @@ pub fn tunnel<P: Packet>(pkt: &P, p: &mut Parsed, l3: &L3) -> Option<Inner> {
         return None;
     }
     let dst_port = be16(hdr, field::DST_PORT);
-    if dst_port != VXLAN_PORT && dst_port != GENEVE_PORT {
+    if !is_tunnel_port(dst_port) {
         return None;
     }
     tunnel_at(pkt, p, l3.l4_off + HLEN, dst_port)
