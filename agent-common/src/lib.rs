@@ -11,6 +11,7 @@ extern crate std;
 
 pub mod class;
 pub mod config;
+pub mod drop;
 pub mod event;
 pub mod flow;
 pub mod names;

@@ -23,5 +23,18 @@ pub const MAP_IFACE_SLOTS: &str = "IFACE_SLOTS";
 pub const MAP_CONFIG: &str = "CONFIG";
 /// Ring buffer of events.
 pub const MAP_EVENTS: &str = "EVENTS";
-/// Per-flow state for oversized TCP segments (LRU).
+/// The flow cache of large DF segments (an array of two-way sets).
 pub const MAP_FLOWS: &str = "FLOWS";
+
+/// The drop program, on the `kfree_skb` tracepoint (BTF-typed).
+pub const PROG_DROP: &str = "pathwatch_drop";
+/// The tracepoint the drop program attaches to.
+pub const TRACEPOINT_DROP: &str = "kfree_skb";
+/// Per-CPU drop counters, indexed by [`crate::drop::drop_counter_index`].
+pub const MAP_DROP_COUNTERS: &str = "DROP_COUNTERS";
+/// The drop program's settings and the kernel's offsets, one [`crate::drop::DropConfig`].
+pub const MAP_DROP_CONFIG: &str = "DROP_CONFIG";
+/// Ring buffer of drop records ([`crate::drop::DROP_RECORD_LEN`] bytes each).
+pub const MAP_DROP_EVENTS: &str = "DROP_EVENTS";
+/// Per-CPU state of the drop events' rate limit, and events suppressed.
+pub const MAP_DROP_RATE: &str = "DROP_RATE";

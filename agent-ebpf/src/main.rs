@@ -11,6 +11,7 @@
 #![no_std]
 #![no_main]
 
+mod drop;
 mod emit;
 mod flows;
 mod maps;

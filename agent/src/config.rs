@@ -260,6 +260,9 @@ pub struct KernelSettings {
     /// Stamp events with the precise clock instead of the kernel tick (1-4 ms); the
     /// precise read costs about 25 ns per event on a VM.
     pub precise_timestamps: bool,
+    /// Attach the drop program to `kfree_skb`, so findings say whether this host
+    /// dropped the packets (applies at start).
+    pub drops: bool,
 }
 
 /// `[metrics]`
@@ -372,6 +375,7 @@ impl Default for KernelSettings {
         KernelSettings {
             ringbuf_bytes: RingBytes(agent_common::config::DEFAULT_RINGBUF_BYTES),
             precise_timestamps: false,
+            drops: true,
         }
     }
 }

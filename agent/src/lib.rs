@@ -14,6 +14,7 @@ pub mod counts;
 pub mod decode;
 pub mod detect;
 pub mod doctor;
+pub mod drops;
 pub mod event;
 pub mod kernel;
 pub mod lab;

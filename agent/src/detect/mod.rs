@@ -60,6 +60,9 @@ pub struct Detectors {
     /// Recognises copies of one packet, which are no evidence.
     dedup: dedup::Dedup,
     last_ts: u64,
+    /// Whether the kernel's drops are watched (`run` with the drop program attached):
+    /// without, no finding can say whether this host dropped its packets.
+    drops_watched: bool,
 }
 
 impl Detectors {
@@ -72,6 +75,7 @@ impl Detectors {
             book: FindingBook::new(mode, cfg.output.findings_cap.0),
             dedup: dedup::Dedup::new(cfg.events.duplicate_window_s.ns()),
             last_ts: 0,
+            drops_watched: false,
         }
     }
 
@@ -108,6 +112,16 @@ impl Detectors {
             d.on_event(ev, decoded.as_ref());
         }
         self.flush_if_full();
+    }
+
+    /// Tells the detectors that this host's drops are watched.
+    pub fn set_drops_watched(&mut self, watched: bool) {
+        self.drops_watched = watched;
+    }
+
+    /// A packet this host's kernel dropped.
+    pub fn on_drop(&mut self, d: &crate::drops::DropEvent) {
+        self.last_ts = self.last_ts.max(d.packet.header.ts_ns);
     }
 
     /// A replay builds findings at its end; a table of marks that fills up before then

@@ -2,6 +2,8 @@
 //! read its counters, and (in `testrun`) drive it with BPF_PROG_TEST_RUN.
 
 pub mod counters;
+pub mod drops;
+pub mod layout;
 pub mod testrun;
 
 use agent_common::{

@@ -38,6 +38,8 @@ pub struct Live {
     pub attachments: AttachGuard,
     /// The event ring buffer, readable when the kernel wakes us.
     pub ring: AsyncFd<RingBuf<MapData>>,
+    /// The drop ring buffer, when the drop program is attached.
+    pub drop_ring: Option<AsyncFd<RingBuf<MapData>>>,
     /// Link notifications, when they could be subscribed to.
     pub link_watch: Option<AsyncFd<links::LinkWatch>>,
 }
@@ -50,7 +52,7 @@ impl Live {
                 (Ok(a), Ok(b), Ok(c)) => (a, b, c),
                 _ => return Err(RunError::Signals),
             };
-        let Live { args, config, shared, clock, started, attachments, ring, link_watch } = self;
+        let Live { args, config, shared, clock, started, attachments, ring, drop_ring, link_watch } = self;
         let mut report = report_timer(config.output.report_interval_s);
         let mut timers = tokio::time::interval(Duration::from_millis(250));
         // The kernel does not wake us for an event that comes too soon after a wakeup
@@ -74,6 +76,11 @@ impl Live {
                     guard.clear_ready();
                     follow_up = next_follow_up(read);
                 }
+                guard = async { drop_ring.as_mut().expect("guarded").readable_mut().await }, if drop_ring.is_some() => {
+                    let Ok(mut guard) = guard else { *drop_ring = None; continue };
+                    super::drops::drain(guard.get_inner_mut(), shared, clock);
+                    guard.clear_ready();
+                }
                 _ = async { tokio::time::sleep_until(follow_up.expect("guarded")).await }, if follow_up.is_some() => {
                     let read = drain(ring.get_mut(), shared, clock, out);
                     follow_up = next_follow_up(read);
@@ -81,6 +88,9 @@ impl Live {
                 _ = timers.tick() => {
                     // Events still in the ring come first: a response waiting there must
                     // not let its query time out.
+                    if let Some(d) = drop_ring.as_mut() {
+                        super::drops::drain(d.get_mut(), shared, clock);
+                    }
                     if drain(ring.get_mut(), shared, clock, out) > 0 && follow_up.is_none() {
                         follow_up = next_follow_up(1);
                     }
@@ -128,6 +138,9 @@ impl Live {
     /// detectors finish and prints the summary.
     pub fn shutdown(mut self, out: &mut Output) {
         self.attachments.detach_all();
+        if let Some(d) = self.drop_ring.as_mut() {
+            super::drops::drain(d.get_mut(), &self.shared, &self.clock);
+        }
         drain(self.ring.get_mut(), &self.shared, &self.clock, out);
         let summary = {
             let mut st = self.shared.state.lock().expect("state lock");

@@ -13,6 +13,7 @@
 mod attach;
 mod clock;
 mod consume;
+mod drops;
 mod error;
 mod guard;
 pub mod links;
@@ -51,6 +52,8 @@ pub struct Shared {
     pub kernel: Mutex<Kernel>,
     /// Everything userspace counts.
     pub state: Mutex<LiveState>,
+    /// The drop program's facts, when it is attached.
+    pub drops: Option<drops::DropWatch>,
 }
 
 /// Userspace counters and the detectors, for stats, the summary and metrics.
@@ -63,6 +66,8 @@ pub struct LiveState {
     pub detectors: Detectors,
     /// The interfaces counters are reported for.
     pub interfaces: InterfaceSet,
+    /// Drop records read from the drop program.
+    pub drop_events: u64,
 }
 
 /// Runs the agent live; returns the exit code (DESIGN.md: 0 ok, 1 runtime failure,
@@ -105,21 +110,30 @@ fn prepare(args: &RunArgs) -> Result<(Config, Output), RunError> {
 async fn run(args: RunArgs, config: Config, out: &mut Output) -> Result<(), RunError> {
     let clock = EventClock::new();
     let started = Instant::now();
-    let (shared, ring) = load(&config)?;
+    let (shared, ring, drop_ring) = load(&config, out)?;
     let attachments = attach_all(&args, &shared, out)?;
     serve_metrics(&args, &config, &shared, clock, out).await?;
     let link_watch = watch_links(out);
     drop_capabilities(out);
     let ring = watch_ring(ring)?;
-    let mut live = Live { args, config, shared, clock, started, attachments, ring, link_watch };
+    let drop_ring = match drop_ring {
+        Some(r) => Some(watch_ring(r)?),
+        None => None,
+    };
+    let mut live = Live { args, config, shared, clock, started, attachments, ring, drop_ring, link_watch };
     live.consume(out).await?;
     live.shutdown(out);
     Ok(())
 }
 
-/// Loads the kernel programs with the configured sizes and takes their event ring;
-/// the detectors start with nothing to report on.
-fn load(config: &Config) -> Result<(Arc<Shared>, RingBuf<MapData>), RunError> {
+/// Loads the kernel programs with the configured sizes and takes their event ring, and
+/// the drop program's when it could be attached; the detectors start with nothing to
+/// report on.
+#[allow(clippy::type_complexity)]
+fn load(
+    config: &Config,
+    out: &mut Output,
+) -> Result<(Arc<Shared>, RingBuf<MapData>, Option<RingBuf<MapData>>), RunError> {
     let opts = LoadOptions {
         ringbuf_bytes: config.kernel.ringbuf_bytes.0,
         flow_entries: config.pmtu.kernel_flow_entries.0 as u32,
@@ -129,16 +143,24 @@ fn load(config: &Config) -> Result<(Arc<Shared>, RingBuf<MapData>), RunError> {
     };
     let mut kernel = Kernel::load(&opts, &config.kernel_config()).map_err(RunError::Load)?;
     let ring = kernel.take_events().map_err(RunError::Events)?;
+    let (watch, drop_ring) = match drops::start(&mut kernel, config, out) {
+        Some((w, r)) => (Some(w), Some(r)),
+        None => (None, None),
+    };
+    let mut detectors = Detectors::new(config, Emission::Live { interval_ns: config.output.finding_interval_s.ns() });
+    detectors.set_drops_watched(watch.is_some());
     let shared = Arc::new(Shared {
         kernel: Mutex::new(kernel),
         state: Mutex::new(LiveState {
             counts: EventCounts::default(),
             undecodable: 0,
-            detectors: Detectors::new(config, Emission::Live { interval_ns: config.output.finding_interval_s.ns() }),
+            detectors,
             interfaces: InterfaceSet::default(),
+            drop_events: 0,
         }),
+        drops: watch,
     });
-    Ok((shared, ring))
+    Ok((shared, ring, drop_ring))
 }
 
 /// Attaches to every interface the `-i` arguments name (a glob matches the

@@ -107,6 +107,7 @@ pub fn kernel_flows(shared: &Shared, kstats: &[u64; kstats::NUM_STATS as usize])
 pub fn stats_line(shared: &Shared, clock: &EventClock, started: Instant) -> Value {
     let (interfaces, packets, classes, kstats) = interface_counters(shared);
     let (kernel_held, kernel_evicted) = kernel_flows(shared, &kstats);
+    let drops = super::drops::counts(shared);
     let st = shared.state.lock().expect("state lock");
     let mut counts = st.counts;
     counts.dtls_record = classes[Class::Dtls as usize];
@@ -128,6 +129,7 @@ pub fn stats_line(shared: &Shared, clock: &EventClock, started: Instant) -> Valu
         "tracked": tracked,
         "evictions": evictions,
         "findings": st.detectors.book.all().len(),
+        "drops": super::drops::drops_json(drops.as_ref(), st.drop_events),
     })
 }
 
@@ -135,6 +137,7 @@ pub fn stats_line(shared: &Shared, clock: &EventClock, started: Instant) -> Valu
 pub fn summary_line(shared: &Shared, clock: &EventClock, started: Instant) -> Value {
     let (interfaces, packets, classes, kstats) = interface_counters(shared);
     let (kernel_held, kernel_evicted) = kernel_flows(shared, &kstats);
+    let drops = super::drops::counts(shared);
     let st = shared.state.lock().expect("state lock");
     let mut counts = st.counts;
     counts.dtls_record = classes[Class::Dtls as usize];
@@ -145,6 +148,7 @@ pub fn summary_line(shared: &Shared, clock: &EventClock, started: Instant) -> Va
     head.insert("interfaces".into(), interfaces);
     head.insert("kernel".into(), report::kernel_stats_json(&kstats));
     head.insert("undecodable_events".into(), json!(st.undecodable));
+    head.insert("drops".into(), super::drops::drops_json(drops.as_ref(), st.drop_events));
     report::summary_json(
         head,
         packets,
