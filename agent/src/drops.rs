@@ -60,8 +60,12 @@ pub struct DropEvent {
     pub hook: DropHook,
     /// The interface it came in on (0: made here).
     pub in_ifindex: u32,
+    /// Its name, when the agent could resolve it (`run` fills it in).
+    pub in_ifname: Option<String>,
     /// The interface its route leads out of (0: no route yet).
     pub out_ifindex: u32,
+    /// Its name, when the agent could resolve it (`run` fills it in).
+    pub out_ifname: Option<String>,
     /// That interface's MTU (0: unknown).
     pub out_mtu: u32,
     /// Drop events the kernel suppressed on this CPU (over the rate) before this one.
@@ -114,7 +118,9 @@ impl DropEvent {
             class: DropClass::from_u8(info.class),
             hook,
             in_ifindex: info.in_ifindex,
+            in_ifname: None,
             out_ifindex: info.route_ifindex,
+            out_ifname: None,
             out_mtu: info.route_mtu,
             suppressed_before: info.suppressed_before,
             icmp,
@@ -135,6 +141,23 @@ fn infer_hook(info: &DropInfo, reason: &str, packet: &Event, is_local: impl Fn(I
     } else {
         DropHook::Forward
     }
+}
+
+/// The name of interface `ifindex` in the agent's network namespace (`if_indextoname`).
+pub fn interface_name(ifindex: u32) -> Option<String> {
+    if ifindex == 0 {
+        return None;
+    }
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` holds IF_NAMESIZE bytes, as if_indextoname requires; on success it
+    // holds a NUL-terminated name.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: NUL-terminated by if_indextoname (checked above).
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(crate::printable::text(&name.to_string_lossy()))
 }
 
 /// The addresses of this host's interfaces (in the agent's network namespace), read

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{EventClock, Shared};
 use crate::{
     config::Config,
-    drops::{DropEvent, local_addresses},
+    drops::{DropEvent, interface_name, local_addresses},
     kernel::{Kernel, drops::DropCounts, layout::KernelLayout},
     output::Output,
 };
@@ -61,6 +61,8 @@ pub fn drain(ring: &mut RingBuf<MapData>, shared: &Shared, clock: &EventClock) -
         match decoded {
             Ok(mut d) => {
                 d.packet.header.ts_ns = clock.wall(d.packet.header.ts_ns);
+                d.in_ifname = interface_name(d.in_ifindex);
+                d.out_ifname = interface_name(d.out_ifindex);
                 st.drop_events += 1;
                 st.detectors.on_drop(&d);
             }
