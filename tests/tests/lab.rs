@@ -24,12 +24,14 @@ fn kinds(s: &Value) -> Vec<&str> {
 }
 
 /// Every lab scenario, in the order the lab runs them.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 11] = [
     "dns-probe-storm",
     "vpn-ok",
     "dtls-blocked",
+    "dtls-blocked-beyond",
     "dtls-port-mismatch",
     "pmtu-black-hole",
+    "pmtu-black-hole-beyond",
     "pmtu-ok",
     "https-clients",
     "vpn-reconnect-loop",
@@ -65,6 +67,19 @@ fn lab_all_scenarios() {
     assert!(kinds(vpn_ok).iter().all(|k| !k.starts_with("dtls_") && *k != "vpn_reconnect_loop"), "{vpn_ok:#}");
     let pmtu_ok = scenarios.iter().find(|s| s["scenario"] == "pmtu-ok").expect("pmtu-ok");
     assert!(!kinds(pmtu_ok).contains(&"pmtu_black_hole"), "{pmtu_ok:#}");
+    // The same diagnosis whether the fault is on the agent's host or one hop beyond;
+    // only the attribution differs.
+    for (name, kind, here) in [
+        ("dtls-blocked", "dtls_blocked", true),
+        ("dtls-blocked-beyond", "dtls_blocked", false),
+        ("pmtu-black-hole", "pmtu_black_hole", true),
+        ("pmtu-black-hole-beyond", "pmtu_black_hole", false),
+    ] {
+        let s = scenarios.iter().find(|s| s["scenario"] == name).expect(name);
+        let f = s["found"].as_array().into_iter().flatten().find(|f| f["kind"] == kind).expect(kind);
+        assert_eq!(f["evidence"]["dropped_here"], here, "{name}: {f:#}");
+        assert_eq!(kinds(s).contains(&"local_icmp_suppressed"), name == "pmtu-black-hole", "{name}: {s:#}");
+    }
     let https = scenarios.iter().find(|s| s["scenario"] == "https-clients").expect("https-clients");
     assert!(kinds(https).is_empty(), "ordinary HTTPS gave findings: {https:#}");
     let outage = scenarios.iter().find(|s| s["scenario"] == "dns-resolver-outage").expect("dns-resolver-outage");

@@ -3,7 +3,8 @@
 //! own PMTU handling), runs the agent live on the lab gateway exactly as an operator
 //! would, and reports what it found against what each scenario should produce.
 //!
-//! Every scenario gets a fresh lab (`pwlab-client`, `pwlab-gw`, `pwlab-server`), its
+//! Every scenario gets a fresh lab (`pwlab-client`, `pwlab-gw`, `pwlab-server`, and
+//! `pwlab-router` beyond the gateway for the faults that are not the gateway's), its
 //! daemons owned by PID, its files in the run's temp dir; all of it is removed at the
 //! end, on failure and on Ctrl-C, and a run first removes what a killed run left.
 
@@ -148,7 +149,7 @@ fn lab(args: &LabArgs, selected: &[&'static Def], out: &mut Output) -> std::io::
         let last = i + 1 == selected.len();
         out.human(&format!("lab: [{}/{}] {}: {}", i + 1, selected.len(), def.name, def.about));
         let t0 = Instant::now();
-        let (outcome, topo, daemons) = match Topology::build(PREFIX) {
+        let (outcome, topo, daemons) = match Topology::build_layout(PREFIX, def.layout) {
             Err(e) => (Outcome::failed(def, format!("building the lab: {e}"), t0), None, Vec::new()),
             Ok(topo) => {
                 let dir = work.sub(def.name)?;

@@ -12,10 +12,22 @@ fn key_evidence(kind: &str) -> &'static [&'static str] {
     match kind {
         "dns_probe_storm" => &["queries", "rcodes", "pattern", "period_s", "known_probe"],
         "dns_resolver_outage" => &["clients", "names", "queries", "failed", "timeouts", "rcodes"],
-        "dtls_blocked" => &["client_hellos", "server_records", "tls_session_seen"],
+        "dtls_blocked" => {
+            &["client_hellos", "server_records", "tls_session_seen", "dropped_here", "drop_reason", "drop_count"]
+        }
         "dtls_port_unreachable" => &["icmp_from", "icmp_count", "client_hellos"],
         "vpn_reconnect_loop" => &["sessions", "period_s", "span_s", "vpn_evidence"],
-        "pmtu_black_hole" => &["retransmissions", "segment_size", "largest_acked_size", "icmp_seen"],
+        "pmtu_black_hole" => &[
+            "retransmissions",
+            "segment_size",
+            "largest_acked_size",
+            "icmp_seen",
+            "dropped_here",
+            "drop_reason",
+            "drop_interface",
+            "icmp_dropped_here",
+        ],
+        "local_icmp_suppressed" => &["suppressed", "by_type", "drop_hook"],
         "pmtu_signal" => &["icmp_type", "next_hop_mtu", "count"],
         "mss_exceeds_path_mtu" => &["mss", "path_mtu"],
         _ => &[],
@@ -225,6 +237,18 @@ mod tests {
         assert_eq!(
             brief(&storm()),
             "queries=8 rcodes=SERVFAIL:8 pattern=periodic period_s=1.5 known_probe=cisco-anyconnect-mus"
+        );
+    }
+
+    #[test]
+    fn brief_says_where_a_black_hole_was_dropped() {
+        let f = json!({"kind": "pmtu_black_hole", "evidence": {"retransmissions": 5, "segment_size": 1448,
+                       "icmp_seen": false, "dropped_here": true, "drop_reason": "PKT_TOO_BIG",
+                       "drop_interface": "pwlab-g1", "icmp_dropped_here": 20}});
+        assert_eq!(
+            brief(&f),
+            "retransmissions=5 segment_size=1448 icmp_seen=false dropped_here=true drop_reason=PKT_TOO_BIG \
+             drop_interface=pwlab-g1 icmp_dropped_here=20"
         );
     }
 

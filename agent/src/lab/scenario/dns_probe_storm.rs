@@ -4,7 +4,7 @@
 
 use std::{io, time::Duration};
 
-use super::{Ctx, Def};
+use super::{Ctx, Def, Layout};
 use crate::lab::{
     resolver::{OK_ADDR, OK_NAME, Resolver},
     signals,
@@ -20,6 +20,7 @@ pub const DEF: Def = Def {
     expected: "dns_probe_storm: pattern periodic (~1.5 s), known_probe cisco-anyconnect-mus",
     present: &["dns_probe_storm"],
     absent: &[],
+    layout: Layout::Direct,
     run,
 };
 

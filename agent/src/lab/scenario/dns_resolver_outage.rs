@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{Ctx, Def};
+use super::{Ctx, Def, Layout};
 use crate::lab::{
     netns::NetNs,
     resolver::{Resolver, udp_rcvbuf_errors},
@@ -29,6 +29,7 @@ pub const DEF: Def = Def {
     expected: "dns_resolver_outage for the resolver (3 clients, 6 names), no per-name dns_probe_storm",
     present: &["dns_resolver_outage"],
     absent: &["dns_probe_storm"],
+    layout: Layout::Direct,
     run,
 };
 

@@ -5,7 +5,7 @@
 
 use std::{io, time::Duration};
 
-use super::{Ctx, Def};
+use super::{Ctx, Def, Layout};
 use crate::lab::{
     signals,
     topology::SERVER_V4,
@@ -20,6 +20,7 @@ pub const DEF: Def = Def {
     expected: "dtls_port_unreachable (icmp_from 198.18.2.2), not dtls_blocked",
     present: &["dtls_port_unreachable"],
     absent: &["dtls_blocked"],
+    layout: Layout::Direct,
     run,
 };
 

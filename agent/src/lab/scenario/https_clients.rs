@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Ctx, Def};
+use super::{Ctx, Def, Layout};
 use crate::{
     detect::kind::FindingKind,
     lab::{
@@ -41,6 +41,7 @@ pub const DEF: Def = Def {
     expected: "no finding at all (a steady poller is not a VPN reconnect loop without VPN evidence)",
     present: &[],
     absent: &EVERY_KIND,
+    layout: Layout::Direct,
     run,
 };
 

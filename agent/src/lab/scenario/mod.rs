@@ -5,9 +5,11 @@
 mod dns_probe_storm;
 mod dns_resolver_outage;
 mod dtls_blocked;
+mod dtls_blocked_beyond;
 mod dtls_port_mismatch;
 mod https_clients;
 mod pmtu_black_hole;
+mod pmtu_black_hole_beyond;
 mod pmtu_ok;
 mod vpn_ok;
 mod vpn_reconnect_loop;
@@ -15,11 +17,12 @@ mod vpn_reconnect_loop;
 use std::{
     io,
     path::{Path, PathBuf},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
+pub use super::topology::Layout;
 use super::{
     agent::{Agent, AgentReport},
     netns::Daemon,
@@ -39,6 +42,8 @@ pub struct Def {
     pub present: &'static [&'static str],
     /// Finding kinds that must not.
     pub absent: &'static [&'static str],
+    /// The hosts it needs: a router beyond the gateway or not.
+    pub layout: Layout,
     /// Builds the fault, makes the traffic, stops the agent, checks the evidence.
     pub run: fn(&mut Ctx) -> io::Result<()>,
 }
@@ -48,8 +53,10 @@ pub const ALL: &[Def] = &[
     dns_probe_storm::DEF,
     vpn_ok::DEF,
     dtls_blocked::DEF,
+    dtls_blocked_beyond::DEF,
     dtls_port_mismatch::DEF,
     pmtu_black_hole::DEF,
+    pmtu_black_hole_beyond::DEF,
     pmtu_ok::DEF,
     https_clients::DEF,
     vpn_reconnect_loop::DEF,
@@ -146,6 +153,15 @@ impl<'a> Ctx<'a> {
                 if report.findings.is_empty() { "none".to_string() } else { report.kinds().join(", ") }
             ));
             self.report = Some(report);
+        }
+    }
+
+    /// Waits up to `timeout` for the running agent to report a finding of `kind` that
+    /// `pred` accepts; returns whether it did (false when the agent is not running).
+    pub fn wait_finding(&mut self, kind: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> io::Result<bool> {
+        match self.agent.as_mut() {
+            Some(a) => Ok(a.wait_finding(timeout, |f| f["kind"] == kind && pred(f))?.is_some()),
+            None => Ok(false),
         }
     }
 

@@ -4,7 +4,7 @@
 use std::io;
 
 use super::{
-    Ctx, Def,
+    Ctx, Def, Layout,
     pmtu_black_hole::{FAR_MTU, narrow_link_and_upload},
 };
 use crate::lab::topology::SERVER_V4;
@@ -16,6 +16,7 @@ pub const DEF: Def = Def {
     expected: "pmtu_signal (next_hop_mtu 1400), the upload completes, no pmtu_black_hole",
     present: &["pmtu_signal"],
     absent: &["pmtu_black_hole"],
+    layout: Layout::Direct,
     run,
 };
 

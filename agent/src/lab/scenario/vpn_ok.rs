@@ -3,7 +3,7 @@
 
 use std::{io, time::Duration};
 
-use super::{Ctx, Def};
+use super::{Ctx, Def, Layout};
 use crate::lab::{
     signals,
     topology::SERVER_V4,
@@ -18,6 +18,7 @@ pub const DEF: Def = Def {
     expected: "no dtls_blocked, dtls_port_unreachable or vpn_reconnect_loop; openconnect logs \"Established DTLS connection\"",
     present: &[],
     absent: &["dtls_blocked", "dtls_port_unreachable", "vpn_reconnect_loop"],
+    layout: Layout::Direct,
     run,
 };
 

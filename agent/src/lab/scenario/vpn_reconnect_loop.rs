@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Ctx, Def};
+use super::{Ctx, Def, Layout};
 use crate::lab::{
     nft, signals,
     topology::{CLIENT_V4, SERVER_V4},
@@ -23,6 +23,7 @@ pub const DEF: Def = Def {
     expected: "vpn_reconnect_loop (period ~5 s) for the client and ocserv; dtls_blocked may be there too",
     present: &["vpn_reconnect_loop"],
     absent: &["dtls_port_unreachable"],
+    layout: Layout::Direct,
     run,
 };
 
