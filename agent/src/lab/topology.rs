@@ -34,7 +34,8 @@ use super::netns::{NetNs, veth};
 pub const CLIENT_V4: &str = "198.18.1.2";
 /// The gateway's address on the client side.
 pub const GW_CLIENT_V4: &str = "198.18.1.1";
-/// The gateway's address on the server side.
+/// The gateway's address on the server side ([`Layout::Routed`]: the router's; the
+/// server's default route either way).
 pub const GW_SERVER_V4: &str = "198.18.2.1";
 /// The server's address.
 pub const SERVER_V4: &str = "198.18.2.2";
@@ -44,7 +45,7 @@ pub const MORE_CLIENTS_V4: [&str; 2] = ["198.18.1.3", "198.18.1.4"];
 pub const CLIENT_V6: &str = "fd00:1::2";
 /// The gateway's IPv6 address on the client side.
 pub const GW_CLIENT_V6: &str = "fd00:1::1";
-/// The gateway's IPv6 address on the server side.
+/// The gateway's IPv6 address on the server side ([`Layout::Routed`]: the router's).
 pub const GW_SERVER_V6: &str = "fd00:2::1";
 /// The server's IPv6 address.
 pub const SERVER_V6: &str = "fd00:2::2";
