@@ -287,3 +287,21 @@ fn a_drop_flood_is_counted_in_full_and_its_events_stay_bounded() {
     assert!(ticks < SECS * hz / 2, "the agent used under half a CPU: {ticks} ticks");
     assert!(hwm < 96 * 1024, "peak RSS {hwm} KiB");
 }
+
+#[test]
+fn with_drops_turned_off_the_agent_says_it_does_not_watch_them() {
+    if !privileged("with_drops_turned_off_the_agent_says_it_does_not_watch_them") {
+        return;
+    }
+    let net = topology("off");
+    let dir = TempDir::new("drops-off");
+    let cfg = dir.0.join("pathwatch.toml");
+    std::fs::write(&cfg, "[kernel]\ndrops = false\n").unwrap();
+    let mut a = agent(&net.gw, &["run", "-i", "g0", "--json", "-", "--config", cfg.to_str().unwrap()], &dir.0);
+    udp_send(net.client.name(), CLIENT, SocketAddr::from((GW_IN, 9)), vec![b"x".to_vec(); 3], None, Duration::ZERO);
+    assert_eq!(a.stop(libc::SIGINT, Duration::from_secs(20)), Some(0), "{}", a.logs());
+    let lines = json_lines(&a.stdout());
+    let summary = lines.iter().rev().find(|l| l["type"] == "summary").expect("a summary line");
+    assert_eq!(summary["drops"], serde_json::json!({"watching": false}));
+    assert!(!a.stderr().contains("watching this host's own drops"), "{}", a.logs());
+}
