@@ -127,21 +127,27 @@ fn netfilter_drops_in_each_hook_count_as_nft_counts_them() {
     nft(
         &net.gw,
         "table inet pwd {\n\
-           counter in_dns {}\n counter fwd_dtls {}\n counter out_icmp {}\n\
+           counter in_dns {}\n counter fwd_dtls {}\n counter fwd_vpn {}\n counter out_icmp {}\n\
            chain input { type filter hook input priority 0; udp dport 53 counter name in_dns drop; }\n\
-           chain forward { type filter hook forward priority 0; udp dport 4433 counter name fwd_dtls drop; }\n\
+           chain forward { type filter hook forward priority 0; udp dport 4433 counter name fwd_dtls drop; \
+             udp dport 8443 counter name fwd_vpn drop; }\n\
            chain output { type filter hook output priority 0; icmp type destination-unreachable counter name out_icmp drop; }\n\
          }\n",
     );
     let dir = TempDir::new("drops-nf");
+    let cfg = dir.0.join("pathwatch.toml");
+    std::fs::write(&cfg, "[dtls]\nvpn_ports = [8443]\n").unwrap();
     let no_ports_before = nstat(&net.gw, "UdpNoPorts");
-    let mut a = agent(&net.gw, &["run", "-i", "g0", "-i", "g1", "--json", "-"], &dir.0);
+    let mut a =
+        agent(&net.gw, &["run", "-i", "g0", "-i", "g1", "--json", "-", "--config", cfg.to_str().unwrap()], &dir.0);
     let gap = Duration::from_millis(2);
     let c = net.client.name().to_string();
     // input: DNS queries to the gateway itself.
     udp_send(&c, CLIENT, SocketAddr::from((GW_IN, 53)), (0..17).map(dns_query).collect(), None, gap);
     // forward: DTLS ClientHellos to the server.
     udp_send(&c, CLIENT, SocketAddr::from((SERVER, 4433)), (0..23).map(dtls_client_hello).collect(), None, gap);
+    // forward, a VPN port of the config: datagrams of no other class.
+    udp_send(&c, CLIENT, SocketAddr::from((SERVER, 8443)), vec![b"vpn".to_vec(); 5], None, gap);
     // output: datagrams to a closed port of the gateway: each dropped for want of a
     // socket (NO_SOCKET), and the port unreachable the gateway sends back dropped by
     // its output hook.
@@ -151,7 +157,12 @@ fn netfilter_drops_in_each_hook_count_as_nft_counts_them() {
     let nft = nft_counters(&net.gw);
     let no_ports = nstat(&net.gw, "UdpNoPorts") - no_ports_before;
     eprintln!("agent {drops:?}\nnft {nft:?}\nUdpNoPorts {no_ports}");
-    assert_eq!((nft["in_dns"], nft["fwd_dtls"], nft["out_icmp"]), (17, 23, 11), "every packet was sent and dropped");
+    assert_eq!(
+        (nft["in_dns"], nft["fwd_dtls"], nft["fwd_vpn"], nft["out_icmp"]),
+        (17, 23, 5, 11),
+        "every packet was sent and dropped"
+    );
+    assert_eq!(get(&drops, "NETFILTER_DROP", "vpn_port"), nft["fwd_vpn"], "forward hook, VPN port");
     assert_eq!(get(&drops, "NETFILTER_DROP", "dns"), nft["in_dns"], "input hook");
     assert_eq!(get(&drops, "NETFILTER_DROP", "dtls"), nft["fwd_dtls"], "forward hook");
     assert_eq!(get(&drops, "NETFILTER_DROP", "icmp_error"), nft["out_icmp"], "output hook");
