@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use agent_common::{
-    drop::{DROP_CLASSES, DROP_COUNTER_ENTRIES, DROP_REASON_OVERFLOW, DropClass, DropConfig},
+    drop::{DROP_CLASSES, DROP_COUNTER_ENTRIES, DROP_REASON_OVERFLOW, DropClass, DropConfig, DropRate},
     names::{MAP_DROP_CONFIG, MAP_DROP_COUNTERS, MAP_DROP_EVENTS, MAP_DROP_RATE, PROG_DROP, TRACEPOINT_DROP},
 };
 use aya::{
@@ -14,25 +14,6 @@ use aya::{
 };
 
 use super::{Kernel, KernelError, layout::KernelLayout, program};
-
-/// One CPU's rate-limit state, as the program keeps it (`DROP_RATE`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DropRate {
-    /// Start of the current period.
-    pub period_start: u64,
-    /// Events written in it.
-    pub used: u64,
-    /// Events suppressed over the rate.
-    pub suppressed: u64,
-    /// Events lost to a full ring buffer.
-    pub ring_full: u64,
-    /// Suppressed since the CPU's last event.
-    pub suppressed_since: u64,
-}
-
-// SAFETY: `repr(C)`, five u64, no padding.
-unsafe impl aya::Pod for DropRate {}
 
 /// What the drop program counted since it was attached.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
