@@ -37,7 +37,9 @@ pub fn start(kernel: &mut Kernel, config: &Config, out: &mut Output) -> Option<(
         .and_then(|layout| kernel.take_drop_events().map(|ring| (layout, ring)).map_err(|e| e.to_string()));
     match attached {
         Ok((layout, ring)) => {
-            out.error("pathwatch: watching this host's own drops (kfree_skb)");
+            // Not "pathwatch: watching ...": that line says the interfaces are attached, and
+            // tests and the lab wait for it before they send.
+            out.error("pathwatch: counting this host's own drops (kfree_skb)");
             Some((DropWatch { layout, local: local_addresses() }, ring))
         }
         Err(e) => {
