@@ -14,6 +14,8 @@
 //!   ids), keeps the old settings when the new file is broken, and reopens the
 //!   `--json` file (logrotate) without losing or repeating a line.
 //! - [`cli`]: shell completions and the man page.
+//! - [`doctor`]: `pathwatch doctor` as root says the host can run the agent, and
+//!   whether the drop program can (or what findings lose without it).
 //!
 //! Each live test builds two namespaces of its own (`pwt-ops<N>-a`, where the agent
 //! runs, and `pwt-ops<N>-b`, its peer) joined by a veth pair, with addresses in
@@ -24,6 +26,7 @@
 
 mod cli;
 mod config;
+mod doctor;
 mod privileges;
 mod scrape;
 
