@@ -38,13 +38,19 @@ impl Kernel {
     /// `kfree_skb`, with `vpn_ports` (at most 8 are used) as the VPN-port class. The
     /// link lives as long as the `Kernel`.
     pub fn attach_drops(&mut self, layout: &KernelLayout, vpn_ports: &[u16]) -> Result<(), KernelError> {
-        let btf = Btf::from_sys_fs().map_err(|e| KernelError::from_any("reading the kernel's BTF", e))?;
-        let prog: &mut BtfTracePoint = program(&mut self.ebpf, PROG_DROP)?;
-        prog.load(TRACEPOINT_DROP, &btf).map_err(|e| super::load_error(PROG_DROP, e))?;
+        self.load_drops()?;
         self.set_drop_config(layout, vpn_ports)?;
         let prog: &mut BtfTracePoint = program(&mut self.ebpf, PROG_DROP)?;
         prog.attach().map_err(|e| KernelError::from_any("attaching to the kfree_skb tracepoint", e))?;
         Ok(())
+    }
+
+    /// Loads the drop program against this kernel's BTF without attaching it: whether
+    /// the verifier takes it here (`doctor` asks this and leaves the host as it was).
+    pub fn load_drops(&mut self) -> Result<(), KernelError> {
+        let btf = Btf::from_sys_fs().map_err(|e| KernelError::from_any("reading the kernel's BTF", e))?;
+        let prog: &mut BtfTracePoint = program(&mut self.ebpf, PROG_DROP)?;
+        prog.load(TRACEPOINT_DROP, &btf).map_err(|e| super::load_error(PROG_DROP, e))
     }
 
     /// Writes the drop program's configuration (offsets, VPN ports) and marks it ready.

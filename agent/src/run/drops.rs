@@ -41,7 +41,9 @@ pub fn start(kernel: &mut Kernel, config: &Config, out: &mut Output) -> Option<(
     unsafe { libc::malloc_trim(0) };
     match attached {
         Ok((layout, ring)) => {
-            out.error("pathwatch: watching this host's own drops (kfree_skb)");
+            // Not "pathwatch: watching ...": that line says the interfaces are attached, and
+            // tests and the lab wait for it before they send.
+            out.error("pathwatch: counting this host's own drops (kfree_skb)");
             Some((DropWatch { layout, local: local_addresses() }, ring))
         }
         Err(e) => {
