@@ -11,25 +11,26 @@
 //! structure layouts differ between versions: the agent reads the offsets it needs
 //! from the kernel's BTF and hands them over in [`DropConfig`].
 
-/// What a dropped packet was, as far as the diagnoses care.
+/// What a dropped packet was, as far as the diagnoses care: the classifiers' class
+/// ([`crate::Class`], the same values), and one of drops' own.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DropClass {
     /// Anything else: counted, no event.
-    Other = 0,
+    Other = crate::Class::Other as u8,
     /// DNS (by port, as [`crate::Class::Dns`]).
-    Dns = 1,
+    Dns = crate::Class::Dns as u8,
     /// DTLS records (any port).
-    Dtls = 2,
+    Dtls = crate::Class::Dtls as u8,
     /// A TLS handshake record on TCP.
-    Tls = 3,
+    Tls = crate::Class::Tls as u8,
     /// An ICMP or ICMPv6 error (unreachable, frag-needed, packet too big, ...).
-    IcmpError = 4,
+    IcmpError = crate::Class::IcmpError as u8,
     /// A TCP SYN: counted, no event.
-    TcpSyn = 5,
+    TcpSyn = crate::Class::TcpSyn as u8,
     /// A large DF packet (IPv4 with DF, or IPv6, over `large_packet_bytes`), or any
     /// packet the kernel dropped as too big for its next hop (`PKT_TOO_BIG`).
-    LargeDf = 6,
+    LargeDf = crate::Class::LargeDf as u8,
     /// A packet to or from a VPN port of the config (`dtls.vpn_ports`) of no class above.
     VpnPort = 7,
 }
@@ -207,9 +208,29 @@ pub struct DropConfig {
     pub _pad: u32,
 }
 
+/// One CPU's state of the drop events' rate limit, and what it did not send
+/// (`DROP_RATE`, per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropRate {
+    /// Start of the current period (ns).
+    pub period_start: u64,
+    /// Events written in it.
+    pub used: u64,
+    /// Events suppressed over the rate since the program was loaded.
+    pub suppressed: u64,
+    /// Events lost to a full ring buffer.
+    pub ring_full: u64,
+    /// Suppressed since the last event this CPU wrote (goes into that event).
+    pub suppressed_since: u64,
+}
+
 // SAFETY: plain `repr(C)` integers and arrays of them, no implicit padding.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DropInfo {}
+// SAFETY: `repr(C)`, five u64, no padding.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DropRate {}
 // SAFETY: plain `repr(C)` integers and arrays of them, no implicit padding.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DropConfig {}

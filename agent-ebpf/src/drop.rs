@@ -15,7 +15,8 @@ use agent_common::{
     Direction, EventHeader, FlowState,
     drop::{
         DROP_COPY, DROP_COUNTER_ENTRIES, DROP_EVENT_PERIOD_NS, DROP_EVENTS_PER_PERIOD, DROP_F_ROUTED, DROP_INFO_LEN,
-        DROP_L3_OFF, DROP_RECORD_LEN, DROP_SNAP, DropClass, DropConfig, DropInfo, drop_class, drop_counter_index,
+        DROP_L3_OFF, DROP_RECORD_LEN, DROP_SNAP, DropClass, DropConfig, DropInfo, DropRate, drop_class,
+        drop_counter_index,
     },
     event::HEADER_LEN,
     proto::{ETH_P_IPV4, ETH_P_IPV6},
@@ -50,21 +51,6 @@ pub static DROP_RATE: PerCpuArray<DropRate> = PerCpuArray::with_max_entries(1, 0
 /// Where this CPU copies the skb and the dropped packet (too big for the stack).
 #[map(name = "DROP_SCRATCH")]
 static DROP_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
-
-/// One CPU's rate limit state.
-#[repr(C)]
-pub struct DropRate {
-    /// Start of the current period (ns).
-    pub period_start: u64,
-    /// Events written in it.
-    pub used: u64,
-    /// Events suppressed over the rate since the agent started.
-    pub suppressed: u64,
-    /// Events lost to a full ring buffer.
-    pub ring_full: u64,
-    /// Suppressed since the last event this CPU wrote (goes into that event).
-    pub suppressed_since: u64,
-}
 
 /// Bytes of `struct sk_buff` copied (the agent checks every offset it uses is inside).
 const SKB_COPY: usize = 256;

@@ -4,10 +4,12 @@
 //! headers with the walk replay also runs (`agent_common::wire::walk`, reading the
 //! packet through [`packet`]), count the packet by (interface, direction, class), and
 //! put a compact event in the ring buffer ([`emit`]) only for packets the detectors
-//! need. Both fail open: whatever happens, the packet passes.
+//! need. Both fail open: whatever happens, the packet passes. `pathwatch_drop` ([`drop`])
+//! runs on the `kfree_skb` tracepoint, only for packets the kernel drops, and walks
+//! them the same way.
 //!
-//! Modules depend one way: the programs here use `emit`, `flows` and `packet`, which use
-//! `maps`.
+//! Modules depend one way: the programs here use `drop`, `emit`, `flows` and `packet`,
+//! which use `maps`.
 #![no_std]
 #![no_main]
 

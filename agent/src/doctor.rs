@@ -7,7 +7,10 @@ use agent_common::KernelConfig;
 
 use crate::{
     caps,
-    kernel::{Kernel, KernelError, LoadOptions},
+    kernel::{
+        Kernel, KernelError, LoadOptions,
+        layout::{KernelLayout, LayoutError, VMLINUX_BTF},
+    },
     run::interface_names,
 };
 
@@ -58,14 +61,19 @@ pub fn main() -> u8 {
         );
     }
 
-    if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        r.line("ok", "BTF", "/sys/kernel/btf/vmlinux present", None);
+    if std::path::Path::new(VMLINUX_BTF).exists() {
+        r.line(
+            "ok",
+            "BTF",
+            &format!("{VMLINUX_BTF} present (the drop program reads the kernel's layout from it)"),
+            None,
+        );
     } else {
         r.line(
             "warn",
             "BTF",
-            "/sys/kernel/btf/vmlinux missing (not needed by pathwatch, useful for bpftool)",
-            Some("build the kernel with CONFIG_DEBUG_INFO_BTF=y"),
+            &format!("{VMLINUX_BTF} missing: the drop program cannot run (the XDP and TC programs do not need it)"),
+            Some(BTF_FIX),
         );
     }
 
@@ -109,7 +117,7 @@ pub fn main() -> u8 {
         );
     }
 
-    let kernel = match Kernel::load(&LoadOptions::default(), &KernelConfig::new()) {
+    let mut kernel = match Kernel::load(&LoadOptions::default(), &KernelConfig::new()) {
         Ok(k) => {
             r.line("ok", "load programs", "XDP and TC programs pass the verifier", None);
             Some(k)
@@ -123,6 +131,16 @@ pub fn main() -> u8 {
             None
         }
     };
+
+    // The drop program: the kernel's layout from its BTF, then the verifier's say.
+    // Loaded, never attached: doctor leaves the host as it was.
+    let layout = KernelLayout::from_kernel();
+    let loaded = match (&layout, kernel.as_mut()) {
+        (Ok(_), Some(k)) => Some(k.load_drops().map_err(|e| e.to_string())),
+        _ => None,
+    };
+    let (status, found, fix) = drop_program(layout.as_ref(), loaded);
+    r.line(status, "drop program", &found, fix.as_deref());
 
     if kernel.is_some() {
         // Judged from the driver, without attaching anything: a native XDP attach
@@ -155,6 +173,55 @@ pub fn main() -> u8 {
     } else {
         println!("pathwatch can run here.");
         0
+    }
+}
+
+/// What to do when the kernel has no BTF.
+const BTF_FIX: &str = "build the kernel with CONFIG_DEBUG_INFO_BTF=y (most distributions' kernels have it)";
+
+/// What a run does without the drop program, said on every line where it cannot run.
+const WITHOUT_DROPS: &str = "pathwatch runs without it, and its findings will say dropped_here: \"unknown\" (whether this host dropped the packets)";
+
+/// The drop program's line: `layout` as read from the kernel's BTF, and whether the
+/// verifier took the program (`None`: not tried, the layout or the other programs
+/// failed). Not a FAIL either way: the agent runs without it.
+fn drop_program(
+    layout: Result<&KernelLayout, &LayoutError>,
+    loaded: Option<Result<(), String>>,
+) -> (&'static str, String, Option<String>) {
+    match (layout, loaded) {
+        (Err(e @ LayoutError::NoBtf), _) => ("warn", format!("cannot run: {e}; {WITHOUT_DROPS}"), Some(BTF_FIX.into())),
+        (Err(e), _) => (
+            "warn",
+            format!("cannot run: {e}; {WITHOUT_DROPS}"),
+            Some(
+                "use Linux 6.6 or newer (kfree_skb has carried its drop reason since 5.17); on a newer kernel, report \
+                 this line with `uname -r`; `kernel.drops = false` in the configuration silences the run's notice"
+                    .into(),
+            ),
+        ),
+        (Ok(l), None) => (
+            "warn",
+            format!(
+                "kfree_skb tracepoint and offsets as expected ({} drop reasons), but the program was not loaded; {WITHOUT_DROPS}",
+                l.reasons.len()
+            ),
+            Some("see load programs above".into()),
+        ),
+        (Ok(_), Some(Err(e))) => (
+            "warn",
+            format!("the kernel refused the program: {e}; {WITHOUT_DROPS}"),
+            Some("report this with the verifier log above; `kernel.drops = false` silences the run's notice".into()),
+        ),
+        (Ok(l), Some(Ok(()))) => (
+            "ok",
+            format!(
+                "kfree_skb tracepoint (skb, location, reason) and sk_buff offsets as expected, {} drop reasons named; \
+                 the program passes the verifier",
+                l.reasons.len()
+            ),
+            None,
+        ),
     }
 }
 
@@ -242,4 +309,46 @@ fn driver_name(iface: &str) -> Option<String> {
     let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
     let name: String = info.driver[..end].iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect();
     (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use agent_common::drop::DropConfig;
+
+    use super::*;
+
+    fn layout() -> KernelLayout {
+        let reasons = BTreeMap::from([(2, "NOT_SPECIFIED".to_string()), (3, "NO_SOCKET".to_string())]);
+        KernelLayout { offsets: DropConfig::default(), reasons }
+    }
+
+    #[test]
+    fn drop_program_ready_when_the_layout_is_read_and_the_verifier_takes_it() {
+        let l = layout();
+        let (status, found, fix) = drop_program(Ok(&l), Some(Ok(())));
+        assert_eq!((status, fix), ("ok", None));
+        assert!(found.contains("kfree_skb tracepoint") && found.contains("2 drop reasons"), "{found}");
+    }
+
+    #[test]
+    fn drop_program_missing_says_what_findings_lose_and_what_to_do() {
+        let l = layout();
+        let missing = LayoutError::Missing("kfree_skb tracepoint (skb, location, reason)".into());
+        let refused = Some(Err("loading pw_drop: invalid argument".to_string()));
+        for (layout, loaded, fix) in [
+            (Err(&LayoutError::NoBtf), None, "CONFIG_DEBUG_INFO_BTF=y"),
+            (Err(&missing), None, "Linux 6.6 or newer"),
+            (Ok(&l), None, "load programs above"),
+            (Ok(&l), refused, "verifier log"),
+        ] {
+            let (status, found, got) = drop_program(layout, loaded);
+            assert_eq!(status, "warn", "{found}");
+            assert!(found.contains("dropped_here: \"unknown\""), "{found}");
+            assert!(got.as_deref().is_some_and(|f| f.contains(fix)), "{found}: fix {got:?}");
+        }
+        let (_, found, _) = drop_program(Err(&missing), None);
+        assert!(found.contains("kfree_skb tracepoint (skb, location, reason)"), "{found}");
+    }
 }

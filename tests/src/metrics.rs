@@ -60,11 +60,18 @@ fn bad<T>(line: &str) -> T {
 
 /// The label keys the agent's metrics may carry (DESIGN.md, "Metrics"); besides them,
 /// only `pathwatch_build_info` has one, `version` (the build's, a constant).
-pub const LABEL_KEYS: &[&str] = &["iface", "direction", "class", "kind", "source", "rcode", "table"];
+pub const LABEL_KEYS: &[&str] = &["iface", "direction", "class", "kind", "source", "rcode", "table", "reason"];
+
+/// Whether `v` is written as the kernel's drop reasons are (`NO_SOCKET`,
+/// `OTHER_SUBSYSTEM`): a name from a bounded enum, never something a packet carried.
+fn is_reason_name(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
 
 /// What is wrong with the labels of a scrape of the agent's /metrics: a key outside
-/// [`LABEL_KEYS`], or a value that is an IP address or contains one of `sent` (the
-/// addresses and names a test sent). Empty when nothing is.
+/// [`LABEL_KEYS`], a `reason` that is not a kernel drop reason's name, or a value that
+/// is an IP address or contains one of `sent` (the addresses and names a test sent).
+/// Empty when nothing is.
 pub fn unbounded_labels(text: &str, sent: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
     for s in samples(text) {
@@ -72,6 +79,9 @@ pub fn unbounded_labels(text: &str, sent: &[String]) -> Vec<String> {
             let allowed = LABEL_KEYS.contains(&k.as_str()) || (s.name == "pathwatch_build_info" && k == "version");
             if !allowed {
                 problems.push(format!("{}: label key {k:?} is not one of {LABEL_KEYS:?}", s.name));
+            }
+            if k == "reason" && !is_reason_name(v) {
+                problems.push(format!("{}: label reason={v:?} is not a kernel drop reason's name", s.name));
             }
             if v.parse::<std::net::IpAddr>().is_ok() {
                 problems.push(format!("{}: label {k}={v:?} is an address", s.name));
@@ -115,9 +125,13 @@ mod tests {
         let ok = "pathwatch_packets_total{iface=\"eth0\",direction=\"ingress\",class=\"dns\"} 1\n\
                   pathwatch_build_info{version=\"0.1.0\"} 1\n";
         assert!(unbounded_labels(ok, &["a.test".into()]).is_empty());
-        let bad = "pathwatch_x_total{client=\"198.18.0.2\"} 1\npathwatch_y_total{kind=\"a.test storm\"} 1\n";
+        let bad = "pathwatch_x_total{client=\"198.18.0.2\"} 1\npathwatch_y_total{kind=\"a.test storm\"} 1\n\
+                   pathwatch_drops_total{reason=\"no socket\",class=\"dns\"} 1\n";
         let problems = unbounded_labels(bad, &["a.test".into()]);
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[3].contains("reason=\"no socket\""), "{problems:?}");
+        let drops = "pathwatch_drops_total{reason=\"NO_SOCKET\",class=\"dns\"} 1\n";
+        assert!(unbounded_labels(drops, &[]).is_empty());
     }
 
     #[test]

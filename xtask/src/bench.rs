@@ -18,10 +18,10 @@ use serde_json::Value;
 use crate::{precision, setup, sh};
 
 /// The benchmarks, in report order.
-pub const ALL: [&str; 5] = ["kernel", "flood", "replay", "consumer", "memory"];
+pub const ALL: [&str; 6] = ["kernel", "flood", "replay", "consumer", "memory", "drops"];
 
 /// What `which` may name: the benchmarks and `precision`.
-const CHOICES: [&str; 6] = ["kernel", "flood", "replay", "consumer", "memory", "precision"];
+const CHOICES: [&str; 7] = ["kernel", "flood", "replay", "consumer", "memory", "drops", "precision"];
 
 /// Arguments.
 #[derive(clap::Args)]
@@ -126,10 +126,10 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
     let date = sh::capture("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     let _ = writeln!(o, "# pathwatch benchmarks\n");
     let _ =
-        writeln!(o, "Measured {} on {} with `cargo xtask bench` ({secs:.0} s for all five).", date.trim(), machine());
+        writeln!(o, "Measured {} on {} with `cargo xtask bench` ({secs:.0} s for all six).", date.trim(), machine());
     let _ = writeln!(o, "Every figure is measured side by side with its peer or baseline in the same run;");
     let _ = writeln!(o, "the machine is shared, so ratios matter more than absolute numbers. Rerun one");
-    let _ = writeln!(o, "benchmark with `cargo xtask bench kernel|flood|replay|consumer|memory [--json]`.\n");
+    let _ = writeln!(o, "benchmark with `cargo xtask bench kernel|flood|replay|consumer|memory|drops [--json]`.\n");
     for (name, v) in results {
         match *name {
             "kernel" => {
@@ -303,6 +303,24 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
                         o,
                         "| `pathwatch replay` of a {mb:.0} MB capture ({what}), read as a stream | {rss:.1} MiB | 48 MiB | {} |",
                         met(rss <= 48.0)
+                    );
+                }
+                let _ = writeln!(o);
+            }
+            "drops" => {
+                let _ = writeln!(
+                    o,
+                    "## Drop program\n\nThe drop program on `kfree_skb`, attached by the real agent on a gateway namespace, under three streams of {} packets/s for {} s each from a client namespace; runs and run time from the kernel's own accounting (`kernel.bpf_stats_enabled`), less an idle period of the same length ({} runs: drops elsewhere on the host, which the program leaves at once). A packet that is not dropped never runs it.\n\n| stream | packets | program runs | ns a run |\n|---|---:|---:|---:|",
+                    v["pps"], v["secs"], v["idle_runs"]
+                );
+                for s in v["streams"].as_array().into_iter().flatten() {
+                    let _ = writeln!(
+                        o,
+                        "| {} | {} | {} | {:.0} |",
+                        s["stream"].as_str().unwrap_or("?"),
+                        s["packets"],
+                        s["runs"],
+                        f(&s["ns_per_run"])
                     );
                 }
                 let _ = writeln!(o);

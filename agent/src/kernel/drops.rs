@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use agent_common::{
-    drop::{DROP_CLASSES, DROP_COUNTER_ENTRIES, DROP_REASON_OVERFLOW, DropClass, DropConfig},
+    drop::{DROP_CLASSES, DROP_COUNTER_ENTRIES, DROP_REASON_OVERFLOW, DropClass, DropConfig, DropRate},
     names::{MAP_DROP_CONFIG, MAP_DROP_COUNTERS, MAP_DROP_EVENTS, MAP_DROP_RATE, PROG_DROP, TRACEPOINT_DROP},
 };
 use aya::{
@@ -14,25 +14,6 @@ use aya::{
 };
 
 use super::{Kernel, KernelError, layout::KernelLayout, program};
-
-/// One CPU's rate-limit state, as the program keeps it (`DROP_RATE`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DropRate {
-    /// Start of the current period.
-    pub period_start: u64,
-    /// Events written in it.
-    pub used: u64,
-    /// Events suppressed over the rate.
-    pub suppressed: u64,
-    /// Events lost to a full ring buffer.
-    pub ring_full: u64,
-    /// Suppressed since the CPU's last event.
-    pub suppressed_since: u64,
-}
-
-// SAFETY: `repr(C)`, five u64, no padding.
-unsafe impl aya::Pod for DropRate {}
 
 /// What the drop program counted since it was attached.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -57,13 +38,19 @@ impl Kernel {
     /// `kfree_skb`, with `vpn_ports` (at most 8 are used) as the VPN-port class. The
     /// link lives as long as the `Kernel`.
     pub fn attach_drops(&mut self, layout: &KernelLayout, vpn_ports: &[u16]) -> Result<(), KernelError> {
-        let btf = Btf::from_sys_fs().map_err(|e| KernelError::from_any("reading the kernel's BTF", e))?;
-        let prog: &mut BtfTracePoint = program(&mut self.ebpf, PROG_DROP)?;
-        prog.load(TRACEPOINT_DROP, &btf).map_err(|e| super::load_error(PROG_DROP, e))?;
+        self.load_drops()?;
         self.set_drop_config(layout, vpn_ports)?;
         let prog: &mut BtfTracePoint = program(&mut self.ebpf, PROG_DROP)?;
         prog.attach().map_err(|e| KernelError::from_any("attaching to the kfree_skb tracepoint", e))?;
         Ok(())
+    }
+
+    /// Loads the drop program against this kernel's BTF without attaching it: whether
+    /// the verifier takes it here (`doctor` asks this and leaves the host as it was).
+    pub fn load_drops(&mut self) -> Result<(), KernelError> {
+        let btf = Btf::from_sys_fs().map_err(|e| KernelError::from_any("reading the kernel's BTF", e))?;
+        let prog: &mut BtfTracePoint = program(&mut self.ebpf, PROG_DROP)?;
+        prog.load(TRACEPOINT_DROP, &btf).map_err(|e| super::load_error(PROG_DROP, e))
     }
 
     /// Writes the drop program's configuration (offsets, VPN ports) and marks it ready.

@@ -157,12 +157,12 @@ fn flatten(btf: &Btf, st: &btf_rs::Struct, base_bits: u32, out: &mut BTreeMap<St
         let bits = base_bits + m.bit_offset();
         let name = btf.resolve_name(m).unwrap_or_default();
         if name.is_empty() {
-            if depth < 8 {
-                if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m) {
-                    flatten(btf, &inner, bits, out, depth + 1);
-                }
+            if depth < 8
+                && let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m)
+            {
+                flatten(btf, &inner, bits, out, depth + 1);
             }
-        } else if m.bitfield_size().unwrap_or(0) == 0 && bits % 8 == 0 {
+        } else if m.bitfield_size().unwrap_or(0) == 0 && bits.is_multiple_of(8) {
             out.entry(name).or_insert(bits / 8);
         }
     }

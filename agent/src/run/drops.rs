@@ -35,9 +35,15 @@ pub fn start(kernel: &mut Kernel, config: &Config, out: &mut Output) -> Option<(
         .map_err(|e| e.to_string())
         .and_then(|layout| kernel.attach_drops(&layout, &vpn_ports).map(|()| layout).map_err(|e| e.to_string()))
         .and_then(|layout| kernel.take_drop_events().map(|ring| (layout, ring)).map_err(|e| e.to_string()));
+    // Reading the kernel's BTF twice (ours for the offsets, aya's to load the program)
+    // takes tens of MiB for a moment; give back what the allocator kept of it.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
     match attached {
         Ok((layout, ring)) => {
-            out.error("pathwatch: watching this host's own drops (kfree_skb)");
+            // Not "pathwatch: watching ...": that line says the interfaces are attached, and
+            // tests and the lab wait for it before they send.
+            out.error("pathwatch: counting this host's own drops (kfree_skb)");
             Some((DropWatch { layout, local: local_addresses() }, ring))
         }
         Err(e) => {

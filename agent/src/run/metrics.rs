@@ -3,8 +3,9 @@
 //! Built on prometheus-client with one custom collector: every value is read at
 //! scrape time (kernel per-CPU counters summed over CPUs, userspace counters under
 //! their lock), so the packet path does no work for metrics. Labels carry only
-//! bounded values: interface, direction, class, kind, source, rcode, table (and the
-//! build's version). Served by hyper on the agent's tokio runtime, a few connections
+//! bounded values: interface, direction, class, kind, source, rcode, table, the
+//! kernel's drop reason (and the build's version). The drop program's families are
+//! in [`drops`]. Served by hyper on the agent's tokio runtime, a few connections
 //! at a time, resting after a failed accept (out of file descriptors) instead of
 //! spinning; a port alone listens on 127.0.0.1.
 
@@ -27,6 +28,8 @@ use prometheus_client::{
 
 use super::Shared;
 use crate::detect::FindingKind;
+
+mod drops;
 
 /// Findings count as active while their latest evidence is this recent.
 const ACTIVE_WINDOW_NS: u64 = 300_000_000_000;
@@ -83,6 +86,8 @@ fn gauge_family(
 
 impl Collector for AgentCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Both read the kernel before the state lock is taken, the order every reader keeps.
+        let drop_counts = super::drops::counts(&self.shared);
         // A gone interface keeps its series, final, until its slot goes to another.
         let super::stats::Counted { interfaces, totals, kstats } = super::stats::counted(&self.shared);
         let mut packets = Vec::new();
@@ -183,6 +188,8 @@ impl Collector for AgentCollector {
             "Entries evicted per state table (LRU, at its cap).",
             &evictions,
         )?;
+        drop(st);
+        drops::encode(&mut enc, drop_counts.as_ref())?;
         gauge_family(
             &mut enc,
             "pathwatch_build_info",

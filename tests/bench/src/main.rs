@@ -1,6 +1,6 @@
 //! `pathwatch-bench`: the benchmark runner behind `cargo xtask bench`.
 //!
-//! `pathwatch-bench kernel|flood|replay|consumer|memory [--json]` prints a table, or
+//! `pathwatch-bench kernel|flood|replay|consumer|memory|drops [--json]` prints a table, or
 //! one JSON object with `--json`. The hidden subcommands are the pieces the flood and
 //! memory benchmarks run in their own processes. Each benchmark measures side by side
 //! in one run and reports ratios, because this machine is shared and noisy.
@@ -12,6 +12,7 @@
 //! own directory (`target/release`), where `cargo xtask bench` builds both.
 
 mod consumer;
+mod drops;
 mod flood;
 mod frames;
 mod kernel;
@@ -87,6 +88,18 @@ enum Which {
         #[arg(long)]
         gigabyte: bool,
     },
+    /// The drop program's cost per dropped packet, and its runs for forwarded packets
+    /// that are not dropped (kernel.bpf_stats_enabled, the real agent on a gateway).
+    Drops {
+        #[arg(long)]
+        json: bool,
+        /// Seconds per stream.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        /// Packets a second per stream.
+        #[arg(long, default_value_t = 50_000)]
+        pps: u64,
+    },
     #[command(hide = true)]
     FloodSend {
         #[arg(long)]
@@ -156,6 +169,10 @@ fn run(which: Which) -> anyhow::Result<()> {
         Which::Kernel { json, .. } => {
             let b = kernel::run()?;
             print(json, b.to_json(), b.table());
+        }
+        Which::Drops { json, secs, pps } => {
+            let (value, table) = drops::run(&sibling("pathwatch"), secs, pps)?;
+            print(json, value, table);
         }
         Which::Consumer { json, events } => {
             let (rate, findings) = consumer::run(events);

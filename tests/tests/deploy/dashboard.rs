@@ -146,6 +146,8 @@ fn grafana_dashboard_structure() {
         "bytes/s",
         "events/s by kind",
         "lost events",
+        "host drops/s by reason and class",
+        "watching host drops",
         "dns responses",
         "active findings",
         "tracked entries",
@@ -263,6 +265,7 @@ fn dashboard_and_rule_queries_run_on_prometheus() {
         pmtu.contains("Let ICMP fragmentation-needed through or clamp the TCP MSS")
             && pmtu.contains("tcp option maxseg size set")
     );
+    assert!(runbook("PathwatchLocalIcmpSuppressed").contains("Allow the ICMP errors this host sends out of the chain"));
     assert!(runbook("PathwatchEventsLost").contains("the agent's ring buffer overflows: raise kernel.ringbuf_bytes"));
     println!("{} rules loaded and evaluated by Prometheus", rules.len());
     drop(prom);

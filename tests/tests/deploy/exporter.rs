@@ -12,7 +12,9 @@ use std::{
     time::Duration,
 };
 
-use super::{CLASSES, DIRECTIONS, EVENT_KINDS, FINDING_KINDS, IFACES, LOST_SOURCES, RCODES, TABLES};
+use super::{
+    CLASSES, DIRECTIONS, DROP_CLASSES, DROP_REASONS, EVENT_KINDS, FINDING_KINDS, IFACES, LOST_SOURCES, RCODES, TABLES,
+};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub(crate) fn free_port() -> u16 {
@@ -60,6 +62,24 @@ fn contract_metrics(n: u64) -> String {
     family("pathwatch_active_findings", "gauge", "Active findings.", per("kind", FINDING_KINDS, &|i| (i % 2) as u64));
     family("pathwatch_tracked_entries", "gauge", "Tracked entries.", per("table", TABLES, &|i| 100 * (i as u64 + 1)));
     family("pathwatch_evictions_total", "counter", "Evictions.", per("table", TABLES, &|i| n * i as u64));
+    let drops = DROP_REASONS
+        .iter()
+        .enumerate()
+        .flat_map(|(r, reason)| {
+            DROP_CLASSES.iter().enumerate().map(move |(c, class)| {
+                (format!("{{reason=\"{reason}\",class=\"{class}\"}}"), n * (r * DROP_CLASSES.len() + c + 1) as u64)
+            })
+        })
+        .collect();
+    family("pathwatch_drops_total", "counter", "Packets this host dropped.", drops);
+    family(
+        "pathwatch_drop_events_suppressed_total",
+        "counter",
+        "Drop events suppressed.",
+        vec![(String::new(), 2 * n)],
+    );
+    family("pathwatch_drop_events_lost_total", "counter", "Drop events lost.", vec![(String::new(), n)]);
+    family("pathwatch_drops_watched", "gauge", "Drop program attached.", vec![(String::new(), 1)]);
     family("pathwatch_build_info", "gauge", "Build information.", vec![("{version=\"0.1.0\"}".into(), 1)]);
     m
 }

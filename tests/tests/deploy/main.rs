@@ -60,7 +60,12 @@ const FINDING_KINDS: &[&str] = &[
     "pmtu_black_hole",
     "pmtu_signal",
     "mss_exceeds_path_mtu",
+    "local_icmp_suppressed",
 ];
+/// Drop reasons as the kernel names them (a few of its `enum skb_drop_reason`), and the
+/// agent's catch-all for subsystem reasons.
+const DROP_REASONS: &[&str] = &["NO_SOCKET", "NETFILTER_DROP", "PKT_TOO_BIG", "OTHER_SUBSYSTEM"];
+const DROP_CLASSES: &[&str] = &["other", "dns", "dtls", "tls", "icmp_error", "tcp_syn", "large_df", "vpn_port"];
 const TABLES: &[&str] = &["dns_transactions", "dns_names", "dtls_flows", "tcp_flows", "findings"];
 
 /// Every metric family the agent exposes.
@@ -75,6 +80,10 @@ const METRICS: &[&str] = &[
     "pathwatch_active_findings",
     "pathwatch_tracked_entries",
     "pathwatch_evictions_total",
+    "pathwatch_drops_total",
+    "pathwatch_drop_events_suppressed_total",
+    "pathwatch_drop_events_lost_total",
+    "pathwatch_drops_watched",
     "pathwatch_build_info",
 ];
 
@@ -84,6 +93,7 @@ const ALERTS: &[&str] = &[
     "PathwatchDnsResolverOutage",
     "PathwatchDtlsBlocked",
     "PathwatchPmtuBlackHole",
+    "PathwatchLocalIcmpSuppressed",
     "PathwatchEventsLost",
     "PathwatchAgentDown",
     "PathwatchAgentAbsent",

@@ -2,8 +2,9 @@
 //!
 //! - [`scrape`]: a real Prometheus scrapes `pathwatch run --metrics ADDR:PORT` every
 //!   second while known traffic flows; its answers equal what was sent and what the
-//!   agent's own summary says; `promtool check metrics` is silent on `/metrics`. Every
-//!   expression of the Grafana dashboard and of the alert rules runs on that
+//!   agent's own summary says, the kernel's own drops (DNS to a closed port, counted
+//!   by the drop program) included; `promtool check metrics` is silent on `/metrics`.
+//!   Every expression of the Grafana dashboard and of the alert rules runs on that
 //!   Prometheus against the live agent's data.
 //! - [`privileges`]: the agent runs as an unprivileged user with exactly CAP_BPF,
 //!   CAP_NET_ADMIN and CAP_PERFMON (as the systemd unit runs it), and without them
@@ -13,6 +14,8 @@
 //!   ids), keeps the old settings when the new file is broken, and reopens the
 //!   `--json` file (logrotate) without losing or repeating a line.
 //! - [`cli`]: shell completions and the man page.
+//! - [`doctor`]: `pathwatch doctor` as root says the host can run the agent, and
+//!   whether the drop program can (or what findings lose without it).
 //!
 //! Each live test builds two namespaces of its own (`pwt-ops<N>-a`, where the agent
 //! runs, and `pwt-ops<N>-b`, its peer) joined by a veth pair, with addresses in
@@ -23,6 +26,7 @@
 
 mod cli;
 mod config;
+mod doctor;
 mod privileges;
 mod scrape;
 

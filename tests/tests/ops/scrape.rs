@@ -1,5 +1,6 @@
 //! A real Prometheus scraping the live agent: what it stores equals what was sent and
-//! what the agent's summary says, and every dashboard and rule expression runs on it.
+//! what the agent's summary says (the drop program's counts included), and every
+//! dashboard and rule expression runs on it.
 
 use std::{
     io::Write,
@@ -10,16 +11,20 @@ use std::{
 
 use pathwatch::lab::netns::wait_for;
 use pathwatch_tests::{
-    TempDir,
+    TempDir, dns_query,
     expr::{dashboard, exprs, label_values, substitute, variable_query},
     http::get_in,
     json_lines,
     metrics::{metric, samples, unbounded_labels},
+    netns::udp_send,
     privileged,
     tools::ensure_tool,
 };
 
 use super::{METRICS_PORT, QUERIES, prom_api, scraped};
+
+/// DNS queries sent to a port nobody listens on, for the drop program to count.
+const DROPPED: u64 = 4;
 
 #[test]
 fn prometheus_scrapes_the_live_agent() {
@@ -51,10 +56,42 @@ fn prometheus_scrapes_the_live_agent() {
     assert_eq!(nxdomain, 2, "NXDOMAIN answers");
     assert!(dns_rate > 0.0, "rate() sees the DNS traffic arrive");
 
-    // /metrics itself: what Prometheus stored, and clean for promtool.
+    // The drop program: DNS queries to an address of the agent's namespace where nobody
+    // listens (on lo, so that the interface's counts above stay as they are), which
+    // the kernel drops as NO_SOCKET, class dns.
+    let [_, _, net_octet, _] = s.net.a_ip.octets();
+    let closed = Ipv4Addr::new(198, 18, net_octet, 3);
+    s.net.a.ip(&["addr", "add", &format!("{closed}/32"), "dev", "lo"]).unwrap();
+    let unheard: Vec<Vec<u8>> = (0..DROPPED).map(|i| dns_query(0x5000 + i as u16, "drop.test")).collect();
+    udp_send(&ns, s.net.a_ip, SocketAddr::from((closed, 53)), unheard, None, Duration::from_millis(10));
+    let no_socket_dns = [("reason", "NO_SOCKET"), ("class", "dns")];
     let metrics_addr = SocketAddr::from((s.net.a_ip, METRICS_PORT));
+    let mut text = String::new();
+    let counted = wait_for(Duration::from_secs(10), || {
+        text = get_in(&ns, metrics_addr, "/metrics").map(|(_, t)| t).unwrap_or_default();
+        metric(&text, "pathwatch_drops_total", &no_socket_dns) >= DROPPED
+    });
+    assert!(counted, "the drop program never counted the {DROPPED} dropped DNS queries:\n{text}");
+    let drop_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("pathwatch_drop")).collect();
+    eprintln!("/metrics, the drop program's samples:\n{}", drop_lines.join("\n"));
+    assert_eq!(metric(&text, "pathwatch_drops_total", &no_socket_dns), DROPPED, "NO_SOCKET dns drops");
+    assert_eq!(metric(&text, "pathwatch_drops_watched", &[]), 1, "the drop program is attached");
+    assert_eq!(metric(&text, "pathwatch_drop_events_lost_total", &[]), 0, "drop events lost");
+    assert_eq!(metric(&text, "pathwatch_drop_events_suppressed_total", &[]), 0, "drop events over the rate limit");
+    // Stored by Prometheus at its next scrape (the series is new: absent until then).
+    let stored_query = "pathwatch_drops_total{reason=\"NO_SOCKET\",class=\"dns\"}";
+    let mut stored = serde_json::Value::Null;
+    let found = wait_for(Duration::from_secs(15), || {
+        stored = prom_api(&ns).query(stored_query);
+        stored["data"]["result"][0]["value"][1].as_str() == Some(DROPPED.to_string().as_str())
+    });
+    assert!(found, "Prometheus never stored {DROPPED} NO_SOCKET dns drops: {stored}");
+
+    // /metrics itself: what Prometheus stored, and clean for promtool (with the drop
+    // families and their series).
     let (status, text) = get_in(&ns, metrics_addr, "/metrics").unwrap();
     assert_eq!(status, 200);
+    assert_eq!(metric(&text, "pathwatch_drops_total", &no_socket_dns), DROPPED);
     assert_eq!(
         metric(&text, "pathwatch_packets_total", &[("class", "dns")]),
         dns_prom,
@@ -72,13 +109,14 @@ fn prometheus_scrapes_the_live_agent() {
     let said = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
     assert!(check.status.success() && said.is_empty(), "promtool check metrics ({}):\n{said}", check.status);
     // Labels carry bounded values only: none of the addresses or names that went by.
-    let [_, _, net_octet, _] = s.net.a_ip.octets();
     let sent: Vec<String> = [
         s.net.a_ip.to_string(),
         s.net.b_ip.to_string(),
         Ipv4Addr::new(198, 18, net_octet, 9).to_string(),
+        closed.to_string(),
         "ok.test".into(),
         "nx.test".into(),
+        "drop.test".into(),
     ]
     .into();
     let problems = unbounded_labels(&text, &sent);
@@ -112,6 +150,11 @@ fn prometheus_scrapes_the_live_agent() {
     assert_eq!(summary["classes"]["dns"].as_u64(), Some(dns_prom));
     assert_eq!(summary["events"]["dns_query"].as_u64(), Some(queries));
     assert_eq!(summary["events"]["dns_response"].as_u64(), Some(responses));
+    let drops = &summary["drops"];
+    assert_eq!(drops["watching"], true, "{drops}");
+    let by = drops["by_reason_class"].as_array().unwrap();
+    let no_socket = by.iter().find(|d| d["reason"] == "NO_SOCKET" && d["class"] == "dns");
+    assert_eq!(no_socket.and_then(|d| d["count"].as_u64()), Some(DROPPED), "summary vs /metrics, drops: {drops}");
     drop(s.prom);
 }
 
