@@ -250,7 +250,12 @@ impl Detector for DropLedger {
     fn pending_full(&self) -> bool {
         self.suppressed.pending_full()
     }
+    /// Nothing when drops are not watched: those tables stay empty, and a replay's
+    /// summary stays what it was before the drop program existed.
     fn occupancy(&self) -> Vec<(&'static str, usize, u64)> {
+        if !self.watched {
+            return Vec::new();
+        }
         let mut out = vec![(self.tallies.name(), self.tallies.len(), self.tallies.evictions())];
         out.extend(self.suppressed.occupancy());
         out

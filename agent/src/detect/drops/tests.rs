@@ -418,3 +418,10 @@ fn drop_state_is_bounded_and_counts_what_it_evicts() {
     d.on_drop(&seg);
     assert_eq!(d.tracked()["drop_tallies"], 3, "a larger cap applies without losing state");
 }
+
+#[test]
+fn unwatched_drop_tables_are_not_reported() {
+    let d = detectors(false);
+    assert!(!d.tracked().contains_key("drop_tallies") && !d.evictions().contains_key("icmp_suppressed_reporters"));
+    assert!(detectors(true).tracked().contains_key("pending_local_icmp_suppressed"));
+}
