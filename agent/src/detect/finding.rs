@@ -364,6 +364,26 @@ mod tests {
     }
 
     #[test]
+    fn annotation_applies_once_to_the_detectors_finding_and_due_ones_print_with_it() {
+        let mut book = FindingBook::new(Emission::Live { interval_ns: 0 }, 10);
+        book.upsert(finding(4, 0), "m".into(), 0);
+        let add = |f: &mut Finding| {
+            f.summary.push_str("; dropped here");
+            Some("true".to_string())
+        };
+        book.annotate(&[FindingKind::DnsProbeStorm], false, 0, add);
+        let due = book.take_due();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].summary, "; dropped here", "queued before, printed annotated");
+        book.annotate(&[FindingKind::DnsProbeStorm], true, 1, add);
+        assert!(book.take_due().is_empty(), "the same annotation again is nothing new");
+        assert_eq!(book.all()[0].summary, "; dropped here", "annotated from the detector's finding, not twice");
+        book.annotate(&[FindingKind::PmtuBlackHole], true, 2, |_| panic!("only the kinds asked for"));
+        book.annotate(&[FindingKind::DnsProbeStorm], true, 3, |_| Some("false".into()));
+        assert_eq!(book.take_due().len(), 1, "a changed annotation is printed again");
+    }
+
+    #[test]
     fn replay_prints_each_finding_once_at_the_end_with_final_evidence() {
         let mut book = FindingBook::new(Emission::AtEnd, 10);
         book.upsert(finding(4, 0), "a".into(), 0);
