@@ -268,8 +268,8 @@ fn finding(reporter: IpAddr, r: &Reporter, now: u64) -> (Finding, String) {
     let why = if r.reason == NETFILTER_DROP { "netfilter" } else { r.reason.as_str() };
     let hook = r.hook.name();
     let summary = format!(
-        "this host's firewall dropped {} ICMP error{} {reporter} sent ({}) to {} destination{} ({why}, {hook} hook): \
-         the senders are never told why their packets fail",
+        "{reporter} sent {} ICMP error{} ({}) to {} destination{} and this host's firewall dropped them ({why}, \
+         {hook} hook): the senders are never told why their packets fail",
         r.total,
         if r.total == 1 { "" } else { "s" },
         types.join(", "),
@@ -279,8 +279,8 @@ fn finding(reporter: IpAddr, r: &Reporter, now: u64) -> (Finding, String) {
     let rules: Vec<String> =
         r.by_kind.keys().map(|k| format!("`nft insert rule inet filter {hook} {} accept`", k.nft_match())).collect();
     let remedy = format!(
-        "Allow the ICMP errors this host sends out of its {hook} chain (nftables: {}). Dropped, frag-needed and \
-         packet-too-big make PMTU black holes and unreachables leave clients waiting for timeouts.",
+        "Allow the ICMP errors this host sends out of its {hook} chain (nftables: {}). Dropped, a frag-needed or \
+         packet-too-big makes a PMTU black hole, and an unreachable leaves its sender waiting for a timeout.",
         rules.join(", ")
     );
     let finding = Finding {

@@ -369,7 +369,14 @@ fn local_icmp_suppressed_needs_three_within_the_window_and_counts_by_type() {
         (&e["first"], &e["last"]),
         (&json!("2023-11-14T22:13:20.000000Z"), &json!("2023-11-14T22:13:22.000000Z"))
     );
-    assert!(f.summary.contains("dropped 3 ICMP errors 198.18.0.1 sent"), "{}", f.summary);
+    assert!(
+        f.summary.starts_with(
+            "198.18.0.1 sent 3 ICMP errors (port_unreachable 2, frag_needed 1) to 2 destinations and this host's \
+             firewall dropped them (netfilter, output hook)"
+        ),
+        "{}",
+        f.summary
+    );
     assert!(f.remedy.contains(
         "`nft insert rule inet filter output icmp type destination-unreachable icmp code port-unreachable accept`"
     ));
@@ -424,4 +431,34 @@ fn unwatched_drop_tables_are_not_reported() {
     let d = detectors(false);
     assert!(!d.tracked().contains_key("drop_tallies") && !d.evictions().contains_key("icmp_suppressed_reporters"));
     assert!(detectors(true).tracked().contains_key("pending_local_icmp_suppressed"));
+}
+
+#[test]
+fn port_unreachable_and_storms_say_true_false_or_unknown() {
+    let unreachable = |client: &str| Finding {
+        kind: FindingKind::DtlsPortUnreachable,
+        subject: json!({"client": client, "server": "198.18.1.1", "port": 443}).as_object().unwrap().clone(),
+        summary: "s".into(),
+        ..storm(client, "198.18.1.1")
+    };
+    let mut d = detectors(true);
+    d.on_drop(&dtls_drop(T0, "NO_SOCKET", DropClass::Dtls, DropHook::Input, false));
+    d.book.upsert(unreachable("198.18.0.2"), "m".into(), T0);
+    d.book.upsert(unreachable("198.18.0.3"), "m".into(), T0);
+    d.flush();
+    let all = of_kind(&d, FindingKind::DtlsPortUnreachable);
+    assert_eq!(
+        (&all[0].evidence["dropped_here"], &all[0].evidence["drop_reason"]),
+        (&json!(true), &json!("NO_SOCKET"))
+    );
+    assert_eq!(all[0].summary, "s; dropped by this host (NO_SOCKET, input hook)");
+    assert_eq!((&all[1].evidence["dropped_here"], all[1].summary.as_str()), (&json!(false), "s"));
+    let mut d = detectors(false);
+    d.book.upsert(storm("198.18.0.2", "198.18.1.1"), "m".into(), T0);
+    d.book.upsert(unreachable("198.18.0.2"), "m".into(), T0);
+    d.flush();
+    for f in d.book.all() {
+        assert_eq!(f.evidence["dropped_here"], "unknown", "{f:?}");
+        assert_eq!(f.evidence.len(), 2, "nothing else is added: {f:?}");
+    }
 }
