@@ -191,7 +191,10 @@ impl FindingBook {
         }
         entry.material = material;
         entry.consider(self.mode, now_ns, &mut self.due);
-        self.fresh.push(key);
+        // Bounded like the book: past its size, the next annotation takes every finding.
+        if self.fresh.len() <= self.entries.len() {
+            self.fresh.push(key);
+        }
     }
 
     /// Adds evidence the detectors do not hold (this host's drops) to the findings of
@@ -206,7 +209,7 @@ impl FindingBook {
         now_ns: u64,
         mut add: impl FnMut(&mut Finding) -> Option<String>,
     ) {
-        let keys: Vec<String> = if all {
+        let keys: Vec<String> = if all || self.fresh.len() > self.entries.len() {
             self.entries.iter().filter(|(_, e)| kinds.contains(&e.base.kind)).map(|(k, _)| k.clone()).collect()
         } else {
             std::mem::take(&mut self.fresh)
