@@ -159,6 +159,7 @@ fn a_gateway_that_drops_the_segments_and_its_own_frag_needed_says_so() {
         (&e["icmp_dropped_here"], &e["icmp_drop_reason"], &e["icmp_drop_hook"]),
         (&json!(20), &json!("NETFILTER_DROP"), &json!("output"))
     );
+    assert_eq!((&e["estimated_path_mtu"], &e["suggested_mss"]), (&json!(1400), &json!(1360)), "the kernel's MTU");
     assert!(
         f.summary.ends_with(
             "; here, g1 (MTU 1400) dropped 20 DF packets from 198.18.0.2 that were too big, and this host's firewall \
