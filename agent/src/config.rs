@@ -289,8 +289,30 @@ pub struct Config {
     pub output: OutputConfig,
     /// Kernel.
     pub kernel: KernelSettings,
+    /// This host's own drops, as evidence.
+    pub drops: DropsConfig,
     /// Metrics.
     pub metrics: MetricsConfig,
+}
+
+/// `[drops]`: what the agent makes of the drops the kernel's drop program reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DropsConfig {
+    /// ICMP errors this host made and its own firewall dropped, within
+    /// `icmp_suppressed_window_s`, before `local_icmp_suppressed` is named.
+    pub icmp_suppressed_min: Count,
+    /// The window those suppressed ICMP errors must fall in.
+    pub icmp_suppressed_window_s: Secs,
+    /// Tallies of dropped packets held (per flow, per address pair; LRU), and reporters
+    /// of suppressed ICMP held (LRU).
+    pub tallies_cap: Cap,
+}
+
+impl Default for DropsConfig {
+    fn default() -> Self {
+        DropsConfig { icmp_suppressed_min: Count(3), icmp_suppressed_window_s: Secs(300.0), tallies_cap: Cap(20_000) }
+    }
 }
 
 /// `[events]`: what happens to every event before the detectors see it.

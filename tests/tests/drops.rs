@@ -316,5 +316,5 @@ fn with_drops_turned_off_the_agent_says_it_does_not_watch_them() {
     let lines = json_lines(&a.stdout());
     let summary = lines.iter().rev().find(|l| l["type"] == "summary").expect("a summary line");
     assert_eq!(summary["drops"], serde_json::json!({"watching": false}));
-    assert!(!a.stderr().contains("watching this host's own drops"), "{}", a.logs());
+    assert!(!a.stderr().contains("counting this host's own drops"), "{}", a.logs());
 }

@@ -95,10 +95,41 @@ pub enum Emission {
 }
 
 struct Entry {
+    /// As its detector built it.
+    base: Finding,
+    /// With what [`FindingBook::annotate`] added (this host's drops).
     finding: Finding,
     material: String,
+    /// What the annotation added that, changed, is worth printing again for.
+    annotation: String,
+    /// Material and annotation as last printed.
     printed_material: Option<String>,
     printed_at: u64,
+    /// Waits in the due list: annotated now, it is printed annotated.
+    in_due: bool,
+}
+
+impl Entry {
+    fn shown(&self) -> String {
+        format!("{}|{}", self.material, self.annotation)
+    }
+
+    /// Live: queues the finding when it was never printed, or when what it shows
+    /// changed and the repeat interval has passed.
+    fn consider(&mut self, mode: Emission, now_ns: u64, due: &mut Vec<Finding>) {
+        let Emission::Live { interval_ns } = mode else { return };
+        let shown = self.shown();
+        let is_due = match &self.printed_material {
+            None => true,
+            Some(m) => *m != shown && now_ns.saturating_sub(self.printed_at) >= interval_ns,
+        };
+        if is_due {
+            self.printed_material = Some(shown);
+            self.printed_at = now_ns;
+            self.in_due = true;
+            due.push(self.finding.clone());
+        }
+    }
 }
 
 /// Every finding so far, and the ones due to be printed.
@@ -106,13 +137,21 @@ pub struct FindingBook {
     mode: Emission,
     entries: Table<String, Entry>,
     due: Vec<Finding>,
+    /// Keys upserted since the last [`FindingBook::annotate`].
+    fresh: Vec<String>,
     totals: BTreeMap<FindingKind, u64>,
 }
 
 impl FindingBook {
     /// A book holding at most `cap` findings.
     pub fn new(mode: Emission, cap: u64) -> FindingBook {
-        FindingBook { mode, entries: Table::new("findings", cap), due: Vec::new(), totals: BTreeMap::new() }
+        FindingBook {
+            mode,
+            entries: Table::new("findings", cap),
+            due: Vec::new(),
+            fresh: Vec::new(),
+            totals: BTreeMap::new(),
+        }
     }
 
     /// Applies a new repeat interval (live only; a replay prints at the end whatever
@@ -129,29 +168,77 @@ impl FindingBook {
     /// that, when it changes, is worth printing again.
     pub fn upsert(&mut self, finding: Finding, material: String, now_ns: u64) {
         let key = finding.key();
-        let mode = self.mode;
         let mut is_new = false;
-        let entry = self.entries.entry(key, || {
+        let entry = self.entries.entry(key.clone(), || {
             is_new = true;
-            Entry { finding: finding.clone(), material: String::new(), printed_material: None, printed_at: 0 }
+            Entry {
+                base: finding.clone(),
+                finding: finding.clone(),
+                material: String::new(),
+                annotation: String::new(),
+                printed_material: None,
+                printed_at: 0,
+                in_due: false,
+            }
         });
         if is_new {
             *self.totals.entry(finding.kind).or_default() += 1;
         } else {
-            let first = entry.finding.first_seen_ns.min(finding.first_seen_ns);
-            entry.finding = finding;
-            entry.finding.first_seen_ns = first;
+            let first = entry.base.first_seen_ns.min(finding.first_seen_ns);
+            entry.base = finding;
+            entry.base.first_seen_ns = first;
+            entry.finding = entry.base.clone();
         }
         entry.material = material;
-        if let Emission::Live { interval_ns } = mode {
-            let due = match &entry.printed_material {
-                None => true,
-                Some(m) => *m != entry.material && now_ns.saturating_sub(entry.printed_at) >= interval_ns,
-            };
-            if due {
-                entry.printed_material = Some(entry.material.clone());
-                entry.printed_at = now_ns;
-                self.due.push(entry.finding.clone());
+        entry.consider(self.mode, now_ns, &mut self.due);
+        // Bounded like the book: past its size, the next annotation takes every finding.
+        if self.fresh.len() <= self.entries.len() {
+            self.fresh.push(key);
+        }
+    }
+
+    /// Adds evidence the detectors do not hold (this host's drops) to the findings of
+    /// `kinds` upserted since the last call, or to all of them when `all` (the
+    /// evidence changed). `add` changes a copy of the finding as its detector built it
+    /// and returns what, changed, is worth printing it again for. Findings waiting to
+    /// be printed are printed with it.
+    pub fn annotate(
+        &mut self,
+        kinds: &[FindingKind],
+        all: bool,
+        now_ns: u64,
+        mut add: impl FnMut(&mut Finding) -> Option<String>,
+    ) {
+        let keys: Vec<String> = if all || self.fresh.len() > self.entries.len() {
+            self.entries.iter().filter(|(_, e)| kinds.contains(&e.base.kind)).map(|(k, _)| k.clone()).collect()
+        } else {
+            std::mem::take(&mut self.fresh)
+        };
+        self.fresh.clear();
+        let mut requeue = false;
+        for key in keys {
+            let Some(e) = self.entries.peek_mut(&key) else { continue };
+            if !kinds.contains(&e.base.kind) {
+                continue;
+            }
+            let mut f = e.base.clone();
+            let Some(annotation) = add(&mut f) else { continue };
+            e.finding = f;
+            requeue |= e.in_due;
+            if annotation != e.annotation {
+                e.annotation = annotation;
+                if e.in_due {
+                    e.printed_material = Some(e.shown());
+                } else {
+                    e.consider(self.mode, now_ns, &mut self.due);
+                }
+            }
+        }
+        if requeue {
+            for f in &mut self.due {
+                if let Some(e) = self.entries.peek(&f.key()) {
+                    f.clone_from(&e.finding);
+                }
             }
         }
     }
@@ -177,7 +264,13 @@ impl FindingBook {
 
     /// The findings due to be printed, oldest first.
     pub fn take_due(&mut self) -> Vec<Finding> {
-        std::mem::take(&mut self.due)
+        let due = std::mem::take(&mut self.due);
+        for f in &due {
+            if let Some(e) = self.entries.peek_mut(&f.key()) {
+                e.in_due = false;
+            }
+        }
+        due
     }
 
     /// Every finding, final, in order of first evidence.
@@ -271,6 +364,26 @@ mod tests {
         let mut replay = FindingBook::new(Emission::AtEnd, 10);
         replay.reconfigure(s, 10);
         assert_eq!(replay.mode, Emission::AtEnd, "a replay stays a replay");
+    }
+
+    #[test]
+    fn annotation_applies_once_to_the_detectors_finding_and_due_ones_print_with_it() {
+        let mut book = FindingBook::new(Emission::Live { interval_ns: 0 }, 10);
+        book.upsert(finding(4, 0), "m".into(), 0);
+        let add = |f: &mut Finding| {
+            f.summary.push_str("; dropped here");
+            Some("true".to_string())
+        };
+        book.annotate(&[FindingKind::DnsProbeStorm], false, 0, add);
+        let due = book.take_due();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].summary, "; dropped here", "queued before, printed annotated");
+        book.annotate(&[FindingKind::DnsProbeStorm], true, 1, add);
+        assert!(book.take_due().is_empty(), "the same annotation again is nothing new");
+        assert_eq!(book.all()[0].summary, "; dropped here", "annotated from the detector's finding, not twice");
+        book.annotate(&[FindingKind::PmtuBlackHole], true, 2, |_| panic!("only the kinds asked for"));
+        book.annotate(&[FindingKind::DnsProbeStorm], true, 3, |_| Some("false".into()));
+        assert_eq!(book.take_due().len(), 1, "a changed annotation is printed again");
     }
 
     #[test]

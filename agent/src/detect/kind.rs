@@ -20,11 +20,13 @@ pub enum FindingKind {
     PmtuSignal,
     /// A SYN advertising an MSS larger than a known path MTU allows.
     MssExceedsPathMtu,
+    /// ICMP errors this host generated and its own firewall dropped.
+    LocalIcmpSuppressed,
 }
 
 impl FindingKind {
     /// Every kind, in schema order.
-    pub const ALL: [FindingKind; 8] = [
+    pub const ALL: [FindingKind; 9] = [
         FindingKind::DnsProbeStorm,
         FindingKind::DnsResolverOutage,
         FindingKind::DtlsBlocked,
@@ -33,6 +35,7 @@ impl FindingKind {
         FindingKind::PmtuBlackHole,
         FindingKind::PmtuSignal,
         FindingKind::MssExceedsPathMtu,
+        FindingKind::LocalIcmpSuppressed,
     ];
 
     /// The name in JSON, in metrics labels and in alert rules.
@@ -46,6 +49,7 @@ impl FindingKind {
             FindingKind::PmtuBlackHole => "pmtu_black_hole",
             FindingKind::PmtuSignal => "pmtu_signal",
             FindingKind::MssExceedsPathMtu => "mss_exceeds_path_mtu",
+            FindingKind::LocalIcmpSuppressed => "local_icmp_suppressed",
         }
     }
 

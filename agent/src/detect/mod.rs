@@ -3,6 +3,7 @@
 
 pub mod dedup;
 pub mod dns;
+pub mod drops;
 pub mod dtls;
 pub mod finding;
 pub mod hashing;
@@ -55,14 +56,13 @@ pub struct Detectors {
     pub dtls: dtls::DtlsDetector,
     /// PMTU.
     pub pmtu: pmtu::PmtuDetector,
+    /// This host's drops: evidence for the others' findings, and suppressed ICMP.
+    pub drops: drops::DropLedger,
     /// Findings.
     pub book: FindingBook,
     /// Recognises copies of one packet, which are no evidence.
     dedup: dedup::Dedup,
     last_ts: u64,
-    /// Whether the kernel's drops are watched (`run` with the drop program attached):
-    /// without, no finding can say whether this host dropped its packets.
-    drops_watched: bool,
 }
 
 impl Detectors {
@@ -72,16 +72,16 @@ impl Detectors {
             dns: dns::DnsDetector::new(cfg),
             dtls: dtls::DtlsDetector::new(cfg),
             pmtu: pmtu::PmtuDetector::new(cfg),
+            drops: drops::DropLedger::new(cfg),
             book: FindingBook::new(mode, cfg.output.findings_cap.0),
             dedup: dedup::Dedup::new(cfg.events.duplicate_window_s.ns()),
             last_ts: 0,
-            drops_watched: false,
         }
     }
 
     /// The detectors, in the order they see each event.
-    fn each(&mut self) -> [&mut dyn Detector; 3] {
-        [&mut self.dns, &mut self.dtls, &mut self.pmtu]
+    fn each(&mut self) -> [&mut dyn Detector; 4] {
+        [&mut self.dns, &mut self.dtls, &mut self.pmtu, &mut self.drops]
     }
 
     /// Applies a new configuration without losing state: thresholds, caps, and the
@@ -114,14 +114,18 @@ impl Detectors {
         self.flush_if_full();
     }
 
-    /// Tells the detectors that this host's drops are watched.
+    /// Tells the detectors whether this host's drops are watched (`run` with the drop
+    /// program attached): without, no finding can say whether this host dropped its
+    /// packets (`dropped_here: "unknown"`).
     pub fn set_drops_watched(&mut self, watched: bool) {
-        self.drops_watched = watched;
+        self.drops.set_watched(watched);
     }
 
-    /// A packet this host's kernel dropped.
+    /// A packet this host's kernel dropped: evidence for the findings about it.
     pub fn on_drop(&mut self, d: &crate::drops::DropEvent) {
         self.last_ts = self.last_ts.max(d.packet.header.ts_ns);
+        self.drops.record(d);
+        self.flush_if_full();
     }
 
     /// A replay builds findings at its end; a table of marks that fills up before then
@@ -149,12 +153,15 @@ impl Detectors {
     }
 
     /// Builds the findings whose evidence changed since the last call (the detectors
-    /// update their state per event and build findings only here).
+    /// update their state per event and build findings only here), then adds what this
+    /// host's drops say about them.
     pub fn flush(&mut self) {
-        let Detectors { dns, dtls, pmtu, book, .. } = self;
-        for d in [dns as &mut dyn Detector, dtls, pmtu] {
+        let Detectors { dns, dtls, pmtu, drops, book, last_ts, .. } = self;
+        for d in [dns as &mut dyn Detector, dtls, pmtu, drops] {
             d.flush(book);
         }
+        let all = drops.take_changed();
+        book.annotate(&drops::ANNOTATED, all, *last_ts, |f| drops.annotate(f));
     }
 
     /// Findings due to be printed (after a flush).
@@ -185,7 +192,10 @@ impl Detectors {
 
     fn tables(&self) -> Vec<(&'static str, usize, u64)> {
         let mut out: Vec<(&'static str, usize, u64)> =
-            [&self.dns as &dyn Detector, &self.dtls, &self.pmtu].iter().flat_map(|d| d.occupancy()).collect();
+            [&self.dns as &dyn Detector, &self.dtls, &self.pmtu, &self.drops]
+                .iter()
+                .flat_map(|d| d.occupancy())
+                .collect();
         let (len, ev) = self.book.occupancy();
         out.push(("findings", len, ev));
         out

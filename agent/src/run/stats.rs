@@ -206,5 +206,49 @@ pub fn render_summary(summary: &Value, shared: &Shared) -> Vec<String> {
     let mut counts = st.counts;
     counts.dtls_record = summary["events"]["dtls_record"].as_u64().unwrap_or(0);
     counts.events_lost = summary["events"]["events_lost"].as_u64().unwrap_or(0);
-    report::render_summary(summary["packets"].as_u64().unwrap_or(0), &classes, &counts, &st.detectors)
+    let mut lines = report::render_summary(summary["packets"].as_u64().unwrap_or(0), &classes, &counts, &st.detectors);
+    lines.extend(render_drops(&summary["drops"]));
+    lines
+}
+
+/// The drop program's counts for people: one line, reasons and classes by count.
+fn render_drops(drops: &Value) -> Option<String> {
+    if drops["watching"] != true {
+        return None;
+    }
+    let mut by: Vec<(u64, String)> = drops["by_reason_class"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let n = r["count"].as_u64().unwrap_or(0);
+            (n, format!("{} {} {n}", r["reason"].as_str().unwrap_or("?"), r["class"].as_str().unwrap_or("?")))
+        })
+        .collect();
+    by.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let listed: Vec<String> = by.into_iter().map(|(_, s)| s).collect();
+    let suppressed = drops["suppressed"].as_u64().unwrap_or(0);
+    Some(format!(
+        "dropped here: {}{}",
+        if listed.is_empty() { "nothing".to_string() } else { listed.join(", ") },
+        if suppressed > 0 { format!(" ({suppressed} drop events over the rate, counted only)") } else { String::new() }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_listed_by_count_and_only_when_watched() {
+        assert_eq!(render_drops(&json!({"watching": false})), None);
+        let d = json!({"watching": true, "suppressed": 3, "by_reason_class": [
+            {"reason": "NO_SOCKET", "class": "dns", "count": 2},
+            {"reason": "PKT_TOO_BIG", "class": "large_df", "count": 21}]});
+        assert_eq!(
+            render_drops(&d).unwrap(),
+            "dropped here: PKT_TOO_BIG large_df 21, NO_SOCKET dns 2 (3 drop events over the rate, counted only)"
+        );
+        assert_eq!(render_drops(&json!({"watching": true, "by_reason_class": []})).unwrap(), "dropped here: nothing");
+    }
 }

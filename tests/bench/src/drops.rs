@@ -141,7 +141,7 @@ fn measure(agent: &Path, secs: f64, pps: u64) -> Result<(Value, Vec<String>)> {
         std::fs::read_to_string(&log).unwrap_or_default().contains("pathwatch: watching g")
     });
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    if !ready || !text.contains("watching this host's own drops") {
+    if !ready || !text.contains("counting this host's own drops") {
         bail!("the agent did not start with its drop program:\n{text}");
     }
     // The server reads what is forwarded to it, so nothing is dropped anywhere.

@@ -13,7 +13,7 @@
 mod blocked;
 mod reconnect;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::net::IpAddr;
 
