@@ -21,8 +21,9 @@ pub const DEF: Def = Def {
     name: "pmtu-black-hole",
     about: "gateway far link MTU 1400, its ICMP frag-needed dropped (nft output hook); bulk TCP upload client -> \
             server",
-    expected: "pmtu_black_hole (icmp_seen false, dropped_here true: PKT_TOO_BIG on the 1400 link, the gateway's \
-               ICMP dropped as often as nft counted), local_icmp_suppressed, the upload stalls, no pmtu_signal",
+    expected: "pmtu_black_hole (icmp_seen false, dropped_here true: PKT_TOO_BIG on the 1400 link, so \
+               estimated_path_mtu 1400, the gateway's ICMP dropped as often as nft counted), local_icmp_suppressed, \
+               the upload stalls, no pmtu_signal",
     present: &["pmtu_black_hole", "local_icmp_suppressed"],
     absent: &["pmtu_signal"],
     layout: Layout::Direct,
@@ -111,6 +112,9 @@ fn run(ctx: &mut Ctx) -> io::Result<()> {
             e["drop_interface"] == topo.gw_server_if.as_str(),
         );
         ctx.check(format!("drop_interface_mtu = {}", e["drop_interface_mtu"]), e["drop_interface_mtu"] == FAR_MTU);
+        // The kernel named the MTU when it dropped the segments: the path MTU is known.
+        ctx.check(format!("estimated_path_mtu = {}", e["estimated_path_mtu"]), e["estimated_path_mtu"] == FAR_MTU);
+        ctx.check(format!("suggested_mss = {}", e["suggested_mss"]), e["suggested_mss"] == FAR_MTU - 40);
         let icmp = e["icmp_dropped_here"].as_u64();
         ctx.check(
             format!("icmp_dropped_here = {} (nft counted {dropped})", e["icmp_dropped_here"]),
