@@ -144,11 +144,11 @@ fn black_hole(ledger: &DropLedger, f: &mut Finding) -> Option<String> {
     let hdr = if v4 { 40 } else { 60 };
     // The kernel named the next hop's MTU: it is the path MTU this host knows, where
     // the detector, without an ICMP signal, could only leave it unknown.
-    if let Some(t) = too_big.filter(|t| t.mtu > hdr) {
-        if f.evidence.get("estimated_path_mtu").is_none_or(Value::is_null) {
-            f.evidence.insert("estimated_path_mtu".into(), json!(t.mtu));
-            f.evidence.insert("suggested_mss".into(), json!(t.mtu - hdr));
-        }
+    if let Some(t) = too_big.filter(|t| t.mtu > hdr)
+        && f.evidence.get("estimated_path_mtu").is_none_or(Value::is_null)
+    {
+        f.evidence.insert("estimated_path_mtu".into(), json!(t.mtu));
+        f.evidence.insert("suggested_mss".into(), json!(t.mtu - hdr));
     }
     let clamp = match too_big {
         Some(t) if t.mtu > hdr => {
