@@ -1,6 +1,6 @@
 //! The common shapes in few reads: an Ethernet frame with at most one VLAN tag, a
 //! 20-byte IPv4 header (not a fragment) or an IPv6 header without extension headers,
-//! then TCP or UDP; or a frame of a network protocol the walk does not read (ARP).
+//! then TCP, UDP or ICMP; or a frame of a network protocol the walk does not read (ARP).
 //!
 //! Most of what a gateway carries has this shape. The full walk ([`super::walk`])
 //! handles every shape (VLAN tags, PPPoE, MPLS, IPv4 options, IPv6 extension headers,
@@ -8,18 +8,19 @@
 //! that survive a call, those results live on the stack, and a plain TCP segment paid
 //! for every shape it was not. Here each header is read with one bounds check at a
 //! place known from the layer before, and the transport layer is settled by the same functions
-//! the full walk calls ([`tcp::segment`], [`udp::dns`], [`udp::records_at`]), so a
+//! the full walk calls ([`tcp::segment`], [`udp::dns`], [`udp::records_at`],
+//! [`icmp::parse`]), so a
 //! packet gets the same [`Parsed`] either way: anything else (another shape, a header
 //! cut short, a tunnel, CAPWAP) is left to the full walk. `walk_vs_etherparse` and
 //! the unit tests below hold the two to the same answers.
 
-use super::{L3, LargeSegments, Packet, Parsed, be16, ethernet, ipv4, ipv6, tcp, udp};
+use super::{L3, LargeSegments, Packet, Parsed, be16, ethernet, icmp, ipv4, ipv6, tcp, udp};
 use crate::{
     Class, KernelConfig,
     event::IP_FLAG_DF,
     proto::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_MPLS_MC, ETH_P_MPLS_UC, ETH_P_PPPOE_SESSION,
-        IPPROTO_TCP, IPPROTO_UDP, VLAN_HLEN,
+        ICMP_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, VLAN_HLEN,
     },
     wire::capwap,
 };
@@ -60,7 +61,8 @@ pub fn walk<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &mu
         // Without extension headers: the transport right after the fixed header.
         let ip = pkt.array_at::<{ ipv6::HLEN }>(l3_off)?;
         let next = ip[ipv6::field::NEXT_HEADER];
-        if ip[ipv6::field::VERSION] >> 4 != 6 || (next != IPPROTO_TCP && next != IPPROTO_UDP) {
+        if ip[ipv6::field::VERSION] >> 4 != 6 || (next != IPPROTO_TCP && next != IPPROTO_UDP && next != IPPROTO_ICMPV6)
+        {
             return None;
         }
         let payload_len = be16(ip, ipv6::field::PAYLOAD_LEN) as usize;
@@ -98,6 +100,20 @@ pub fn walk<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &mu
             return None;
         }
         tcp::segment(pkt, cfg, flows, &mut p, seg, &l3, payload_off);
+        return Some(p);
+    }
+    if p.l4_proto == IPPROTO_ICMP || p.l4_proto == IPPROTO_ICMPV6 {
+        // ICMP errors (frag-needed, packet too big, unreachable) are what a gateway's
+        // diagnoses hang on: read by the same function as in the full walk. A header
+        // cut short, or the other version's ICMP, is the full walk's case.
+        let own = if p.ip_version == 4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
+        if p.l4_proto != own || l4_off + ICMP_HLEN > end {
+            return None;
+        }
+        icmp::parse(pkt, &mut p, &l3);
+        if p.class as u8 == Class::Other as u8 && cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
+            p.class = Class::LargeDf;
+        }
         return Some(p);
     }
     if p.l4_proto != IPPROTO_UDP || l4_off + udp::HLEN > end {
@@ -210,6 +226,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn icmp_errors_and_echoes_are_settled_as_the_full_walk_settles_them() {
+        // A quoted IPv4/UDP header after the ICMP header, as an error carries.
+        let mut quote = vec![0x45, 0, 0, 60, 0, 1, 0x40, 0, 64, 17, 0, 0, 198, 18, 0, 2, 198, 18, 1, 2];
+        quote.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 40, 0, 0]);
+        let with = |t: u8, code: u8, rest: [u8; 4]| {
+            let mut m = vec![t, code, 0, 0];
+            m.extend_from_slice(&rest);
+            m.extend_from_slice(&quote);
+            m
+        };
+        let v4 = [
+            frame(1, 0, &with(3, 4, [0, 0, 5, 0x78])),
+            frame(1, 0, &with(3, 3, [0; 4])),
+            frame(1, 0x4000, &with(11, 0, [0; 4])),
+            frame(1, 0, &with(8, 0, [0, 1, 0, 1])),
+        ];
+        let v6 = [
+            as_ipv6(&frame(58, 0, &with(2, 0, [0, 0, 5, 0x78]))),
+            as_ipv6(&frame(58, 0, &with(1, 4, [0; 4]))),
+            as_ipv6(&frame(58, 0, &with(128, 0, [0, 1, 0, 1]))),
+        ];
+        for (i, f) in v4.iter().chain(&v6).enumerate() {
+            assert_eq!(fast(f), Some(full(f)), "frame {i}");
+        }
+        assert_eq!(fast(&v4[0]).unwrap().event, crate::EventKind::IcmpError as u8);
+        assert!(wire::icmp::is_pmtu(&fast(&v6[0]).unwrap()));
+        assert_eq!(fast(&v4[3]).unwrap().event, 0, "an echo request is no event");
+    }
+
     /// `f` (Ethernet, IPv4 without options) with an IPv6 header instead.
     fn as_ipv6(f: &[u8]) -> Vec<u8> {
         let payload = &f[34..];
@@ -249,7 +295,9 @@ mod tests {
             tcp[..50].to_vec(),
             frame(6, 0x2000, &tcp_seg(443, 0x10, &[0x5a; 100])),
             frame(6, 0x0010, &[0; 40]),
-            frame(1, 0, &[3, 4, 0, 0, 0, 0, 5, 0]),
+            // ICMPv6 in IPv4, and an ICMP header cut short.
+            frame(58, 0, &[2, 0, 0, 0, 0, 0, 5, 0]),
+            frame(1, 0, &[3, 4, 0, 0, 0, 0, 5, 0])[..14 + 20 + 4].to_vec(),
             frame(47, 0, &[0, 0, 0x08, 0, 0x45]),
             as_ipv6(&frame(1, 0, &[3, 4, 0, 0, 0, 0, 5, 0])),
             {
