@@ -225,6 +225,8 @@ fn allowed() -> bool {
     let Some(r) = DROP_RATE.get_ptr_mut(0) else { return false };
     // SAFETY: this CPU's entry, valid for this run.
     let r = unsafe { &mut *r };
+    // The precise clock: the coarse one, cheaper in a VM, is refused to tracing
+    // programs by the verifier.
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(r.period_start) >= DROP_EVENT_PERIOD_NS {
         r.period_start = now;

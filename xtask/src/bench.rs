@@ -223,6 +223,12 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
                         (f(&r["pps"]) / none - 1.0) * 100.0
                     );
                 }
+                if let Some(n) = v["native"]["drops_here"].as_u64() {
+                    let _ = writeln!(
+                        o,
+                        "\nIn its best native round pathwatch's drop program counted {n} packets dropped in the receiver's namespace (its socket buffer full, mostly): each ran the drop program (\"Drop program\" below), which packets that reach the socket do not."
+                    );
+                }
                 let _ = writeln!(
                     o,
                     "\nConsumer: events lost at each offered event rate (pathwatch native XDP):\n\n| offered events/s | sent/s | lost |\n|---:|---:|---:|"

@@ -363,6 +363,9 @@ fn flood_once(
             v["counted_dns"] = summary["interfaces"]["fl1"]["ingress"]["packets"]["dns"].clone();
             v["query_events"] = summary["events"]["dns_query"].clone();
             v["events_lost"] = summary["events"]["events_lost"].clone();
+            // Packets dropped in the receiver's namespace meanwhile (a full socket
+            // buffer, mostly): each ran the drop program.
+            v["drops_here"] = summary["drops"]["total"].clone();
         }
         Setup::Tcpdump => {
             observer.take().expect("tcpdump").stop(libc::SIGINT, Duration::from_secs(10));
@@ -464,13 +467,14 @@ fn flood_setups(
             v["counted_every_packet_every_round"] = json!(exact[i]);
             v["events_lost_all_rounds"] = json!(lost[i]);
             line += &format!(
-                " ({:+.1} % vs XDP_PASS {mode}); counted {} DNS packets ({}), {} query events, lost {} (all {FLOOD_ROUNDS} rounds: {})",
+                " ({:+.1} % vs XDP_PASS {mode}); counted {} DNS packets ({}), {} query events, lost {} (all {FLOOD_ROUNDS} rounds: {}); {} dropped in the receiver's namespace",
                 (pps / pass - 1.0) * 100.0,
                 v["counted_dns"],
                 if v["counted_dns"] == v["sent"] { "= sent" } else { "!= sent" },
                 v["query_events"],
                 v["events_lost"],
                 if exact[i] { "every packet counted" } else { "SOME PACKETS NOT COUNTED" },
+                v["drops_here"],
             );
         }
         if let Setup::Tcpdump = setup {
