@@ -67,11 +67,7 @@ impl Kernel {
 
     /// Takes the drop ring buffer out of the object (once).
     pub fn take_drop_events(&mut self) -> Result<RingBuf<MapData>, KernelError> {
-        let map = self.ebpf.take_map(MAP_DROP_EVENTS).ok_or_else(|| KernelError::Other {
-            context: "taking the DROP_EVENTS ring buffer".into(),
-            source: anyhow::anyhow!("already taken"),
-        })?;
-        RingBuf::try_from(map).map_err(|e| KernelError::from_any("opening the DROP_EVENTS ring buffer", e))
+        self.take_ring(MAP_DROP_EVENTS)
     }
 
     /// What the drop program counted, summed over CPUs, reasons named by `layout`.

@@ -158,11 +158,16 @@ impl Kernel {
 
     /// Takes the event ring buffer out of the object (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, KernelError> {
-        let map = self.ebpf.take_map(MAP_EVENTS).ok_or_else(|| KernelError::Other {
-            context: "taking the EVENTS ring buffer".into(),
+        self.take_ring(MAP_EVENTS)
+    }
+
+    /// Takes the ring buffer map `name` out of the object (once).
+    fn take_ring(&mut self, name: &str) -> Result<RingBuf<MapData>, KernelError> {
+        let map = self.ebpf.take_map(name).ok_or_else(|| KernelError::Other {
+            context: format!("taking the {name} ring buffer"),
             source: anyhow::anyhow!("already taken"),
         })?;
-        RingBuf::try_from(map).map_err(|e| KernelError::from_any("opening the EVENTS ring buffer", e))
+        RingBuf::try_from(map).map_err(|e| KernelError::from_any(format!("opening the {name} ring buffer"), e))
     }
 
     /// The XDP program.
