@@ -60,9 +60,17 @@ const fn pack(records: u64, content_mask: u64, version: u64, hs_mask: u64) -> u6
 /// `claimed_end`: 0 when it is not DTLS. Settles the two common cases from the first
 /// record header without the walk: a payload that starts with no DTLS record header
 /// (most UDP), and a single record of anything but a cleartext handshake that fills the
-/// datagram (DTLS bulk traffic).
+/// datagram (DTLS bulk traffic). With `ONE_MESSAGE`, also a cleartext handshake record
+/// that fills the datagram with one whole message (a ClientHello as clients send it):
+/// the fast path's case only, as the full walk's verification has no room for more
+/// branches.
 #[inline(always)]
-pub fn classify<P: Packet>(pkt: &P, payload_off: usize, end: usize, claimed_end: usize) -> u64 {
+pub fn classify<P: Packet, const ONE_MESSAGE: bool>(
+    pkt: &P,
+    payload_off: usize,
+    end: usize,
+    claimed_end: usize,
+) -> u64 {
     if payload_off + DTLS_RECORD_HLEN > end {
         return 0;
     }
@@ -74,10 +82,37 @@ pub fn classify<P: Packet>(pkt: &P, payload_off: usize, end: usize, claimed_end:
     if !is_dtls_content_type(ct) || !is_dtls_version(version) {
         return 0;
     }
-    if (ct != CT_HANDSHAKE || epoch != 0) && payload_off + DTLS_RECORD_HLEN + rec_len == claimed_end {
+    let fills = payload_off + DTLS_RECORD_HLEN + rec_len == claimed_end;
+    if (ct != CT_HANDSHAKE || epoch != 0) && fills {
         return pack(1, 1 << (ct - 20), version as u64, 0);
     }
+    if ONE_MESSAGE && fills {
+        let hs_mask = single_message(pkt, payload_off + DTLS_RECORD_HLEN, end, rec_len);
+        if hs_mask != 0 {
+            return pack(1, 1 << (CT_HANDSHAKE - 20), version as u64, hs_mask);
+        }
+    }
     pkt.dtls_walk(payload_off, end, claimed_end)
+}
+
+/// The handshake mask of a cleartext handshake record at `body` holding exactly one
+/// whole message (a ClientHello as a client sends it, a HelloVerifyRequest), as
+/// [`handshake_types`] finds it; 0 for any other record, which the walk then reads.
+#[inline(always)]
+fn single_message<P: Packet>(pkt: &P, body: usize, end: usize, rec_len: usize) -> u64 {
+    if body + DTLS_HANDSHAKE_HLEN > end || body > MAX_PARSE_OFFSET {
+        return 0;
+    }
+    let Some(hs) = pkt.array_at::<DTLS_HANDSHAKE_HLEN>(body) else {
+        return 0;
+    };
+    let f = field::HS_FRAGMENT_LEN;
+    let frag_len = ((hs[f] as usize) << 16) | ((hs[f + 1] as usize) << 8) | hs[f + 2] as usize;
+    let t = hs[field::HS_TYPE];
+    if DTLS_HANDSHAKE_HLEN + frag_len != rec_len || t >= 32 {
+        return 0;
+    }
+    1 << t
 }
 
 /// Walks the records in `[payload_off, end)`; `claimed_end` is where the UDP header
@@ -182,7 +217,7 @@ mod tests {
     fn client_hello_filling_the_datagram() {
         let d = record(22, DTLS_1_2, 0, &handshake(1, 40));
         assert_eq!(walk(&d, d.len(), d.len()), Some((1, 0b100, DTLS_1_2, 1 << 1)));
-        assert_eq!(classify(&&d[..], 0, d.len(), d.len()), walk_packed(&&d[..], 0, d.len(), d.len()));
+        assert_eq!(classify::<_, false>(&&d[..], 0, d.len(), d.len()), walk_packed(&&d[..], 0, d.len(), d.len()));
     }
 
     #[test]
@@ -202,7 +237,7 @@ mod tests {
     #[test]
     fn single_application_data_record_without_the_walk() {
         let d = record(23, DTLS_1_2, 1, &[0; 30]);
-        let w = classify(&&d[..], 0, d.len(), d.len());
+        let w = classify::<_, true>(&&d[..], 0, d.len(), d.len());
         assert_eq!((records(w), content_mask(w), version(w)), (1, 0b1000, DTLS_1_2));
     }
 
@@ -213,9 +248,46 @@ mod tests {
         assert_eq!(walk(&d, d.len(), d.len()), None);
         let d = record(23, 0x0303, 1, &[0; 8]);
         assert_eq!(walk(&d, d.len(), d.len()), None);
-        assert_eq!(classify(&&d[..], 0, d.len(), d.len()), 0);
+        assert_eq!(classify::<_, true>(&&d[..], 0, d.len(), d.len()), 0);
         let d = record(23, DTLS_1_2, 1, &[0; 8]);
         assert_eq!(walk(&d, d.len(), d.len() - 1), None);
+    }
+
+    #[test]
+    fn the_one_message_shortcut_answers_as_the_walk() {
+        let hello = record(22, DTLS_1_2, 0, &handshake(1, 40));
+        let mut two = handshake(1, 10);
+        two.extend(handshake(11, 5));
+        let mut fragment = handshake(1, 40);
+        fragment[11] = 20;
+        fragment.truncate(12 + 20);
+        let mut bad_len = handshake(1, 40);
+        bad_len[11] = 39;
+        let mut high_type = handshake(40, 8);
+        high_type[0] = 40;
+        let datagrams = [
+            hello.clone(),
+            record(22, DTLS_CISCO, 0, &handshake(3, 20)),
+            record(22, DTLS_1_2, 0, &two),
+            record(22, DTLS_1_2, 0, &fragment),
+            record(22, DTLS_1_2, 0, &bad_len),
+            record(22, DTLS_1_2, 0, &high_type),
+            record(22, DTLS_1_2, 0, &handshake(1, 0)),
+            record(22, DTLS_1_2, 0, &[1, 0, 0]),
+            {
+                let mut d = hello.clone();
+                d.extend(record(20, DTLS_1_2, 0, &[1]));
+                d
+            },
+        ];
+        for (i, d) in datagrams.iter().enumerate() {
+            for end in [d.len(), 13 + 11, 13 + 12, 20] {
+                let end = end.min(d.len());
+                let shortcut = classify::<_, true>(&&d[..end], 0, end, d.len());
+                assert_eq!(shortcut, walk_packed(&&d[..end], 0, end, d.len()), "datagram {i} cut at {end}");
+            }
+        }
+        assert_eq!(handshake_mask(classify::<_, true>(&&hello[..], 0, hello.len(), hello.len())), 1 << 1);
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub fn walk<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &mu
         udp::dns(&mut p);
     } else {
         let payload_off = p.payload_off;
-        udp::records_at(pkt, &mut p, payload_off, payload_end, udp_end);
+        udp::records_at::<P, true>(pkt, &mut p, payload_off, payload_end, udp_end);
         if p.class as u8 == Class::Other as u8 && cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
             p.class = Class::LargeDf;
         }

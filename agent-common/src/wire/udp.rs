@@ -52,7 +52,7 @@ pub fn parse<P: Packet>(pkt: &P, cfg: &KernelConfig, p: &mut Parsed, l3: &L3) ->
             p.payload_end = off;
         }
     }
-    records_at(pkt, p, records, payload_end, claimed_end);
+    records_at::<P, false>(pkt, p, records, payload_end, claimed_end);
     None
 }
 
@@ -86,10 +86,17 @@ pub(super) fn dns(p: &mut Parsed) {
 }
 
 /// DTLS records at `records` (the payload, or behind a CAPWAP preamble): class DTLS,
-/// an event for handshake, alert and change-cipher-spec records.
+/// an event for handshake, alert and change-cipher-spec records. `ONE_MESSAGE`: as
+/// for [`dtls::classify`].
 #[inline(always)]
-pub(super) fn records_at<P: Packet>(pkt: &P, p: &mut Parsed, records: usize, payload_end: usize, claimed_end: usize) {
-    let walk = dtls::classify(pkt, records, payload_end, claimed_end);
+pub(super) fn records_at<P: Packet, const ONE_MESSAGE: bool>(
+    pkt: &P,
+    p: &mut Parsed,
+    records: usize,
+    payload_end: usize,
+    claimed_end: usize,
+) {
+    let walk = dtls::classify::<P, ONE_MESSAGE>(pkt, records, payload_end, claimed_end);
     if walk != 0 {
         p.class = Class::Dtls;
         p.extra = walk;
