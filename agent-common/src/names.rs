@@ -12,6 +12,10 @@ pub const PROG_TC_BASELINE: &str = "pathwatch_tc_pass";
 pub const PROG_XDP_COUNT_FLOOR: &str = "pathwatch_xdp_count_floor";
 /// Benchmark floor: the count floor plus the smallest ring-buffer event.
 pub const PROG_XDP_EVENT_FLOOR: &str = "pathwatch_xdp_event_floor";
+/// Benchmark floor at TC: as [`PROG_XDP_COUNT_FLOOR`], for a socket buffer.
+pub const PROG_TC_COUNT_FLOOR: &str = "pathwatch_tc_count_floor";
+/// Benchmark floor at TC: as [`PROG_XDP_EVENT_FLOOR`], for a socket buffer.
+pub const PROG_TC_EVENT_FLOOR: &str = "pathwatch_tc_event_floor";
 
 /// Per-CPU packet and byte counters, indexed by [`crate::class::counter_index`].
 pub const MAP_COUNTERS: &str = "COUNTERS";

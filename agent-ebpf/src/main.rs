@@ -85,16 +85,39 @@ pub fn pathwatch_xdp_event_floor(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The TC floor beside [`pathwatch_xdp_count_floor`], loaded only by `pathwatch-bench`:
+/// a socket buffer's counting floor, over which the TC rows' costs are read.
+#[classifier]
+pub fn pathwatch_tc_count_floor(ctx: TcContext) -> i32 {
+    count_skb_only(&ctx);
+    TC_ACT_OK
+}
+
+/// The TC floor beside [`pathwatch_xdp_event_floor`], loaded only by `pathwatch-bench`.
+#[classifier]
+pub fn pathwatch_tc_event_floor(ctx: TcContext) -> i32 {
+    count_skb_only(&ctx);
+    emit::emit_floor();
+    TC_ACT_OK
+}
+
 #[inline(always)]
 fn count_only(ctx: &XdpContext) {
     let pkt = XdpPacket::new(ctx);
-    let slot = iface_slot(ctx.ingress_ifindex() as u32) & (class::MAX_IFACE_SLOTS - 1);
-    count_packet(
-        slot,
-        Direction::Ingress as u32,
-        agent_common::Class::Other as u32,
-        wire::Packet::wire_len(&pkt) as u64,
-    );
+    count_other(ctx.ingress_ifindex() as u32, Direction::Ingress, wire::Packet::wire_len(&pkt));
+}
+
+#[inline(always)]
+fn count_skb_only(ctx: &TcContext) {
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    count_other(ifindex, Direction::Egress, ctx.len() as usize);
+}
+
+/// Counts a packet of class `other` on `ifindex`, with no header walk.
+#[inline(always)]
+fn count_other(ifindex: u32, direction: Direction, len: usize) {
+    let slot = iface_slot(ifindex) & (class::MAX_IFACE_SLOTS - 1);
+    count_packet(slot, direction as u32, agent_common::Class::Other as u32, len as u64);
 }
 
 #[inline(always)]

@@ -169,13 +169,20 @@ pub fn report(results: &[(&str, Value)], secs: f64) -> String {
                 let tc_base = f(&v["tc_baseline_ns"]);
                 let _ = writeln!(
                     o,
-                    "\nTC egress: the same frames through `pathwatch_tc`, as packets this host sends (so evented kinds raise their event), beside a classifier that only returns TC_ACT_OK (**{tc_base:.0} ns**; a test run at TC builds a socket buffer, which XDP's does not), with the same goals over it.\n"
+                    "\nTC egress: the same frames through `pathwatch_tc`, as packets this host sends (so evented kinds raise their event), beside a classifier that only returns TC_ACT_OK (**{tc_base:.0} ns**; a test run at TC builds a socket buffer, which XDP's does not), with the same goals over it: the evented kinds' over the TC `floor_event`, the same floor program as a classifier (what reporting a socket buffer costs at TC).\n"
                 );
                 let _ = writeln!(o, "| packet | ns/packet | over TC_ACT_OK | goal | met |\n|---|---:|---:|---:|---|");
+                let tc_goals = &v["tc_goals_over_baseline_ns"];
                 for (k, ns) in v["tc_ns"].as_object().into_iter().flatten() {
                     let over = f(ns) - tc_base;
-                    let (goal, ok) = goal_cells(k, over);
+                    let (goal, ok) = match tc_goals.get(k).and_then(Value::as_f64) {
+                        Some(g) => (format!("+{g:.0}"), met(over <= g).to_string()),
+                        None => ("-".into(), "-".into()),
+                    };
                     let _ = writeln!(o, "| tc_{k} | {:.0} | {over:+.0} | {goal} | {ok} |", f(ns));
+                }
+                for (k, ns) in v["tc_floor_ns"].as_object().into_iter().flatten() {
+                    let _ = writeln!(o, "| tc_{k} (floor) | {:.0} | {:+.0} | - | - |", f(ns), f(ns) - tc_base);
                 }
                 let _ = writeln!(o);
             }

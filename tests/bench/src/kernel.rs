@@ -22,7 +22,7 @@ use std::{
 use agent_common::{
     KernelConfig,
     config::wakeup_bytes_for,
-    names::{PROG_TC_BASELINE, PROG_XDP_COUNT_FLOOR, PROG_XDP_EVENT_FLOOR},
+    names::{PROG_TC_BASELINE, PROG_TC_COUNT_FLOOR, PROG_TC_EVENT_FLOOR, PROG_XDP_COUNT_FLOOR, PROG_XDP_EVENT_FLOOR},
     stats,
 };
 use aya::programs::{SchedClassifier, Xdp};
@@ -50,6 +50,8 @@ pub struct KernelBench {
     pub extra: Vec<(&'static str, f64)>,
     /// The floor programs' ns/packet (see [`FLOORS`]).
     pub floors: Vec<(&'static str, f64)>,
+    /// The TC floor programs' ns/packet (see [`TC_FLOORS`]).
+    pub tc_floors: Vec<(&'static str, f64)>,
     /// Failed ring-buffer reservations during the evented measurements.
     pub ringbuf_full: u64,
     /// Events the drain thread consumed.
@@ -61,6 +63,10 @@ pub struct KernelBench {
 /// pathwatch's cost over XDP_PASS is the header walk and the event's contents, and
 /// how much no program that counts and reports could avoid.
 const FLOORS: [(&str, &str); 2] = [("floor_count", PROG_XDP_COUNT_FLOOR), ("floor_event", PROG_XDP_EVENT_FLOOR)];
+
+/// The same floors as classifiers, over the TC_ACT_OK baseline: what counting a
+/// socket buffer, and counting it and reporting it, cost at TC.
+const TC_FLOORS: [(&str, &str); 2] = [("floor_count", PROG_TC_COUNT_FLOOR), ("floor_event", PROG_TC_EVENT_FLOOR)];
 
 /// Loads a floor program (once) and returns it.
 fn floor<'a>(kernel: &'a mut Kernel, name: &str) -> anyhow::Result<&'a mut Xdp> {
@@ -78,10 +84,15 @@ fn floor<'a>(kernel: &'a mut Kernel, name: &str) -> anyhow::Result<&'a mut Xdp> 
 /// Loads the TC baseline classifier (once) and returns it. Only the benchmark loads
 /// it: the agent never runs it.
 fn tc_baseline(kernel: &mut Kernel) -> anyhow::Result<&mut SchedClassifier> {
+    tc_program(kernel, PROG_TC_BASELINE)
+}
+
+/// Loads a classifier only the benchmark runs (once) and returns it.
+fn tc_program<'a>(kernel: &'a mut Kernel, name: &str) -> anyhow::Result<&'a mut SchedClassifier> {
     let prog: &mut SchedClassifier = kernel
         .ebpf_mut()
-        .program_mut(PROG_TC_BASELINE)
-        .ok_or_else(|| anyhow::anyhow!("program {PROG_TC_BASELINE} is not in the embedded object"))?
+        .program_mut(name)
+        .ok_or_else(|| anyhow::anyhow!("program {name} is not in the embedded object"))?
         .try_into()?;
     if prog.fd().is_err() {
         prog.load()?;
@@ -262,9 +273,23 @@ pub fn run() -> anyhow::Result<KernelBench> {
     for (key, name) in FLOORS {
         floors.push((key, floor_ns(&mut kernel, name, &frames::tcp_nonmatch())?));
     }
+    let mut tc_floors = Vec::new();
+    for (key, name) in TC_FLOORS {
+        tc_floors.push((key, best_ns(tc_program(&mut kernel, name)?, &frames::tcp_nonmatch())?));
+    }
     let drained = drain.finish();
     let ringbuf_full = kernel.stats()?[stats::RINGBUF_FULL as usize];
-    Ok(KernelBench { baseline_ns: baseline, ns, tc_baseline_ns, tc_ns, extra, floors, ringbuf_full, drained })
+    Ok(KernelBench {
+        baseline_ns: baseline,
+        ns,
+        tc_baseline_ns,
+        tc_ns,
+        extra,
+        floors,
+        tc_floors,
+        ringbuf_full,
+        drained,
+    })
 }
 
 /// Runs one kind's frame through `pathwatch_xdp` (`xdp_pass` for the baseline; `tc_`
@@ -336,6 +361,7 @@ impl KernelBench {
         let tc: Map<String, Value> = self.tc_ns.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
         let extra: Map<String, Value> = self.extra.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
         let floors: Map<String, Value> = self.floors.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
+        let tc_floors: Map<String, Value> = self.tc_floors.iter().map(|(k, v)| ((*k).to_string(), json!(v))).collect();
         json!({
             "baseline_ns": self.baseline_ns,
             "ns": ns,
@@ -347,6 +373,12 @@ impl KernelBench {
                 .filter_map(|(k, _)| self.goal(k).map(|g| ((*k).to_string(), json!(g))))
                 .collect::<Map<String, Value>>(),
             "tc_ns": tc,
+            "tc_goals_over_baseline_ns": self
+                .tc_ns
+                .iter()
+                .filter_map(|(k, _)| self.tc_goal(k).map(|g| ((*k).to_string(), json!(g))))
+                .collect::<Map<String, Value>>(),
+            "tc_floor_ns": tc_floors,
             "extra_ns": extra,
             "floor_ns": floors,
             "ringbuf_full": self.ringbuf_full,
@@ -360,11 +392,21 @@ impl KernelBench {
     /// kinds at most 20 ns over `floor_event` (what any evented packet pays), in-order
     /// bulk TCP +20, the non-matching kinds +10; `None` for the rows that only explain.
     pub fn goal(&self, kind: &str) -> Option<f64> {
-        let floor_event = self.floors.iter().find(|(k, _)| *k == "floor_event").map(|(_, v)| v - self.baseline_ns)?;
+        Self::goal_over(kind, &self.floors, self.baseline_ns, &self.ns)
+    }
+
+    /// The goal for `kind` at TC over TC_ACT_OK: the same goals, the evented kinds' over
+    /// the TC `floor_event` (what an evented socket buffer pays at TC).
+    pub fn tc_goal(&self, kind: &str) -> Option<f64> {
+        Self::goal_over(kind, &self.tc_floors, self.tc_baseline_ns, &self.tc_ns)
+    }
+
+    fn goal_over(kind: &str, floors: &[(&str, f64)], baseline_ns: f64, rows: &[(&str, f64)]) -> Option<f64> {
+        let floor_event = floors.iter().find(|(k, _)| *k == "floor_event").map(|(_, v)| v - baseline_ns)?;
         match kind {
             "tcp_bulk_inorder" => Some(20.0),
             "tcp_nonmatch" | "udp_nonmatch" | "dtls_app_data" => Some(10.0),
-            k if frames::evented(k) && self.ns.iter().any(|(n, _)| *n == k) => Some(floor_event + 20.0),
+            k if frames::evented(k) && rows.iter().any(|(n, _)| *n == k) => Some(floor_event + 20.0),
             _ => None,
         }
     }
@@ -396,7 +438,10 @@ impl KernelBench {
             self.tc_baseline_ns
         ));
         for (k, v) in &self.tc_ns {
-            out.push(row(&format!("tc_{k}"), *v, v - self.tc_baseline_ns, self.goal(k)));
+            out.push(row(&format!("tc_{k}"), *v, v - self.tc_baseline_ns, self.tc_goal(k)));
+        }
+        for (k, v) in &self.tc_floors {
+            out.push(row(&format!("tc_{k}"), *v, v - self.tc_baseline_ns, None));
         }
         out.push(format!("ring buffer: {} events drained, {} reservations failed", self.drained, self.ringbuf_full));
         out
