@@ -37,7 +37,7 @@ use crate::{
 pub fn pathwatch_xdp(ctx: XdpContext) -> u32 {
     let pkt = XdpPacket::new(&ctx);
     let ifindex = ctx.ingress_ifindex() as u32;
-    handle(&pkt, ifindex, Direction::Ingress);
+    handle(&pkt, &pkt.opaque(), ifindex, Direction::Ingress);
     xdp_action::XDP_PASS
 }
 
@@ -48,7 +48,7 @@ pub fn pathwatch_xdp(ctx: XdpContext) -> u32 {
 pub fn pathwatch_tc(ctx: TcContext) -> i32 {
     let pkt = SkbPacket::new(&ctx);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    handle(&pkt, ifindex, Direction::Egress);
+    handle(&pkt, &pkt, ifindex, Direction::Egress);
     TC_ACT_OK
 }
 
@@ -120,12 +120,18 @@ fn count_other(ifindex: u32, direction: Direction, len: usize) {
     count_packet(slot, direction as u32, agent_common::Class::Other as u32, len as u64);
 }
 
+/// Walks, counts and reports one packet: `wire::walk`, with the fast path reading
+/// `pkt` and the full walk `full`, the same packet read the way the verifier
+/// checks in fewer steps (see [`XdpPacket`]).
 #[inline(always)]
-fn handle<P: wire::Packet + Linear>(pkt: &P, ifindex: u32, direction: Direction) {
+fn handle<P: wire::Packet + Linear, Q: wire::Packet>(pkt: &P, full: &Q, ifindex: u32, direction: Direction) {
     let Some(cfg) = maps::config() else {
         return;
     };
-    let parsed = wire::walk(pkt, cfg, &mut KernelFlows);
+    let parsed = match wire::fast::walk(pkt, cfg, &mut KernelFlows) {
+        Some(p) => p,
+        None => wire::walk_full(full, cfg, &mut KernelFlows),
+    };
     let slot = iface_slot(ifindex) & (class::MAX_IFACE_SLOTS - 1);
     count_packet(slot, direction as u32, parsed.class as u32, pkt.wire_len() as u64);
     if parsed.truncated {

@@ -28,6 +28,7 @@
 //!   events, counted), `flow_table_insertions_are_counted_at_the_cap`,
 //!   `forwarded_packets_raise_events_once` (TC reports only what XDP did not),
 //!   `a_cleared_counter_slot_starts_at_zero_and_a_slot_is_summed_once`.
+//! - [`verifier`]: `each_packet_program_verifies_well_under_the_limit`.
 
 mod cases_app;
 mod cases_tcp_ip;
@@ -38,6 +39,7 @@ mod frames;
 mod maps;
 mod rig;
 mod truncation;
+mod verifier;
 
 use cases_app::{dns_cases, dtls_cases, icmp_cases, tls_cases};
 use cases_tcp_ip::{ipv4_header_cases, ipv6_ext_cases, large_df_cases, other_cases, tcp_fin_cases, tcp_syn_cases};
