@@ -48,7 +48,7 @@ pub fn pathwatch_xdp(ctx: XdpContext) -> u32 {
 pub fn pathwatch_tc(ctx: TcContext) -> i32 {
     let pkt = SkbPacket::new(&ctx);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    handle(&pkt, &pkt, ifindex, Direction::Egress);
+    handle(&pkt.plain(), &pkt, ifindex, Direction::Egress);
     TC_ACT_OK
 }
 
