@@ -406,6 +406,10 @@ impl ScratchPacket {
 /// The scratch frame of this CPU, as the global functions below see it again.
 #[inline(always)]
 fn scratch_packet(lengths: u64) -> Option<ScratchPacket> {
+    // An opaque use: where the walk reads neither length (the DTLS walk reads the
+    // masked frame only), LLVM would count the argument as dead and let callers leave
+    // its register unset, which the verifier refuses for a global function's argument.
+    let lengths = core::hint::black_box(lengths);
     let s = DROP_SCRATCH.get_ptr(0)?;
     let wire_len = lengths >> 32;
     let len = lengths as u32 as usize;

@@ -28,8 +28,8 @@
 //!   events, counted), `flow_table_insertions_are_counted_at_the_cap`,
 //!   `forwarded_packets_raise_events_once` (TC reports only what XDP did not),
 //!   `a_cleared_counter_slot_starts_at_zero_and_a_slot_is_summed_once`.
-//! - `each_packet_program_verifies_well_under_the_limit` ([`verifier`]): room under the
-//!   verifier's limit.
+//! - `each_packet_program_and_the_drop_program_verify_well_under_the_limit`
+//!   ([`verifier`]): room under the verifier's limit.
 
 mod cases_app;
 mod cases_tcp_ip;
