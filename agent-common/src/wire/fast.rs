@@ -16,7 +16,7 @@
 
 use super::{L3, LargeSegments, Packet, Parsed, be16, ethernet, icmp, ipv4, ipv6, tcp, udp};
 use crate::{
-    Class, KernelConfig,
+    KernelConfig,
     event::IP_FLAG_DF,
     proto::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, ETH_P_MPLS_MC, ETH_P_MPLS_UC, ETH_P_PPPOE_SESSION,
@@ -111,9 +111,7 @@ pub fn walk<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &mu
             return None;
         }
         icmp::parse(pkt, &mut p, &l3);
-        if p.class as u8 == Class::Other as u8 && cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
-            p.class = Class::LargeDf;
-        }
+        p.large_df_if_unclassified(cfg);
         return Some(p);
     }
     if p.l4_proto != IPPROTO_UDP || l4_off + udp::HLEN > end {
@@ -130,9 +128,7 @@ pub fn walk<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows: &mu
     } else {
         let payload_off = p.payload_off;
         udp::records_at::<P, true>(pkt, &mut p, payload_off, payload_end, udp_end);
-        if p.class as u8 == Class::Other as u8 && cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
-            p.class = Class::LargeDf;
-        }
+        p.large_df_if_unclassified(cfg);
     }
     Some(p)
 }

@@ -213,6 +213,15 @@ impl Parsed {
         }
     }
 
+    /// A packet no protocol rule classified becomes `large_df` when it is large with DF
+    /// set (`KernelConfig::is_large`): the one place of that rule for every walk.
+    #[inline(always)]
+    pub fn large_df_if_unclassified(&mut self, cfg: &KernelConfig) {
+        if self.class as u8 == Class::Other as u8 && cfg.is_large(self.ip_len, self.ip_flags & IP_FLAG_DF != 0) {
+            self.class = Class::LargeDf;
+        }
+    }
+
     /// Where the event's snap starts and ends in the packet: the ICMP message with its
     /// header (for a packet-too-big signal, only its first [`SNAP_MEDIUM`] bytes: the
     /// quoted IP and transport headers are all the detectors read of it), nothing for
@@ -321,9 +330,7 @@ pub fn walk_full<P: Packet, F: LargeSegments>(pkt: &P, cfg: &KernelConfig, flows
             }
         }
     }
-    if p.class as u8 == Class::Other as u8 && cfg.is_large(p.ip_len, p.ip_flags & IP_FLAG_DF != 0) {
-        p.class = Class::LargeDf;
-    }
+    p.large_df_if_unclassified(cfg);
     p
 }
 
