@@ -42,7 +42,7 @@ use crate::{
 pub fn pathwatch_xdp(ctx: XdpContext) -> u32 {
     let pkt = XdpPacket::new(&ctx);
     let ifindex = ctx.ingress_ifindex() as u32;
-    handle(&pkt, &pkt.opaque(), ifindex, Direction::Ingress);
+    handle(&pkt.plain(), &pkt.opaque(), ifindex, Direction::Ingress);
     xdp_action::XDP_PASS
 }
 
@@ -55,7 +55,7 @@ pub fn pathwatch_xdp(ctx: XdpContext) -> u32 {
 pub fn pathwatch_tc(ctx: TcContext) -> i32 {
     let pkt = SkbPacket::new(&ctx);
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    handle(&pkt.plain(), &pkt, ifindex, Direction::Egress);
+    handle(&pkt.plain(), &pkt.opaque(), ifindex, Direction::Egress);
     TC_ACT_OK
 }
 

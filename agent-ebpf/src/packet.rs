@@ -118,14 +118,19 @@ impl<'a> XdpPacket<'a> {
     pub fn new(ctx: &'a XdpContext) -> Self {
         XdpPacket { ctx }
     }
-    /// The same frame, read through an opaque context pointer.
+}
+
+impl<'a, const OPAQUE: bool> XdpPacket<'a, OPAQUE> {
+    /// The same frame, read plainly (the fast path's way).
+    #[inline(always)]
+    pub fn plain(&self) -> XdpPacket<'a, false> {
+        XdpPacket { ctx: self.ctx }
+    }
+    /// The same frame, read through an opaque context pointer (the full walk's way).
     #[inline(always)]
     pub fn opaque(&self) -> XdpPacket<'a, true> {
         XdpPacket { ctx: self.ctx }
     }
-}
-
-impl<const OPAQUE: bool> XdpPacket<'_, OPAQUE> {
     #[inline(always)]
     fn ctx_ptr(&self) -> *mut xdp_md {
         if OPAQUE { core::hint::black_box(self.ctx.ctx) } else { self.ctx.ctx }
@@ -181,14 +186,19 @@ impl<'a> SkbPacket<'a> {
     pub fn new(ctx: &'a TcContext) -> Self {
         SkbPacket { ctx }
     }
-    /// The same socket buffer, read without the opaque context pointer.
+}
+
+impl<'a, const OPAQUE: bool> SkbPacket<'a, OPAQUE> {
+    /// The same socket buffer, read plainly (the fast path's way).
     #[inline(always)]
     pub fn plain(&self) -> SkbPacket<'a, false> {
         SkbPacket { ctx: self.ctx }
     }
-}
-
-impl<const OPAQUE: bool> SkbPacket<'_, OPAQUE> {
+    /// The same socket buffer, read through an opaque context pointer (the full walk's way).
+    #[inline(always)]
+    pub fn opaque(&self) -> SkbPacket<'a, true> {
+        SkbPacket { ctx: self.ctx }
+    }
     #[inline(always)]
     fn ctx_ptr(&self) -> *mut __sk_buff {
         if OPAQUE { core::hint::black_box(self.ctx.skb.skb) } else { self.ctx.skb.skb }
